@@ -1,0 +1,105 @@
+"""Checkpoints are data: ``weights.safetensors`` plus ``config.json`` in one folder; loading never unpickles.
+
+A model folder holds::
+
+    config.json           the ModelConfig or ClassifierConfig that rebuilds the network (plus provenance)
+    weights.safetensors   its state dict
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .config import ClassifierConfig, ConfigError, ModelConfig, from_dict, to_dict
+from .networks import ClassConditionalUNet, build_classifier
+
+WEIGHTS = "weights.safetensors"
+CONFIG = "config.json"
+
+
+class CheckpointError(ValueError):
+    """A model folder that cannot be loaded; the message says which file and why."""
+
+
+def save_checkpoint(model: nn.Module, config, folder: str | Path, provenance: dict[str, Any] | None = None) -> Path:
+    """Write ``model``'s weights and ``config`` (plus optional provenance) into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS), metadata={"format": "pt"})
+    payload = {"kind": type(config).__name__, **to_dict(config)}
+    if provenance:
+        payload["provenance"] = provenance
+    (folder / CONFIG).write_text(json.dumps(payload, indent=2) + "\n")
+    return folder
+
+
+def read_checkpoint_config(folder: str | Path) -> tuple[ModelConfig | ClassifierConfig, dict[str, Any]]:
+    """(configuration, provenance) of a model folder."""
+    path = Path(folder) / CONFIG
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing: {folder} is not a ControlCG model folder") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} is not a JSON object")
+    provenance = data.pop("provenance", {})
+    kinds = {"ModelConfig": ModelConfig, "ClassifierConfig": ClassifierConfig}
+    kind = data.pop("kind", None)
+    if kind not in kinds:
+        raise CheckpointError(f"{path} has kind {kind!r}; expected one of {sorted(kinds)}")
+    try:
+        return from_dict(kinds[kind], data), provenance
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_checkpoint(folder: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the network a folder describes and load its weights (strictly: every tensor, every shape)."""
+    folder = Path(folder)
+    config, _ = read_checkpoint_config(folder)
+    model = ClassConditionalUNet(config) if isinstance(config, ModelConfig) else build_classifier(config)
+    model.config = config
+    path = folder / WEIGHTS
+    if not path.exists():
+        raise CheckpointError(f"{path} is missing")
+    try:
+        state = load_file(str(path), device=str(map_location))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing or extra or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
+        if extra:
+            parts.append(f"{len(extra)} unexpected (e.g. {extra[:3]})")
+        if wrong:
+            k = wrong[0]
+            parts.append(
+                f"{len(wrong)} with wrong shapes (e.g. {k}: {tuple(state[k].shape)} vs {tuple(expected[k].shape)})"
+            )
+        raise CheckpointError(f"{path} does not match its config.json: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+    return model.to(map_location).eval()

@@ -1,0 +1,359 @@
+"""Typed configuration of a ControlCG model, stored as JSON beside its weights.
+
+The dataclass that builds the model is the JSON that ships with it (diffusers' ``register_to_config`` idea): loading
+rebuilds the same dataclass, unknown keys and newer format versions are refused with a message naming them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Version of the JSON layout written by :func:`save_config`. Readers refuse anything newer.
+FORMAT_VERSION = 1
+
+BETA_SCHEDULES = ("linear_beta", "scaled_linear_beta", "sigmoid_beta", "cosine")
+PREDICTION_TYPES = ("v",)
+NOISE_KINDS = ("gaussian", "pyramid")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot describe a valid model; the message names the offending field."""
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Forward-process noise schedule (Eq. 1-2). Betas come from MONAI's ``NoiseSchedules`` registry."""
+
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "linear_beta"
+    beta_start: float = 1e-4
+    beta_end: float = 2e-2
+    prediction_type: str = "v"
+
+    def __post_init__(self):
+        if self.num_train_timesteps < 2:
+            raise ConfigError(f"schedule.num_train_timesteps must be >= 2, got {self.num_train_timesteps}")
+        if self.beta_schedule not in BETA_SCHEDULES:
+            raise ConfigError(f"schedule.beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}")
+        if not 0 < self.beta_start < self.beta_end < 1:
+            raise ConfigError(f"schedule needs 0 < beta_start < beta_end < 1, got {self.beta_start}, {self.beta_end}")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ConfigError(
+                f"schedule.prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}"
+            )
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    """Training (and optionally sampling) noise.
+
+    ``pyramid``: white noise plus ``levels`` coarser white fields (each halving the grid) trilinearly up-sampled and
+    weighted by ``discount**i``, renormalised to unit variance per sample (see :mod:`ControlCGLib.noise`).
+    """
+
+    kind: str = "pyramid"
+    discount: float = 0.8
+    levels: int = 3
+
+    def __post_init__(self):
+        if self.kind not in NOISE_KINDS:
+            raise ConfigError(f"noise.kind must be one of {NOISE_KINDS}, got {self.kind!r}")
+        if not 0 <= self.discount < 1:
+            raise ConfigError(f"noise.discount must be in [0, 1), got {self.discount}")
+        if self.levels < 0:
+            raise ConfigError(f"noise.levels must be >= 0, got {self.levels}")
+
+
+@dataclass(frozen=True)
+class IntensityConfig:
+    """Paper preprocessing: min-max with the brain's 99.5th percentile as max, clipped to [0, 1], then mapped
+    linearly to ``model_range`` for the network."""
+
+    percentile: float = 99.5
+    model_range: tuple[float, float] = (-1.0, 1.0)
+
+    def __post_init__(self):
+        if not 50 < self.percentile <= 100:
+            raise ConfigError(f"intensity.percentile must be in (50, 100], got {self.percentile}")
+        lo, hi = self.model_range
+        if not lo < hi:
+            raise ConfigError(f"intensity.model_range must be increasing, got {self.model_range}")
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Arguments passed to MONAI's ``DiffusionModelUNet`` (3D, one channel in and out, with conditioning)."""
+
+    channels: tuple[int, ...] = (64, 64, 128)
+    attention_levels: tuple[bool, ...] = (False, False, True)
+    num_res_blocks: int = 1
+    norm_num_groups: int = 32
+    num_head_channels: int = 32
+    transformer_num_layers: int = 1
+    use_flash_attention: bool = False
+
+    def __post_init__(self):
+        if len(self.channels) != len(self.attention_levels):
+            raise ConfigError(
+                f"unet.channels ({len(self.channels)} levels) and unet.attention_levels "
+                f"({len(self.attention_levels)} levels) must have the same length"
+            )
+        bad = [c for c in self.channels if c % self.norm_num_groups]
+        if bad:
+            raise ConfigError(f"unet.channels {bad} are not divisible by unet.norm_num_groups={self.norm_num_groups}")
+        bad = [c for c, a in zip(self.channels, self.attention_levels) if a and c % self.num_head_channels]
+        if bad:
+            raise ConfigError(
+                f"unet.channels {bad} at attention levels are not divisible by "
+                f"unet.num_head_channels={self.num_head_channels}"
+            )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a class-conditional diffusion model and to feed it correctly."""
+
+    name: str = "paper"
+    grid: tuple[int, int, int] = (80, 96, 80)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    class_names: tuple[str, ...] = ("CN", "AD")
+    context_dim: int = 128
+    class_in_time_embedding: bool = False
+    p_uncond: float = 0.15
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    intensity: IntensityConfig = field(default_factory=IntensityConfig)
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self):
+        if self.format_version > FORMAT_VERSION:
+            raise ConfigError(
+                f"configuration format_version {self.format_version} is newer than this ControlCG understands "
+                f"({FORMAT_VERSION}); update ControlCG to load it"
+            )
+        if len(self.grid) != 3 or any(int(g) < 1 for g in self.grid):
+            raise ConfigError(f"grid must be three positive sizes (D, H, W), got {self.grid}")
+        factor = 2 ** (len(self.unet.channels) - 1)
+        if any(g % factor for g in self.grid):
+            raise ConfigError(
+                f"grid {self.grid} must be divisible by {factor} for a UNet with {len(self.unet.channels)} levels"
+            )
+        if len(self.class_names) < 2 or len(set(self.class_names)) != len(self.class_names):
+            raise ConfigError(f"class_names must hold at least two distinct names, got {self.class_names}")
+        if not 0 <= self.p_uncond < 1:
+            raise ConfigError(f"p_uncond must be in [0, 1), got {self.p_uncond}")
+        if self.context_dim < 1:
+            raise ConfigError(f"context_dim must be positive, got {self.context_dim}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def null_class(self) -> int:
+        """Index of the null class; it is the extra last row of the class-embedding table."""
+        return len(self.class_names)
+
+    def class_index(self, name_or_index: str | int) -> int:
+        """Index of a class given by name (case-insensitive) or index; raises naming the known classes."""
+        if isinstance(name_or_index, int) and not isinstance(name_or_index, bool):
+            if 0 <= name_or_index < self.num_classes:
+                return name_or_index
+        elif isinstance(name_or_index, str):
+            lowered = [c.lower() for c in self.class_names]
+            if name_or_index.lower() in lowered:
+                return lowered.index(name_or_index.lower())
+        raise ConfigError(f"unknown class {name_or_index!r}; this model knows {list(self.class_names)}")
+
+    def replace(self, **changes) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """The diagnostic classifier: MONAI's 3D DenseNet (121 layout by default, width configurable for the CPU)."""
+
+    grid: tuple[int, int, int] = (80, 96, 80)
+    class_names: tuple[str, ...] = ("CN", "AD")
+    init_features: int = 64
+    growth_rate: int = 32
+    block_config: tuple[int, ...] = (6, 12, 24, 16)
+    dropout_prob: float = 0.0
+    intensity: IntensityConfig = field(default_factory=IntensityConfig)
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self):
+        if self.format_version > FORMAT_VERSION:
+            raise ConfigError(
+                f"classifier format_version {self.format_version} is newer than this ControlCG understands "
+                f"({FORMAT_VERSION}); update ControlCG to load it"
+            )
+        if self.init_features < 1 or self.growth_rate < 1 or not self.block_config:
+            raise ConfigError("classifier init_features, growth_rate and block_config must be positive")
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # Section 4 of the paper: 3 levels of 64/64/128 channels, attention at the deepest level, 80x96x80.
+    "paper": ModelConfig(),
+    # Laptop-CPU default: half the paper grid, a quarter of the width. Measured forward on the 2-core CI machine in
+    # the README; chosen so one counterfactual with default settings fits the product's time budget.
+    "cpu": ModelConfig(
+        name="cpu",
+        grid=(40, 48, 40),
+        unet=UNetConfig(channels=(16, 32, 64), norm_num_groups=8, num_head_channels=16),
+        context_dim=64,
+    ),
+}
+
+CLASSIFIER_PRESETS: dict[str, ClassifierConfig] = {
+    "paper": ClassifierConfig(grid=(160, 192, 160)),
+    "cpu": ClassifierConfig(grid=(40, 48, 40), init_features=16, growth_rate=8, block_config=(3, 6, 12, 8)),
+}
+
+
+def preset(name: str) -> ModelConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+# --- JSON round trip ------------------------------------------------------------------------------------------------
+
+
+def to_dict(config) -> dict[str, Any]:
+    """Plain JSON-ready dictionary (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def from_dict(cls, data: dict[str, Any], _where: str = ""):
+    """Rebuild dataclass ``cls`` from ``data``; unknown keys raise, naming them and where they sit."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{_where or cls.__name__} must be a JSON object, got {type(data).__name__}")
+    version = data.get("format_version", FORMAT_VERSION)
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise ConfigError(
+            f"{_where or cls.__name__} has format_version {version}, newer than this ControlCG understands "
+            f"({FORMAT_VERSION}); update ControlCG to load it"
+        )
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {_where or cls.__name__}; known keys are {sorted(names)}")
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        where = f"{_where}.{key}" if _where else key
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            if value is None:
+                kwargs[key] = None
+                continue
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = from_dict(hint, value, where)
+        elif typing.get_origin(hint) is tuple:
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{where} must be a list, got {value!r}")
+            kwargs[key] = tuple(value)
+        else:
+            kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"invalid {_where or cls.__name__}: {exc}") from None
+
+
+def save_config(config, path: str | Path) -> Path:
+    path = Path(path)
+    payload = {"kind": type(config).__name__, **to_dict(config)}
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
+
+
+def load_config(path: str | Path, cls=None):
+    """Read a configuration written by :func:`save_config`; ``cls`` defaults to the kind recorded in the file."""
+    path = Path(path)
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read configuration {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"configuration {path} is not a JSON object")
+    kinds = {"ModelConfig": ModelConfig, "ClassifierConfig": ClassifierConfig}
+    kind = data.pop("kind", None)
+    if cls is None:
+        if kind not in kinds:
+            raise ConfigError(f"configuration {path} has kind {kind!r}; expected one of {sorted(kinds)}")
+        cls = kinds[kind]
+    elif kind is not None and kind != cls.__name__:
+        raise ConfigError(f"configuration {path} describes a {kind}, not a {cls.__name__}")
+    return from_dict(cls, data)
+
+
+# --- inference settings (shared defaults of the CLI, Slicer and the evaluation) --------------------------------------
+
+SAMPLING_METHODS = ("ddim", "ddpm")
+REFERENCE_NOISE = ("fixed", "fresh")
+
+
+@dataclass(frozen=True)
+class InjectionConfig:
+    """Which self-attention layers inject the reference (groups ``down``/``mid``/``up`` or module paths), during
+    which part of the trajectory (``window``: fractions of the steps, from the first), and whether y_t is noised
+    with one fixed noise for the whole run or fresh noise at every step (Eq. 2)."""
+
+    layers: tuple[str, ...] = ("down", "mid", "up")
+    window: tuple[float, float] = (0.0, 1.0)
+    reference_noise: str = "fixed"
+
+    def __post_init__(self):
+        if not self.layers:
+            raise ConfigError("injection.layers must name at least one layer or group")
+        lo, hi = self.window
+        if not 0 <= lo < hi <= 1:
+            raise ConfigError(f"injection.window must satisfy 0 <= start < stop <= 1, got {self.window}")
+        if self.reference_noise not in REFERENCE_NOISE:
+            raise ConfigError(
+                f"injection.reference_noise must be one of {REFERENCE_NOISE}, got {self.reference_noise!r}"
+            )
+
+    def active(self, index: int, total: int) -> bool:
+        """Whether step ``index`` (0-based) of ``total`` lies inside the window."""
+        frac = index / total
+        return self.window[0] <= frac < self.window[1]
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How a counterfactual is sampled. ``start_strength`` 1 starts from pure noise (the paper); below 1 the run
+    starts from the input noised to that fraction of the trajectory (fewer steps, closer to the input)."""
+
+    steps: int = 50
+    method: str = "ddim"
+    eta: float = 0.0
+    start_strength: float = 1.0
+    noise: str = "gaussian"
+    injection: InjectionConfig | None = field(default_factory=InjectionConfig)
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ConfigError(f"sampling.steps must be >= 1, got {self.steps}")
+        if self.method not in SAMPLING_METHODS:
+            raise ConfigError(f"sampling.method must be one of {SAMPLING_METHODS}, got {self.method!r}")
+        if self.eta < 0:
+            raise ConfigError(f"sampling.eta must be >= 0, got {self.eta}")
+        if not 0 < self.start_strength <= 1:
+            raise ConfigError(f"sampling.start_strength must be in (0, 1], got {self.start_strength}")
+        if self.noise not in NOISE_KINDS:
+            raise ConfigError(f"sampling.noise must be one of {NOISE_KINDS}, got {self.noise!r}")
+
+    @property
+    def stochastic(self) -> bool:
+        return self.method == "ddpm" or self.eta > 0

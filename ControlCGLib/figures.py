@@ -1,0 +1,62 @@
+"""Pictures of results: a montage of the input, its counterfactuals and their signed saliency in three views."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _views(volume: np.ndarray, centre: tuple[int, int, int] | None = None) -> list[np.ndarray]:
+    """Axial, coronal and sagittal slices through ``centre`` (the middle by default), each rotated for display."""
+    c = centre or tuple(s // 2 for s in volume.shape)
+    return [np.rot90(volume[:, :, c[2]]), np.rot90(volume[:, c[1], :]), np.rot90(volume[c[0], :, :])]
+
+
+def montage(
+    path: str | Path,
+    columns: dict[str, np.ndarray],
+    saliency: dict[str, np.ndarray] | None = None,
+    title: str = "",
+    intensity_range: tuple[float, float] = (0.0, 1.0),
+    saliency_limit: float | None = None,
+    centre: tuple[int, int, int] | None = None,
+) -> Path:
+    """One column per volume (three views each), plus a signed-saliency row per view where given; writes a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    saliency = saliency or {}
+    names = list(columns)
+    rows = 3 + (3 if saliency else 0)
+    if saliency_limit is None and saliency:
+        saliency_limit = max(float(np.abs(s).max()) for s in saliency.values()) or 1.0
+    fig, axes = plt.subplots(rows, len(names), figsize=(2.2 * len(names), 2.1 * rows), squeeze=False)
+    for j, name in enumerate(names):
+        for i, img in enumerate(_views(np.asarray(columns[name]), centre)):
+            axes[i, j].imshow(img, cmap="gray", vmin=intensity_range[0], vmax=intensity_range[1])
+        axes[0, j].set_title(name, fontsize=9)
+        if saliency:
+            if name in saliency:
+                for i, img in enumerate(_views(np.asarray(saliency[name]), centre)):
+                    im = axes[3 + i, j].imshow(img, cmap="RdBu_r", vmin=-saliency_limit, vmax=saliency_limit)
+            for i in range(3):
+                axes[3 + i, j].set_facecolor("white")
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for i, label in enumerate(["axial", "coronal", "sagittal"]):
+        axes[i, 0].set_ylabel(label, fontsize=8)
+        if saliency:
+            axes[3 + i, 0].set_ylabel(f"saliency\n{label}", fontsize=8)
+    if saliency:
+        fig.colorbar(im, ax=axes[3:, :].ravel().tolist(), shrink=0.6, label="counterfactual - input")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path

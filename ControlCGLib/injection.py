@@ -1,0 +1,195 @@
+"""Attention injection (paper Eq. 6-9): the generated volume's self-attention also looks at the reference.
+
+A reference pass of the UNet on the noised patient scan y_t *records* the input tokens h(y_t) of each chosen
+self-attention layer. In the passes on the generated x_t those layers *inject*: Q from h(x_t), K and V from
+concat(h(y_t), h(x_t)) along the token axis, through the layer's own projections (Eq. 8). When h(y_t) == h(x_t)
+every key appears twice with the same value, so the softmax and the output are exactly those of the plain layer.
+
+The behaviour lives in :class:`InjectedSelfAttention`, a thin wrapper put in place of MONAI's ``SABlock`` (which has
+no processor hook) by :class:`AttentionInjector` and taken out again on removal, so the model is left holding its
+original modules: same objects, same state dict. The injector never counts calls; the sampler says what to do
+through :meth:`AttentionInjector.recording` / :meth:`AttentionInjector.injecting`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from monai.networks.blocks.selfattention import SABlock
+from torch import nn
+
+#: Layer groups by where they sit in MONAI's DiffusionModelUNet.
+GROUPS = {"down": "down_blocks.", "mid": "middle_block.", "up": "up_blocks."}
+
+
+def self_attention_layers(model: nn.Module) -> dict[str, SABlock]:
+    """Every self-attention ``SABlock`` of a MONAI diffusion UNet, keyed by module path.
+
+    Cross-attention blocks are not SABlocks; the transformer blocks' self-attention is ``attn1``.
+    """
+    return {name: m for name, m in model.named_modules() if isinstance(m, SABlock)}
+
+
+def _group_of(name: str) -> str | None:
+    parts = name.split(".")
+    for group, prefix in GROUPS.items():
+        head = prefix.rstrip(".")
+        if head in parts:
+            return group
+    return None
+
+
+def select_layers(model: nn.Module, layers: Iterable[str]) -> list[str]:
+    """Module paths chosen by ``layers``: group names (``down``, ``mid``, ``up``) and/or exact module paths."""
+    available = self_attention_layers(model)
+    chosen: list[str] = []
+    for item in layers:
+        if item in GROUPS:
+            matches = [n for n in available if _group_of(n) == item]
+        elif item in available:
+            matches = [item]
+        else:
+            raise ValueError(
+                f"unknown attention layer {item!r}; use a group of {sorted(GROUPS)} or one of {sorted(available)}"
+            )
+        chosen += [n for n in matches if n not in chosen]
+    if not chosen:
+        raise ValueError(f"no self-attention layer matches {list(layers)}; the model has {sorted(available)}")
+    return sorted(chosen, key=list(available).index)
+
+
+def _check_supported(layer: SABlock, name: str) -> None:
+    if layer.rel_positional_embedding is not None or layer.causal:
+        raise ValueError(f"attention injection does not support relative position embeddings or causal masks ({name})")
+
+
+def _project(layer: SABlock, x: torch.Tensor, which: int) -> torch.Tensor:
+    """One of q (0), k (1), v (2) of ``layer`` for tokens ``x``, as (B, heads, tokens, dim_head)."""
+    if layer.use_combined_linear:
+        n = layer.inner_dim
+        weight = layer.qkv.weight[which * n : (which + 1) * n]
+        bias = None if layer.qkv.bias is None else layer.qkv.bias[which * n : (which + 1) * n]
+        out = F.linear(x, weight, bias)
+    else:
+        out = (layer.to_q, layer.to_k, layer.to_v)[which](x)
+    b, tokens, _ = out.shape
+    return out.view(b, tokens, layer.num_heads, layer.dim_head).transpose(1, 2)
+
+
+def reference_attention(layer: SABlock, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Eq. 8 through ``layer``'s own projections: Q from ``x``, K and V from concat(reference, x)."""
+    if reference.shape[0] != x.shape[0]:
+        reference = reference.expand(x.shape[0], *reference.shape[1:])
+    kv_tokens = torch.cat([reference.to(x.dtype), x], dim=1)
+    q = _project(layer, x, 0)
+    k = _project(layer, kv_tokens, 1)
+    v = _project(layer, kv_tokens, 2)
+    if layer.attention_dtype is not None:
+        q, k = q.to(layer.attention_dtype), k.to(layer.attention_dtype)
+    if layer.use_flash_attention:
+        out = F.scaled_dot_product_attention(
+            q, k, v, scale=layer.scale, dropout_p=layer.dropout_rate if layer.training else 0.0
+        )
+    else:
+        att = (torch.einsum("blxd,blyd->blxy", q, k) * layer.scale).softmax(dim=-1)
+        att = layer.drop_weights(att)
+        out = torch.einsum("bhxy,bhyd->bhxd", att, v)
+    out = layer.out_rearrange(out)
+    if layer.include_fc:
+        out = layer.out_proj(out)
+    return layer.drop_output(out)
+
+
+class InjectedSelfAttention(nn.Module):
+    """Stands in for one SABlock while injection is installed; ``layer`` is the original module."""
+
+    def __init__(self, layer: SABlock, name: str, injector: AttentionInjector):
+        super().__init__()
+        self.layer = layer
+        self.name = name
+        self._injector = injector  # plain attribute: not a submodule
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        mode = self._injector.mode
+        if mode == "record":
+            self._injector.tokens[self.name] = x.detach()
+        elif mode == "inject" and attn_mask is None:
+            reference = self._injector.tokens.get(self.name)
+            if reference is None:
+                raise RuntimeError(f"no reference tokens recorded for {self.name}; run a recording pass first")
+            return reference_attention(self.layer, x, reference)
+        return self.layer(x, attn_mask)
+
+
+class AttentionInjector:
+    """Installs reference-attention injection on chosen self-attention layers of a model, and removes it.
+
+    Use as a context manager (removal is guaranteed, also after an error)::
+
+        with AttentionInjector(model, layers=("down", "mid", "up")) as inj:
+            with inj.recording():
+                model(y_t, t, null)          # stores h(y_t) per layer
+            with inj.injecting():
+                model(x_t, t, c)             # Eq. 8 in every chosen layer
+    """
+
+    def __init__(self, model: nn.Module, layers: Iterable[str] = ("down", "mid", "up")):
+        self.model = model
+        self.layer_names = select_layers(model, tuple(layers))
+        self.mode: str = "off"
+        self.tokens: dict[str, torch.Tensor] = {}
+        self._originals: dict[str, SABlock] = {}
+
+    @property
+    def installed(self) -> bool:
+        return bool(self._originals)
+
+    def install(self) -> AttentionInjector:
+        if self.installed:
+            return self
+        modules = self_attention_layers(self.model)
+        for name in self.layer_names:
+            _check_supported(modules[name], name)
+        for name in self.layer_names:
+            parent_name, _, attr = name.rpartition(".")
+            parent = self.model.get_submodule(parent_name) if parent_name else self.model
+            original = getattr(parent, attr)
+            setattr(parent, attr, InjectedSelfAttention(original, name, self))
+            self._originals[name] = original
+        return self
+
+    def remove(self) -> None:
+        for name, original in self._originals.items():
+            parent_name, _, attr = name.rpartition(".")
+            parent = self.model.get_submodule(parent_name) if parent_name else self.model
+            setattr(parent, attr, original)
+        self._originals.clear()
+        self.tokens.clear()
+        self.mode = "off"
+
+    def __enter__(self) -> AttentionInjector:
+        return self.install()
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    @contextlib.contextmanager
+    def _mode(self, mode: str):
+        if not self.installed:
+            raise RuntimeError("install the injector before recording or injecting")
+        previous, self.mode = self.mode, mode
+        try:
+            yield self
+        finally:
+            self.mode = previous
+
+    def recording(self):
+        """Passes inside store each chosen layer's input tokens as the reference (replacing earlier ones)."""
+        return self._mode("record")
+
+    def injecting(self):
+        """Passes inside attend over the recorded reference tokens as well as their own."""
+        return self._mode("inject")

@@ -1,0 +1,41 @@
+"""Intensity normalisation of the paper: min-max with the 99.5th percentile of the brain as max, then the model range.
+
+The minimum is the brain's minimum (0 for a skull-stripped scan's background); values above the percentile clip to 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import IntensityConfig
+
+
+def normalize(volume: np.ndarray, mask: np.ndarray | None = None, config: IntensityConfig | None = None) -> np.ndarray:
+    """Volume scaled to [0, 1] using statistics inside ``mask`` (everything non-zero when None)."""
+    config = config or IntensityConfig()
+    v = np.asarray(volume, dtype=np.float32)
+    if not np.isfinite(v).all():
+        raise ValueError("the image contains NaN or infinite values; fix or mask them before normalising")
+    m = (v != 0) if mask is None else np.asarray(mask, dtype=bool)
+    if m.shape != v.shape:
+        raise ValueError(f"mask shape {m.shape} differs from the image shape {v.shape}")
+    if not m.any():
+        raise ValueError("the image (or its mask) is empty: nothing to normalise")
+    values = v[m]
+    lo = float(values.min())
+    hi = float(np.percentile(values, config.percentile))
+    if hi <= lo:
+        raise ValueError(f"the image is constant inside the brain (value {lo}); it cannot be normalised")
+    return np.clip((v - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def to_model_range(unit, config: IntensityConfig | None = None):
+    """[0, 1] -> the model's range (works on numpy arrays and torch tensors)."""
+    lo, hi = (config or IntensityConfig()).model_range
+    return unit * (hi - lo) + lo
+
+
+def from_model_range(x, config: IntensityConfig | None = None):
+    """The model's range -> [0, 1] (not clipped: a counterfactual may overshoot slightly)."""
+    lo, hi = (config or IntensityConfig()).model_range
+    return (x - lo) / (hi - lo)

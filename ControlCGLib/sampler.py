@@ -1,0 +1,168 @@
+"""The guided sampler: one loop that makes counterfactuals for the command line, Slicer and the evaluation.
+
+Per step t -> s (paper Eqs. 2, 4, 5, 9):
+
+1. the reference y0 is noised to y_t by Eq. 2 and one *reference pass* of the UNet with the null class records the
+   self-attention tokens h(y_t). This pass depends neither on the target class nor on w, so it is done once per step
+   and shared by every w of the run;
+2. for each w, a conditional and (when w != 0) an unconditional pass on that w's x_t, both injecting h(y_t) (Eq. 8),
+   are combined by Eq. 5 into one v prediction;
+3. DDIM (or the strided DDPM posterior) moves x_t to x_s.
+
+All noise comes from one CPU generator seeded by ``seed``, drawn in an order that does not depend on the number of w
+values, so that a sweep equals separate runs and a seed reproduces its output bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .config import SamplingConfig, to_dict
+from .diffusion import Schedule
+from .guidance import cfg_combine, check_scales
+from .injection import AttentionInjector
+from .networks import ClassConditionalUNet
+from .noise import make_generator, sample_noise
+from .progress import Cancelled, StepCallback, StepInfo, StopCallback
+
+
+@dataclass
+class Counterfactuals:
+    """Result of one run: a counterfactual (D, H, W) in model range per guidance scale, and how it was made."""
+
+    images: dict[float, torch.Tensor]
+    target: int
+    target_name: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def __getitem__(self, w: float) -> torch.Tensor:
+        return self.images[float(w)]
+
+
+def _as_batch(y0: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+    """Input as a (1, 1, D, H, W) float32 tensor, refusing the wrong shape or non-finite values."""
+    if not isinstance(y0, torch.Tensor):
+        raise TypeError(f"the input must be a torch.Tensor on the model grid, got {type(y0).__name__}")
+    y = y0
+    if y.ndim == 3:
+        y = y[None, None]
+    elif y.ndim == 4 and y.shape[0] == 1:
+        y = y[None]
+    if y.ndim != 5 or y.shape[:2] != (1, 1):
+        raise ValueError(f"the input must be one 3D volume (D, H, W) or (1, 1, D, H, W), got shape {tuple(y0.shape)}")
+    if tuple(y.shape[2:]) != tuple(grid):
+        raise ValueError(
+            f"the input has shape {tuple(y.shape[2:])} but the model grid is {tuple(grid)}; "
+            "resample it to the model grid first"
+        )
+    y = y.float()
+    if not torch.isfinite(y).all():
+        raise ValueError("the input contains NaN or infinite values")
+    return y
+
+
+def sampling_timesteps(schedule: Schedule, sampling: SamplingConfig) -> list[int]:
+    """The descending timesteps a run visits: the grid of ``sampling.steps``, cut to its last ``start_strength``."""
+    grid = schedule.timesteps(sampling.steps)
+    if sampling.start_strength < 1:
+        keep = max(1, round(len(grid) * sampling.start_strength))
+        grid = grid[-keep:]
+    return grid
+
+
+@torch.no_grad()
+def counterfactual(
+    model: ClassConditionalUNet,
+    y0: torch.Tensor,
+    target: str | int,
+    scales: float | Sequence[float] = 3.0,
+    sampling: SamplingConfig | None = None,
+    *,
+    seed: int = 0,
+    on_step: StepCallback | None = None,
+    should_stop: StopCallback | None = None,
+) -> Counterfactuals:
+    """Counterfactuals of ``y0`` (model grid, model intensity range) toward class ``target``, one per scale w.
+
+    Raises :class:`~ControlCGLib.progress.Cancelled` when ``should_stop()`` returns True (checked before every step):
+    nothing partial is returned.
+    """
+    sampling = sampling or SamplingConfig()
+    config = model.config
+    target_index = config.class_index(target)
+    ws = check_scales(scales)
+    y = _as_batch(y0, config.grid)
+
+    device = next(model.parameters()).device
+    schedule = Schedule(config.schedule)
+    timesteps = sampling_timesteps(schedule, sampling)
+    pairs = schedule.pairs(timesteps)
+    noise_cfg = config.noise if sampling.noise == "pyramid" else None
+    injection = sampling.injection
+    shape = tuple(y.shape)
+
+    generator = make_generator(seed)
+    start = sample_noise(shape, generator, noise_cfg)
+    reference_noise = None
+    if injection is not None and injection.reference_noise == "fixed":
+        reference_noise = sample_noise(shape, generator, noise_cfg).to(device)
+    y = y.to(device)
+    start = start.to(device)
+    if sampling.start_strength < 1:
+        start = schedule.q_sample(y, timesteps[0], start)
+    xs = {w: start.clone() for w in ws}
+
+    cond_labels = model.labels(target_index, 1, device)
+    null_labels = model.labels(model.null_class, 1, device)
+    was_training = model.training
+    model.eval()
+    injector = AttentionInjector(model, injection.layers) if injection is not None else contextlib.nullcontext()
+    began = time.perf_counter()
+    try:
+        with injector:
+            for i, (t, s) in enumerate(pairs):
+                if should_stop is not None and should_stop():
+                    raise Cancelled(f"cancelled before step {i + 1} of {len(pairs)}")
+                tt = torch.full((1,), t, dtype=torch.long, device=device)
+                inject = injection is not None and injection.active(i, len(pairs))
+                if injection is not None and injection.reference_noise == "fresh":
+                    # Drawn even outside the window so that the window never shifts the random stream.
+                    reference_noise = sample_noise(shape, generator, noise_cfg).to(device)
+                if inject:
+                    with injector.recording():
+                        model(schedule.q_sample(y, t, reference_noise), tt, null_labels)
+                step_noise = sample_noise(shape, generator, noise_cfg).to(device) if sampling.stochastic else None
+                x0s = {}
+                for w in ws:
+                    x = xs[w]
+                    with injector.injecting() if inject else contextlib.nullcontext():
+                        cond = model(x, tt, cond_labels)
+                        uncond = model(x, tt, null_labels) if w != 0 else None
+                    x0, eps = schedule.split_v(x, cfg_combine(cond, uncond, w), t)
+                    if sampling.method == "ddpm":
+                        xs[w] = schedule.ddpm_step(x, x0, t, s, step_noise)
+                    else:
+                        xs[w] = schedule.ddim_step(x0, eps, t, s, sampling.eta, step_noise)
+                    x0s[w] = x0
+                if on_step is not None:
+                    on_step(StepInfo(i + 1, len(pairs), t, time.perf_counter() - began, x0s))
+    finally:
+        model.train(was_training)
+    seconds = time.perf_counter() - began
+    settings = {
+        "target": config.class_names[target_index],
+        "scales": list(ws),
+        "seed": seed,
+        "timesteps": timesteps,
+        "sampling": to_dict(sampling),
+        "model": config.name,
+    }
+    images = {w: x[0, 0].float().cpu() for w, x in xs.items()}
+    return Counterfactuals(images, target_index, config.class_names[target_index], settings, seconds)

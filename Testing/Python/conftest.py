@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny models with non-zero weights (MONAI zero-initialises output layers, so an untrained model
+predicts exactly 0 and would hide bugs), and the trained toy model (trained once per session)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ControlCGLib.config import ModelConfig, NoiseConfig, ScheduleConfig, UNetConfig
+from ControlCGLib.networks import ClassConditionalUNet
+
+torch.set_num_threads(2)
+
+
+def tiny_config(**changes) -> ModelConfig:
+    base = ModelConfig(
+        name="tiny",
+        grid=(8, 8, 8),
+        unet=UNetConfig(
+            channels=(8, 8, 16), attention_levels=(False, True, True), norm_num_groups=4, num_head_channels=4
+        ),
+        context_dim=8,
+        schedule=ScheduleConfig(num_train_timesteps=100),
+        noise=NoiseConfig(kind="pyramid", discount=0.5, levels=2),
+    )
+    return base.replace(**changes)
+
+
+def randomise(model: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * std)
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_model() -> ClassConditionalUNet:
+    torch.manual_seed(0)
+    return randomise(ClassConditionalUNet(tiny_config()))
+
+
+@pytest.fixture
+def tiny_input() -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    return torch.rand((8, 8, 8), generator=g) * 2 - 1
+
+
+@pytest.fixture(scope="session")
+def toy_model():
+    from ControlCGLib.toy import train_toy
+
+    return train_toy(steps=400, seed=0).model

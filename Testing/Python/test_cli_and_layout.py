@@ -1,0 +1,38 @@
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from ControlCGLib.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_help_runs_as_a_program():
+    out = subprocess.run([sys.executable, "-m", "ControlCGLib.cli", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and "presets" in out.stdout and "demo" in out.stdout
+
+
+def test_presets_command(capsys):
+    assert main(["presets", "paper"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["unet"]["channels"] == [64, 64, 128] and data["grid"] == [80, 96, 80]
+
+
+def test_unknown_preset_is_a_clean_error(capsys):
+    assert main(["presets", "huge"]) == 2
+    assert "unknown preset 'huge'" in capsys.readouterr().err
+
+
+def test_demo_refuses_to_overwrite(tmp_path, capsys):
+    (tmp_path / "keep.txt").write_text("user data")
+    assert main(["demo", "--out", str(tmp_path), "--train-steps", "1"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (tmp_path / "keep.txt").read_text() == "user data"
+
+
+def test_library_never_imports_slicer_or_qt():
+    pattern = re.compile(r"^\s*(import|from)\s+(slicer|qt|ctk|vtk|PythonQt)\b", re.M)
+    offenders = [p.name for p in (ROOT / "ControlCGLib").rglob("*.py") if pattern.search(p.read_text())]
+    assert offenders == []

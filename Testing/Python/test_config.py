@@ -1,0 +1,119 @@
+import json
+
+import pytest
+
+from ControlCGLib.config import (
+    FORMAT_VERSION,
+    PRESETS,
+    ConfigError,
+    InjectionConfig,
+    ModelConfig,
+    SamplingConfig,
+    UNetConfig,
+    load_config,
+    preset,
+    save_config,
+    to_dict,
+)
+
+
+def test_paper_preset_matches_section_4():
+    p = preset("paper")
+    assert p.grid == (80, 96, 80)
+    assert p.unet.channels == (64, 64, 128)
+    assert p.unet.attention_levels == (False, False, True)
+    assert p.class_names == ("CN", "AD")
+    assert p.schedule.prediction_type == "v"
+    assert p.noise.kind == "pyramid"
+    assert p.intensity.percentile == 99.5
+
+
+def test_cpu_preset_is_smaller_and_valid():
+    c = preset("cpu")
+    assert c.grid == (40, 48, 40)
+    assert max(c.unet.channels) < max(PRESETS["paper"].unet.channels)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_json_round_trip(tmp_path, name):
+    cfg = PRESETS[name]
+    path = save_config(cfg, tmp_path / "config.json")
+    assert load_config(path) == cfg
+    assert json.loads(path.read_text())["format_version"] == FORMAT_VERSION
+
+
+def test_sampling_config_round_trip_with_and_without_injection(tmp_path):
+    from ControlCGLib.config import from_dict
+
+    for cfg in (
+        SamplingConfig(),
+        SamplingConfig(injection=None),
+        SamplingConfig(injection=InjectionConfig(layers=("mid",))),
+    ):
+        assert from_dict(SamplingConfig, to_dict(cfg)) == cfg
+
+
+def test_unknown_key_is_named(tmp_path):
+    data = {"kind": "ModelConfig", **to_dict(preset("cpu"))}
+    data["unet"]["chanels"] = [1, 2, 3]
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match=r"chanels.*unet"):
+        load_config(path)
+
+
+def test_newer_format_version_is_refused(tmp_path):
+    data = {"kind": "ModelConfig", **to_dict(preset("cpu")), "format_version": FORMAT_VERSION + 1, "new_field": 1}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="newer"):
+        load_config(path)
+
+
+def test_corrupt_json_is_refused(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text("{not json")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"grid": (40, 48, 41)}, "divisible by 4"),
+        ({"class_names": ("CN",)}, "two distinct"),
+        ({"class_names": ("CN", "CN")}, "two distinct"),
+        ({"p_uncond": 1.0}, "p_uncond"),
+    ],
+)
+def test_invalid_model_config(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        preset("cpu").replace(**changes)
+
+
+def test_invalid_unet_config():
+    with pytest.raises(ConfigError, match="same length"):
+        UNetConfig(channels=(8, 8), attention_levels=(False, False, True))
+    with pytest.raises(ConfigError, match="norm_num_groups"):
+        UNetConfig(channels=(8, 12, 16), attention_levels=(False, False, True), norm_num_groups=8, num_head_channels=8)
+
+
+def test_class_index():
+    cfg = ModelConfig()
+    assert cfg.class_index("AD") == 1 and cfg.class_index("cn") == 0 and cfg.class_index(1) == 1
+    assert cfg.null_class == 2
+    with pytest.raises(ConfigError, match=r"unknown class 'MCI'.*\['CN', 'AD'\]"):
+        cfg.class_index("MCI")
+    with pytest.raises(ConfigError):
+        cfg.class_index(2)
+
+
+def test_sampling_config_validation():
+    with pytest.raises(ConfigError, match="method"):
+        SamplingConfig(method="euler")
+    with pytest.raises(ConfigError, match="start_strength"):
+        SamplingConfig(start_strength=0)
+    with pytest.raises(ConfigError, match="window"):
+        InjectionConfig(window=(0.5, 0.5))
+    inj = InjectionConfig(window=(0.0, 0.5))
+    assert [inj.active(i, 4) for i in range(4)] == [True, True, False, False]

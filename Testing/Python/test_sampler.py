@@ -1,0 +1,180 @@
+import contextlib
+
+import pytest
+import torch
+
+from ControlCGLib.config import ConfigError, InjectionConfig, SamplingConfig
+from ControlCGLib.diffusion import Schedule
+from ControlCGLib.noise import make_generator, sample_noise
+from ControlCGLib.progress import Cancelled
+from ControlCGLib.sampler import counterfactual, sampling_timesteps
+
+FAST = SamplingConfig(steps=5)
+
+
+class CallLog:
+    """Records (label, injector mode) of every UNet call."""
+
+    def __init__(self, model):
+        self.calls = []
+        self.model = model
+        self.handle = model.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module, args):
+        mode = "plain"
+        for m in module.modules():
+            if hasattr(m, "_injector"):
+                mode = m._injector.mode
+                break
+        self.calls.append((int(args[2][0]), mode))
+
+    def close(self):
+        self.handle.remove()
+
+
+def test_same_seed_gives_identical_output(tiny_model, tiny_input):
+    a = counterfactual(tiny_model, tiny_input, "AD", (1.0, 3.0), FAST, seed=7)
+    b = counterfactual(tiny_model, tiny_input, "AD", (1.0, 3.0), FAST, seed=7)
+    c = counterfactual(tiny_model, tiny_input, "AD", (1.0, 3.0), FAST, seed=8)
+    assert all(torch.equal(a[w], b[w]) for w in (1.0, 3.0))
+    assert not torch.equal(a[1.0], c[1.0])
+    assert not torch.equal(a[1.0], a[3.0])
+
+
+@pytest.mark.parametrize(
+    "sampling",
+    [
+        FAST,
+        SamplingConfig(steps=5, method="ddpm"),
+        SamplingConfig(steps=5, injection=InjectionConfig(reference_noise="fresh")),
+    ],
+)
+def test_sweep_equals_separate_runs(tiny_model, tiny_input, sampling):
+    ws = (0.0, 1.5, 4.0)
+    sweep = counterfactual(tiny_model, tiny_input, 1, ws, sampling, seed=3)
+    for w in ws:
+        single = counterfactual(tiny_model, tiny_input, 1, w, sampling, seed=3)
+        assert (single[w] - sweep[w]).abs().max() <= 1e-4
+
+
+def test_reference_pass_is_shared_across_w(tiny_model, tiny_input):
+    log = CallLog(tiny_model)
+    try:
+        counterfactual(tiny_model, tiny_input, "AD", (0.0, 1.0, 2.0), FAST, seed=0)
+    finally:
+        log.close()
+    null = tiny_model.null_class
+    records = [c for c in log.calls if c[1] == "record"]
+    assert records == [(null, "record")] * FAST.steps  # one reference pass per step, with the null class
+    # per step: w=0 -> cond only; w=1, w=2 -> cond + uncond: 5 injected passes
+    assert len([c for c in log.calls if c[1] == "inject"]) == 5 * FAST.steps
+
+
+def _plain_conditional_ddim(model, label, steps, seed):
+    """Hand-written conditional DDIM from the same starting noise, no guidance, no injection."""
+    schedule = Schedule(model.config.schedule)
+    x = sample_noise((1, 1, *model.config.grid), make_generator(seed), None)
+    labels = torch.tensor([label])
+    with torch.no_grad():
+        for t, s in schedule.pairs(schedule.timesteps(steps)):
+            v = model(x, torch.tensor([t]), labels)
+            x0, eps = schedule.split_v(x, v, t)
+            x = schedule.ddim_step(x0, eps, t, s)
+    return x[0, 0]
+
+
+def test_w0_equals_plain_conditional_sampling(tiny_model, tiny_input):
+    sampling = SamplingConfig(steps=6, injection=None)
+    result = counterfactual(tiny_model, tiny_input, 1, 0.0, sampling, seed=5)
+    assert torch.equal(result[0.0], _plain_conditional_ddim(tiny_model, 1, 6, seed=5))
+
+
+def test_guidance_changes_the_result(tiny_model, tiny_input):
+    sampling = SamplingConfig(steps=6, injection=None)
+    result = counterfactual(tiny_model, tiny_input, 1, (0.0, 2.0), sampling, seed=5)
+    assert (result[2.0] - result[0.0]).abs().max() > 1e-3
+
+
+def test_cancel_stops_within_one_step_and_returns_nothing(tiny_model, tiny_input):
+    steps_seen = []
+    log = CallLog(tiny_model)
+    try:
+        with pytest.raises(Cancelled):
+            counterfactual(
+                tiny_model,
+                tiny_input,
+                "AD",
+                (1.0, 2.0),
+                SamplingConfig(steps=10),
+                seed=0,
+                on_step=lambda info: steps_seen.append(info.index),
+                should_stop=lambda: len(steps_seen) >= 3,
+            )
+    finally:
+        log.close()
+    assert steps_seen == [1, 2, 3]
+    assert len(log.calls) == 3 * (1 + 2 * 2)  # no UNet call after the stop was requested
+    assert not any(hasattr(m, "_injector") for m in tiny_model.modules())  # injection removed
+
+
+def test_progress_callback_sees_every_step(tiny_model, tiny_input):
+    infos = []
+    counterfactual(tiny_model, tiny_input, 0, 1.0, FAST, on_step=infos.append)
+    assert [i.index for i in infos] == list(range(1, FAST.steps + 1))
+    assert [i.timestep for i in infos] == Schedule(tiny_model.config.schedule).timesteps(FAST.steps)
+    assert all(i.total == FAST.steps and set(i.x0) == {1.0} for i in infos)
+
+
+def test_full_ddpm_chain_runs_every_timestep(tiny_model, tiny_input):
+    T = tiny_model.config.schedule.num_train_timesteps
+    sampling = SamplingConfig(steps=T, method="ddpm", injection=None)
+    infos = []
+    a = counterfactual(tiny_model, tiny_input, 0, 1.0, sampling, seed=1, on_step=infos.append)
+    b = counterfactual(tiny_model, tiny_input, 0, 1.0, sampling, seed=1)
+    assert [i.timestep for i in infos] == list(range(T - 1, -1, -1))
+    assert torch.equal(a[1.0], b[1.0]) and torch.isfinite(a[1.0]).all()
+
+
+def test_start_strength_starts_from_the_noised_input(tiny_model, tiny_input):
+    schedule = Schedule(tiny_model.config.schedule)
+    sampling = SamplingConfig(steps=10, start_strength=0.3)
+    assert sampling_timesteps(schedule, sampling) == schedule.timesteps(10)[-3:]
+    infos = []
+    counterfactual(tiny_model, tiny_input, 0, 1.0, sampling, on_step=infos.append)
+    assert len(infos) == 3
+
+
+def test_injection_window_limits_the_reference_passes(tiny_model, tiny_input):
+    log = CallLog(tiny_model)
+    try:
+        sampling = SamplingConfig(steps=8, injection=InjectionConfig(window=(0.0, 0.5)))
+        counterfactual(tiny_model, tiny_input, 0, 1.0, sampling)
+    finally:
+        log.close()
+    assert sum(c[1] == "record" for c in log.calls) == 4
+
+
+def test_bad_input_is_refused(tiny_model, tiny_input):
+    with pytest.raises(ValueError, match=r"model grid is \(8, 8, 8\)"):
+        counterfactual(tiny_model, torch.zeros(8, 8, 9), 0, 1.0, FAST)
+    with pytest.raises(ValueError, match="one 3D volume"):
+        counterfactual(tiny_model, torch.zeros(2, 8, 8, 8), 0, 1.0, FAST)
+    with pytest.raises(ValueError, match="one 3D volume"):
+        counterfactual(tiny_model, torch.zeros(8, 8), 0, 1.0, FAST)
+    bad = tiny_input.clone()
+    bad[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        counterfactual(tiny_model, bad, 0, 1.0, FAST)
+    with pytest.raises(ConfigError, match="unknown class 'MCI'"):
+        counterfactual(tiny_model, tiny_input, "MCI", 1.0, FAST)
+    with pytest.raises(ValueError, match="guidance scale"):
+        counterfactual(tiny_model, tiny_input, 0, -1.0, FAST)
+
+
+def test_model_mode_is_restored(tiny_model, tiny_input):
+    tiny_model.train()
+    counterfactual(tiny_model, tiny_input, 0, 1.0, FAST)
+    assert tiny_model.training
+    with contextlib.suppress(Cancelled):
+        counterfactual(tiny_model, tiny_input, 0, 1.0, FAST, should_stop=lambda: True)
+    assert tiny_model.training
