@@ -99,6 +99,10 @@ class UNetConfig:
     use_flash_attention: bool = False
 
     def __post_init__(self):
+        if self.num_res_blocks < 1 or self.transformer_num_layers < 1:
+            raise ConfigError("unet.num_res_blocks and unet.transformer_num_layers must be >= 1")
+        if not self.channels or any(c < 1 for c in self.channels):
+            raise ConfigError(f"unet.channels must be positive sizes, got {self.channels}")
         if len(self.channels) != len(self.attention_levels):
             raise ConfigError(
                 f"unet.channels ({len(self.channels)} levels) and unet.attention_levels "
@@ -194,8 +198,14 @@ class ClassifierConfig:
                 f"classifier format_version {self.format_version} is newer than this ControlCG understands "
                 f"({FORMAT_VERSION}); update ControlCG to load it"
             )
-        if self.init_features < 1 or self.growth_rate < 1 or not self.block_config:
+        if self.init_features < 1 or self.growth_rate < 1 or not self.block_config or min(self.block_config) < 1:
             raise ConfigError("classifier init_features, growth_rate and block_config must be positive")
+        if len(self.grid) != 3 or any(g < 1 for g in self.grid):
+            raise ConfigError(f"classifier grid must be three positive sizes (D, H, W), got {self.grid}")
+        if len(self.class_names) < 2 or len(set(self.class_names)) != len(self.class_names):
+            raise ConfigError(f"classifier class_names must hold at least two distinct names, got {self.class_names}")
+        if not 0 <= self.dropout_prob < 1:
+            raise ConfigError(f"classifier dropout_prob must be in [0, 1), got {self.dropout_prob}")
 
 
 PRESETS: dict[str, ModelConfig] = {
@@ -232,6 +242,19 @@ def to_dict(config) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
+def _checked(value, hint, where: str):
+    """``value`` if it has the JSON type ``hint`` asks for (an int is a valid float, a bool is not an int)."""
+    ok = {
+        bool: lambda v: isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        str: lambda v: isinstance(v, str),
+    }.get(hint)
+    if ok is not None and not ok(value):
+        raise ConfigError(f"{where} must be of type {hint.__name__}, got {value!r}")
+    return float(value) if hint is float else value
+
+
 def from_dict(cls, data: dict[str, Any], _where: str = ""):
     """Rebuild dataclass ``cls`` from ``data``; unknown keys raise, naming them and where they sit."""
     if not isinstance(data, dict):
@@ -261,9 +284,10 @@ def from_dict(cls, data: dict[str, Any], _where: str = ""):
         elif typing.get_origin(hint) is tuple:
             if not isinstance(value, (list, tuple)):
                 raise ConfigError(f"{where} must be a list, got {value!r}")
-            kwargs[key] = tuple(value)
+            item_type = typing.get_args(hint)[0]
+            kwargs[key] = tuple(_checked(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
         else:
-            kwargs[key] = value
+            kwargs[key] = _checked(value, hint, where)
     try:
         return cls(**kwargs)
     except TypeError as exc:
@@ -353,6 +377,8 @@ class SamplingConfig:
             raise ConfigError(f"sampling.start_strength must be in (0, 1], got {self.start_strength}")
         if self.noise not in NOISE_KINDS:
             raise ConfigError(f"sampling.noise must be one of {NOISE_KINDS}, got {self.noise!r}")
+        if self.method == "ddpm" and self.eta != 0:
+            raise ConfigError("sampling.eta applies to DDIM only; DDPM steps are always stochastic (leave eta at 0)")
 
     @property
     def stochastic(self) -> bool:

@@ -18,6 +18,7 @@ Symbols (paper Eq. 1-2; Ho et al. 2020; Song et al. 2021 "DDIM"; Salimans & Ho 2
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 import torch
@@ -59,8 +60,8 @@ class Schedule:
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor | int, noise: torch.Tensor) -> torch.Tensor:
         """Eq. 2: x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps, for a scalar t or one t per batch element."""
-        if isinstance(t, int):
-            a = self.alpha_bar(t)
+        if isinstance(t, numbers.Integral):
+            a = self.alpha_bar(int(t))
             return math.sqrt(a) * x0 + math.sqrt(1.0 - a) * noise
         a = self._alpha_bar_batch(t, x0)
         return a.sqrt() * x0 + (1.0 - a).sqrt() * noise
@@ -86,7 +87,9 @@ class Schedule:
         """
         T = self.num_train_timesteps
         if not 1 <= num_steps <= T:
-            raise ValueError(f"number of steps must be in [1, {T}], got {num_steps}")
+            raise ValueError(
+                f"the number of sampling steps must be in [1, {T}] (the model's training timesteps), got {num_steps}"
+            )
         if num_steps == 1:
             return [T - 1]
         return [int(t) for t in np.rint(np.linspace(T - 1, 0, num_steps))]
@@ -131,6 +134,10 @@ class Schedule:
         return mean + math.sqrt(var) * noise
 
     def ddim_reverse_step(self, x0: torch.Tensor, eps: torch.Tensor, s: int, t: int) -> torch.Tensor:
-        """DDIM inversion: from s to a later t > s along the deterministic path (also from s = CLEAN)."""
+        """DDIM inversion: from s to a later t > s along the deterministic path.
+
+        ``x0`` and ``eps`` come from the model evaluated at s; from s = CLEAN (no timestep to evaluate at) callers
+        evaluate the model at the first grid timestep instead.
+        """
         a_t = self.alpha_bar(t)
         return math.sqrt(a_t) * x0 + math.sqrt(1 - a_t) * eps

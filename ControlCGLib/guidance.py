@@ -8,6 +8,9 @@ the model output).
 
 from __future__ import annotations
 
+import numbers
+from collections.abc import Iterable
+
 import torch
 
 
@@ -22,8 +25,16 @@ def cfg_combine(cond: torch.Tensor, uncond: torch.Tensor | None, w: float) -> to
 
 def check_scales(scales) -> tuple[float, ...]:
     """Guidance scales as a tuple of finite, non-negative, distinct floats (a single number is accepted)."""
-    if isinstance(scales, (int, float)):
+    if isinstance(scales, torch.Tensor):
+        scales = scales.reshape(-1).tolist()
+    if isinstance(scales, numbers.Real):
         scales = (scales,)
+    if isinstance(scales, (str, bytes)) or not isinstance(scales, Iterable):
+        raise ValueError(f"guidance scales must be a number or a list of numbers, got {scales!r}")
+    scales = list(scales)
+    for w in scales:
+        if isinstance(w, bool) or not isinstance(w, numbers.Real):
+            raise ValueError(f"guidance scale w must be a number, got {w!r}")
     out = tuple(float(w) for w in scales)
     if not out:
         raise ValueError("give at least one guidance scale w")

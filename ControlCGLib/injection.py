@@ -82,6 +82,10 @@ def _project(layer: SABlock, x: torch.Tensor, which: int) -> torch.Tensor:
 def reference_attention(layer: SABlock, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """Eq. 8 through ``layer``'s own projections: Q from ``x``, K and V from concat(reference, x)."""
     if reference.shape[0] != x.shape[0]:
+        if reference.shape[0] != 1 or reference.shape[1:] != x.shape[1:]:
+            raise ValueError(
+                f"reference tokens {tuple(reference.shape)} do not fit the generated tokens {tuple(x.shape)}"
+            )
         reference = reference.expand(x.shape[0], *reference.shape[1:])
     kv_tokens = torch.cat([reference.to(x.dtype), x], dim=1)
     q = _project(layer, x, 0)
@@ -90,6 +94,7 @@ def reference_attention(layer: SABlock, x: torch.Tensor, reference: torch.Tensor
     if layer.attention_dtype is not None:
         q, k = q.to(layer.attention_dtype), k.to(layer.attention_dtype)
     if layer.use_flash_attention:
+        # MONAI's flash path applies its dropout even in eval; DiffusionModelUNet builds these blocks with dropout 0.
         out = F.scaled_dot_product_attention(
             q, k, v, scale=layer.scale, dropout_p=layer.dropout_rate if layer.training else 0.0
         )
@@ -116,7 +121,9 @@ class InjectedSelfAttention(nn.Module):
         mode = self._injector.mode
         if mode == "record":
             self._injector.tokens[self.name] = x.detach()
-        elif mode == "inject" and attn_mask is None:
+        elif mode == "inject":
+            if attn_mask is not None:
+                raise ValueError(f"attention injection does not support attention masks ({self.name})")
             reference = self._injector.tokens.get(self.name)
             if reference is None:
                 raise RuntimeError(f"no reference tokens recorded for {self.name}; run a recording pass first")
@@ -150,6 +157,8 @@ class AttentionInjector:
     def install(self) -> AttentionInjector:
         if self.installed:
             return self
+        if any(isinstance(m, InjectedSelfAttention) for m in self.model.modules()):
+            raise RuntimeError("this model already has attention injection installed; remove it first")
         modules = self_attention_layers(self.model)
         for name in self.layer_names:
             _check_supported(modules[name], name)

@@ -16,6 +16,7 @@ values, so that a sweep equals separate runs and a seed reproduces its output bi
 from __future__ import annotations
 
 import contextlib
+import numbers
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -100,7 +101,10 @@ def counterfactual(
     ws = check_scales(scales)
     y = _as_batch(y0, config.grid)
 
-    device = next(model.parameters()).device
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an integer, got {seed!r}")
+    parameter = next(model.parameters())
+    device, dtype = parameter.device, parameter.dtype
     schedule = Schedule(config.schedule)
     timesteps = sampling_timesteps(schedule, sampling)
     pairs = schedule.pairs(timesteps)
@@ -108,13 +112,14 @@ def counterfactual(
     injection = sampling.injection
     shape = tuple(y.shape)
 
+    if injection is not None and not any(injection.active(i, len(pairs)) for i in range(len(pairs))):
+        raise ValueError(f"the injection window {injection.window} holds none of the {len(pairs)} steps")
+
     generator = make_generator(seed)
-    start = sample_noise(shape, generator, noise_cfg)
-    reference_noise = None
-    if injection is not None and injection.reference_noise == "fixed":
-        reference_noise = sample_noise(shape, generator, noise_cfg).to(device)
-    y = y.to(device)
-    start = start.to(device)
+    # Drawn whatever the settings, so that switching injection or the noise mode never shifts the random stream.
+    start = sample_noise(shape, generator, noise_cfg).to(device, dtype)
+    reference_noise = sample_noise(shape, generator, noise_cfg).to(device, dtype)
+    y = y.to(device, dtype)
     if sampling.start_strength < 1:
         start = schedule.q_sample(y, timesteps[0], start)
     xs = {w: start.clone() for w in ws}
@@ -134,11 +139,13 @@ def counterfactual(
                 inject = injection is not None and injection.active(i, len(pairs))
                 if injection is not None and injection.reference_noise == "fresh":
                     # Drawn even outside the window so that the window never shifts the random stream.
-                    reference_noise = sample_noise(shape, generator, noise_cfg).to(device)
+                    reference_noise = sample_noise(shape, generator, noise_cfg).to(device, dtype)
                 if inject:
                     with injector.recording():
                         model(schedule.q_sample(y, t, reference_noise), tt, null_labels)
-                step_noise = sample_noise(shape, generator, noise_cfg).to(device) if sampling.stochastic else None
+                step_noise = (
+                    sample_noise(shape, generator, noise_cfg).to(device, dtype) if sampling.stochastic else None
+                )
                 x0s = {}
                 for w in ws:
                     x = xs[w]

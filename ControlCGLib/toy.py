@@ -31,7 +31,7 @@ def toy_config(size: int = 16) -> ModelConfig:
         name="toy",
         grid=(size, size, size),
         unet=UNetConfig(
-            channels=(16, 16, 32), attention_levels=(True, True, True), norm_num_groups=8, num_head_channels=16
+            channels=(16, 16, 32), attention_levels=(False, True, True), norm_num_groups=8, num_head_channels=16
         ),
         class_names=("small", "large"),
         context_dim=32,

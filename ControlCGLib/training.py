@@ -47,6 +47,8 @@ def diffusion_loss(
     t = torch.randint(0, schedule.num_train_timesteps, (b,), generator=generator).to(device)
     noise = sample_noise(x0.shape, generator, config.noise).to(device, x0.dtype)
     p = config.p_uncond if p_uncond is None else p_uncond
+    if not 0 <= p <= 1:
+        raise ValueError(f"p_uncond must be in [0, 1], got {p}")
     labels = drop_labels(labels.long(), config.null_class, p, generator)
     x_t = schedule.q_sample(x0, t, noise)
     prediction = model(x_t, t, labels.to(device))

@@ -49,7 +49,7 @@ def main() -> None:
         x = torch.randn(1, 1, *cfg.grid)
         t, lab = torch.tensor([500]), torch.tensor([1])
         with torch.no_grad():
-            sec = _median_time(lambda m=model, x=x: m(x, t, lab), args.repeats if name != "paper" else 1)
+            sec = _median_time(lambda m=model, x=x, t=t, lab=lab: m(x, t, lab), args.repeats if name != "paper" else 1)
         print(f"forward  preset={name:6s} grid={cfg.grid} params={count_parameters(model) / 1e6:.2f}M  {sec:.3f} s")
     model = models["cpu"]
     sampling = SamplingConfig()
@@ -57,8 +57,10 @@ def main() -> None:
     t0 = time.perf_counter()
     result = counterfactual(model, y0, "AD", 3.0, sampling, seed=0)
     total = time.perf_counter() - t0
-    print(f"counterfactual preset=cpu steps={sampling.steps} method={sampling.method} injection=on w=3: {total:.1f} s "
-          f"({result.seconds / sampling.steps:.2f} s/step, 3 UNet passes per step)")
+    print(
+        f"counterfactual preset=cpu steps={sampling.steps} method={sampling.method} injection=on w=3: {total:.1f} s "
+        f"({result.seconds / sampling.steps:.2f} s/step, 3 UNet passes per step)"
+    )
 
 
 if __name__ == "__main__":

@@ -117,3 +117,24 @@ def test_sampling_config_validation():
         InjectionConfig(window=(0.5, 0.5))
     inj = InjectionConfig(window=(0.0, 0.5))
     assert [inj.active(i, 4) for i in range(4)] == [True, True, False, False]
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("grid", ["80", 96, 80], r"grid\[0\] must be of type int"),
+        ("p_uncond", "0.1", "p_uncond must be of type float"),
+        ("class_in_time_embedding", 1, "must be of type bool"),
+    ],
+)
+def test_wrong_json_types_are_named(field, value, message):
+    from ControlCGLib.config import from_dict
+
+    data = to_dict(preset("cpu"))
+    data[field] = value
+    with pytest.raises(ConfigError, match=message):
+        from_dict(ModelConfig, data)
+    data = to_dict(preset("cpu"))
+    data["schedule"]["num_train_timesteps"] = 1000.0
+    with pytest.raises(ConfigError, match="schedule.num_train_timesteps must be of type int"):
+        from_dict(ModelConfig, data)

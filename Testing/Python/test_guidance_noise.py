@@ -54,3 +54,14 @@ def test_pyramid_spectrum():
     assert 0.03 < weak < strong
     assert weak == pytest.approx(0.050, abs=0.01)
     assert strong == pytest.approx(0.18, abs=0.03)
+
+
+def test_check_scales_refuses_strings_and_bools_and_accepts_scalars():
+    import numpy as np
+
+    for bad in ("12", True, [1.0, "2"]):
+        with pytest.raises(ValueError, match="number"):
+            check_scales(bad)
+    assert check_scales(np.float64(2.5)) == (2.5,)
+    assert check_scales(torch.tensor(3.0)) == (3.0,)
+    assert check_scales(torch.tensor([1.0, 2.0])) == (1.0, 2.0)

@@ -5,6 +5,7 @@ from monai.networks.blocks.selfattention import SABlock
 from ControlCGLib.injection import AttentionInjector, InjectedSelfAttention, reference_attention, self_attention_layers
 
 
+@torch.no_grad()
 def _call(model, x, label, t=30):
     return model(x, torch.tensor([t]), torch.tensor([label]))
 
@@ -94,3 +95,29 @@ def test_injecting_without_recording_is_an_error(tiny_model, tiny_input):
     with AttentionInjector(tiny_model) as inj, inj.injecting():
         with pytest.raises(RuntimeError, match="no reference tokens"):
             _call(tiny_model, tiny_input[None, None], 0)
+
+
+def test_second_install_is_refused(tiny_model):
+    with AttentionInjector(tiny_model):
+        with pytest.raises(RuntimeError, match="already"):
+            AttentionInjector(tiny_model).install()
+
+
+def test_only_the_configured_layer_changes_behaviour(tiny_model, tiny_input):
+    """With injection on the mid block only, the first down-block attention still sees no reference."""
+    x = tiny_input[None, None]
+    seen = {}
+    first = next(iter(self_attention_layers(tiny_model)))
+    layer = tiny_model.get_submodule(first)
+    handle = layer.register_forward_hook(lambda m, i, o: seen.setdefault("out", []).append(o.clone()))
+    try:
+        plain = _call(tiny_model, x, 0)
+        with AttentionInjector(tiny_model, layers=("mid",)) as inj:
+            with inj.recording():
+                _call(tiny_model, torch.flip(x, dims=[2]), 2)
+            with inj.injecting():
+                injected = _call(tiny_model, x, 0)
+    finally:
+        handle.remove()
+    assert torch.equal(seen["out"][0], seen["out"][2])  # the down layer: same output with and without injection
+    assert (injected - plain).abs().max() > 1e-4  # while the mid layer's injection changes the result

@@ -178,3 +178,17 @@ def test_model_mode_is_restored(tiny_model, tiny_input):
     with contextlib.suppress(Cancelled):
         counterfactual(tiny_model, tiny_input, 0, 1.0, FAST, should_stop=lambda: True)
     assert tiny_model.training
+
+
+def test_model_dtype_is_followed(tiny_model, tiny_input):
+    model = tiny_model.double()
+    result = counterfactual(model, tiny_input, 1, 1.0, FAST, seed=0)
+    assert result[1.0].dtype == torch.float32 and torch.isfinite(result[1.0]).all()
+
+
+def test_empty_injection_window_and_bad_seed_are_refused(tiny_model, tiny_input):
+    sampling = SamplingConfig(steps=4, injection=InjectionConfig(window=(0.9, 1.0)))
+    with pytest.raises(ValueError, match="holds none"):
+        counterfactual(tiny_model, tiny_input, 0, 1.0, sampling)
+    with pytest.raises(TypeError, match="seed"):
+        counterfactual(tiny_model, tiny_input, 0, 1.0, FAST, seed="a")
