@@ -35,7 +35,6 @@ def toy_config(size: int = 16) -> ModelConfig:
         ),
         class_names=("small", "large"),
         context_dim=32,
-        class_in_time_embedding=True,
         p_uncond=0.2,
         schedule=ScheduleConfig(num_train_timesteps=1000),
         noise=NoiseConfig(kind="pyramid", discount=0.5, levels=2),

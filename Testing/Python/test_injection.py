@@ -11,10 +11,17 @@ def _call(model, x, label, t=30):
 
 
 @pytest.mark.parametrize("combined", [False, True])
-@pytest.mark.parametrize("flash", [False, True])
-def test_reference_equal_to_input_reproduces_the_plain_layer(combined, flash):
+@pytest.mark.parametrize("flash, attention_dtype", [(False, None), (True, None), (False, torch.float32)])
+def test_reference_equal_to_input_reproduces_the_plain_layer(combined, flash, attention_dtype):
     torch.manual_seed(0)
-    layer = SABlock(hidden_size=16, num_heads=4, qkv_bias=True, use_combined_linear=combined, use_flash_attention=flash)
+    layer = SABlock(
+        hidden_size=16,
+        num_heads=4,
+        qkv_bias=True,
+        use_combined_linear=combined,
+        use_flash_attention=flash,
+        attention_dtype=attention_dtype,
+    )
     layer.eval()
     x = torch.randn(2, 27, 16)
     assert (reference_attention(layer, x, x) - layer(x)).abs().max() <= 1e-5
