@@ -26,6 +26,21 @@ class ConfigError(ValueError):
     """A configuration that cannot describe a valid model; the message names the offending field."""
 
 
+def _check_version(version, what: str) -> None:
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise ConfigError(
+            f"{what} has format_version {version}, newer than this ControlCG understands ({FORMAT_VERSION}); "
+            "update ControlCG to load it"
+        )
+
+
+def _check_grid_and_classes(grid, class_names, what: str) -> None:
+    if len(grid) != 3 or any(g < 1 for g in grid):
+        raise ConfigError(f"{what}grid must be three positive sizes (D, H, W), got {grid}")
+    if len(class_names) < 2 or len(set(class_names)) != len(class_names):
+        raise ConfigError(f"{what}class_names must hold at least two distinct names, got {class_names}")
+
+
 @dataclass(frozen=True)
 class ScheduleConfig:
     """Forward-process noise schedule (Eq. 1-2). Betas come from MONAI's ``NoiseSchedules`` registry."""
@@ -136,20 +151,13 @@ class ModelConfig:
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self):
-        if self.format_version > FORMAT_VERSION:
-            raise ConfigError(
-                f"configuration format_version {self.format_version} is newer than this ControlCG understands "
-                f"({FORMAT_VERSION}); update ControlCG to load it"
-            )
-        if len(self.grid) != 3 or any(int(g) < 1 for g in self.grid):
-            raise ConfigError(f"grid must be three positive sizes (D, H, W), got {self.grid}")
+        _check_version(self.format_version, "the model configuration")
+        _check_grid_and_classes(self.grid, self.class_names, "")
         factor = 2 ** (len(self.unet.channels) - 1)
         if any(g % factor for g in self.grid):
             raise ConfigError(
                 f"grid {self.grid} must be divisible by {factor} for a UNet with {len(self.unet.channels)} levels"
             )
-        if len(self.class_names) < 2 or len(set(self.class_names)) != len(self.class_names):
-            raise ConfigError(f"class_names must hold at least two distinct names, got {self.class_names}")
         if not 0 <= self.p_uncond < 1:
             raise ConfigError(f"p_uncond must be in [0, 1), got {self.p_uncond}")
         if self.context_dim < 1:
@@ -193,17 +201,10 @@ class ClassifierConfig:
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self):
-        if self.format_version > FORMAT_VERSION:
-            raise ConfigError(
-                f"classifier format_version {self.format_version} is newer than this ControlCG understands "
-                f"({FORMAT_VERSION}); update ControlCG to load it"
-            )
+        _check_version(self.format_version, "the classifier configuration")
+        _check_grid_and_classes(self.grid, self.class_names, "classifier ")
         if self.init_features < 1 or self.growth_rate < 1 or not self.block_config or min(self.block_config) < 1:
             raise ConfigError("classifier init_features, growth_rate and block_config must be positive")
-        if len(self.grid) != 3 or any(g < 1 for g in self.grid):
-            raise ConfigError(f"classifier grid must be three positive sizes (D, H, W), got {self.grid}")
-        if len(self.class_names) < 2 or len(set(self.class_names)) != len(self.class_names):
-            raise ConfigError(f"classifier class_names must hold at least two distinct names, got {self.class_names}")
         if not 0 <= self.dropout_prob < 1:
             raise ConfigError(f"classifier dropout_prob must be in [0, 1), got {self.dropout_prob}")
 
@@ -259,12 +260,7 @@ def from_dict(cls, data: dict[str, Any], _where: str = ""):
     """Rebuild dataclass ``cls`` from ``data``; unknown keys raise, naming them and where they sit."""
     if not isinstance(data, dict):
         raise ConfigError(f"{_where or cls.__name__} must be a JSON object, got {type(data).__name__}")
-    version = data.get("format_version", FORMAT_VERSION)
-    if isinstance(version, int) and version > FORMAT_VERSION:
-        raise ConfigError(
-            f"{_where or cls.__name__} has format_version {version}, newer than this ControlCG understands "
-            f"({FORMAT_VERSION}); update ControlCG to load it"
-        )
+    _check_version(data.get("format_version"), _where or cls.__name__)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)

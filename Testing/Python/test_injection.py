@@ -10,6 +10,15 @@ def _call(model, x, label, t=30):
     return model(x, torch.tensor([t]), torch.tensor([label]))
 
 
+def _injected(model, reference, reference_label, x, label, layers=("down", "mid", "up")):
+    """One recording pass on ``reference``, then one injected pass on ``x``."""
+    with AttentionInjector(model, layers=layers) as inj:
+        with inj.recording():
+            _call(model, reference, reference_label)
+        with inj.injecting():
+            return _call(model, x, label)
+
+
 @pytest.mark.parametrize("combined", [False, True])
 @pytest.mark.parametrize("flash, attention_dtype", [(False, None), (True, None), (False, torch.float32)])
 def test_reference_equal_to_input_reproduces_the_plain_layer(combined, flash, attention_dtype):
@@ -32,11 +41,7 @@ def test_whole_unet_equivalence_when_reference_is_the_input(tiny_model, tiny_inp
     model = tiny_model.double()
     x = tiny_input.double()[None, None]
     plain = _call(model, x, 1)
-    with AttentionInjector(model) as inj:
-        with inj.recording():
-            _call(model, x, 1)
-        with inj.injecting():
-            injected = _call(model, x, 1)
+    injected = _injected(model, x, 1, x, 1)
     assert (injected - plain).abs().max() <= 1e-10
     assert plain.abs().max() > 0.1  # the comparison is not between zeros
 
@@ -44,22 +49,14 @@ def test_whole_unet_equivalence_when_reference_is_the_input(tiny_model, tiny_inp
 def test_float32_equivalence(tiny_model, tiny_input):
     x = tiny_input[None, None]
     plain = _call(tiny_model, x, 0)
-    with AttentionInjector(tiny_model) as inj:
-        with inj.recording():
-            _call(tiny_model, x, 0)
-        with inj.injecting():
-            injected = _call(tiny_model, x, 0)
+    injected = _injected(tiny_model, x, 0, x, 0)
     assert (injected - plain).abs().max() <= 1e-5 * max(1.0, float(plain.abs().max()))
 
 
 def test_other_reference_changes_the_output(tiny_model, tiny_input):
     x = tiny_input[None, None]
     plain = _call(tiny_model, x, 0)
-    with AttentionInjector(tiny_model) as inj:
-        with inj.recording():
-            _call(tiny_model, torch.flip(x, dims=[2]), 2)
-        with inj.injecting():
-            injected = _call(tiny_model, x, 0)
+    injected = _injected(tiny_model, torch.flip(x, dims=[2]), 2, x, 0)
     assert (injected - plain).abs().max() > 1e-3
 
 
@@ -119,11 +116,7 @@ def test_only_the_configured_layer_changes_behaviour(tiny_model, tiny_input):
     handle = layer.register_forward_hook(lambda m, i, o: seen.setdefault("out", []).append(o.clone()))
     try:
         plain = _call(tiny_model, x, 0)
-        with AttentionInjector(tiny_model, layers=("mid",)) as inj:
-            with inj.recording():
-                _call(tiny_model, torch.flip(x, dims=[2]), 2)
-            with inj.injecting():
-                injected = _call(tiny_model, x, 0)
+        injected = _injected(tiny_model, torch.flip(x, dims=[2]), 2, x, 0, layers=("mid",))
     finally:
         handle.remove()
     assert torch.equal(seen["out"][0], seen["out"][2])  # the down layer: same output with and without injection
