@@ -44,7 +44,7 @@ def _cmd_demo(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
 
-    bar = tqdm(total=args.train_steps, desc="training toy model", unit="step")
+    bar = tqdm(total=args.train_steps, desc="training toy model", unit="step", mininterval=1.0)
     trained = train_toy(
         steps=args.train_steps,
         seed=args.seed,

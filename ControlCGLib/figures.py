@@ -42,8 +42,9 @@ def montage(
             if name in saliency:
                 for i, img in enumerate(_views(np.asarray(saliency[name]), centre)):
                     im = axes[3 + i, j].imshow(img, cmap="RdBu_r", vmin=-saliency_limit, vmax=saliency_limit)
-            for i in range(3):
-                axes[3 + i, j].set_facecolor("white")
+            else:
+                for i in range(3):
+                    axes[3 + i, j].set_frame_on(False)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -52,7 +53,11 @@ def montage(
         if saliency:
             axes[3 + i, 0].set_ylabel(f"saliency\n{label}", fontsize=8)
     if saliency:
-        fig.colorbar(im, ax=axes[3:, :].ravel().tolist(), shrink=0.6, label="counterfactual - input")
+        fig.subplots_adjust(right=0.88)
+        bottom = axes[-1, -1].get_position().y0
+        top = axes[3, -1].get_position().y1
+        cax = fig.add_axes((0.9, bottom, 0.015, top - bottom))
+        fig.colorbar(im, cax=cax, label="counterfactual - input")
     if title:
         fig.suptitle(title, fontsize=10)
     path = Path(path)

@@ -41,7 +41,7 @@ class TqdmProgress:
         if self._bar is None:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=info.total, desc=self.desc, disable=self.disable, unit="step")
+            self._bar = tqdm(total=info.total, desc=self.desc, disable=self.disable, unit="step", mininterval=1.0)
         self._bar.update(info.index - self._bar.n)
         self._bar.set_postfix(t=info.timestep)
 
