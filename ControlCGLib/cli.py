@@ -92,6 +92,15 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_template(args) -> int:
+    from .template import derive_template
+
+    written = derive_template(args.source, args.out, spacing=args.spacing)
+    for name, path in written.items():
+        print(f"{name:5s} {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="controlcg",
@@ -122,6 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser(
+        "template",
+        help="derive the committed MNI template maps from nilearn's 1 mm files",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--from", dest="source", required=True, help="nilearn/datasets/data folder of nilearn 0.14.1")
+    p.add_argument("--out", default=None, help="output folder (default: Resources/Template)")
+    p.add_argument("--spacing", type=float, default=2.0, help="output voxel size in mm")
+    p.set_defaults(func=_cmd_template)
     return parser
 
 

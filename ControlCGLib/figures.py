@@ -1,4 +1,7 @@
-"""Pictures of results: a montage of the input, its counterfactuals and their signed saliency in three views."""
+"""Pictures of results: a montage of the input, its counterfactuals and their signed saliency in three views.
+
+Volumes are (z, y, x) arrays, as SimpleITK's ``GetArrayFromImage`` and Slicer's ``arrayFromVolume`` return them.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +11,10 @@ import numpy as np
 
 
 def _views(volume: np.ndarray, centre: tuple[int, int, int] | None = None) -> list[np.ndarray]:
-    """Axial, coronal and sagittal slices through ``centre`` (the middle by default), each rotated for display."""
+    """Axial, coronal and sagittal slices through ``centre`` (the middle by default) of a (z, y, x) array, the order
+    SimpleITK and Slicer use; superior is drawn at the top."""
     c = centre or tuple(s // 2 for s in volume.shape)
-    return [np.rot90(volume[:, :, c[2]]), np.rot90(volume[:, c[1], :]), np.rot90(volume[c[0], :, :])]
+    return [volume[c[0], :, :], np.flipud(volume[:, c[1], :]), np.flipud(volume[:, :, c[2]])]
 
 
 def montage(
