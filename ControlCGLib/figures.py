@@ -25,8 +25,11 @@ def montage(
     intensity_range: tuple[float, float] = (0.0, 1.0),
     saliency_limit: float | None = None,
     centre: tuple[int, int, int] | None = None,
+    spacing: tuple[float, float, float] | None = None,
 ) -> Path:
-    """One column per volume (three views each), plus a signed-saliency row per view where given; writes a PNG."""
+    """One column per volume (three views each), plus a signed-saliency row per view where given; writes a PNG.
+
+    ``spacing`` (z, y, x, in mm) draws anisotropic voxels with their true aspect."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -37,15 +40,19 @@ def montage(
     rows = 3 + (3 if saliency else 0)
     if saliency_limit is None and saliency:
         saliency_limit = max(float(np.abs(s).max()) for s in saliency.values()) or 1.0
+    sz, sy, sx = spacing or (1.0, 1.0, 1.0)
+    aspects = [sy / sx, sz / sx, sz / sy]
     fig, axes = plt.subplots(rows, len(names), figsize=(2.2 * len(names), 2.1 * rows), squeeze=False)
     for j, name in enumerate(names):
         for i, img in enumerate(_views(np.asarray(columns[name]), centre)):
-            axes[i, j].imshow(img, cmap="gray", vmin=intensity_range[0], vmax=intensity_range[1])
+            axes[i, j].imshow(img, cmap="gray", vmin=intensity_range[0], vmax=intensity_range[1], aspect=aspects[i])
         axes[0, j].set_title(name, fontsize=9)
         if saliency:
             if name in saliency:
                 for i, img in enumerate(_views(np.asarray(saliency[name]), centre)):
-                    im = axes[3 + i, j].imshow(img, cmap="RdBu_r", vmin=-saliency_limit, vmax=saliency_limit)
+                    im = axes[3 + i, j].imshow(
+                        img, cmap="RdBu_r", vmin=-saliency_limit, vmax=saliency_limit, aspect=aspects[i]
+                    )
             else:
                 for i in range(3):
                     axes[3 + i, j].set_frame_on(False)

@@ -10,8 +10,8 @@ import numpy as np
 from .config import IntensityConfig
 
 
-def normalize(volume: np.ndarray, mask: np.ndarray | None = None, config: IntensityConfig | None = None) -> np.ndarray:
-    """Volume scaled to [0, 1] using statistics inside ``mask`` (everything non-zero when None)."""
+def normalization_range(volume: np.ndarray, mask: np.ndarray | None = None, config: IntensityConfig | None = None):
+    """(low, high) of the paper's min-max: the brain's minimum and its ``percentile``-th percentile."""
     config = config or IntensityConfig()
     v = np.asarray(volume, dtype=np.float32)
     if not np.isfinite(v).all():
@@ -26,7 +26,13 @@ def normalize(volume: np.ndarray, mask: np.ndarray | None = None, config: Intens
     hi = float(np.percentile(values, config.percentile))
     if hi <= lo:
         raise ValueError(f"the image is constant inside the brain (value {lo}); it cannot be normalised")
-    return np.clip((v - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    return lo, hi
+
+
+def normalize(volume: np.ndarray, mask: np.ndarray | None = None, config: IntensityConfig | None = None) -> np.ndarray:
+    """Volume scaled to [0, 1] using statistics inside ``mask`` (everything non-zero when None)."""
+    lo, hi = normalization_range(volume, mask, config)
+    return np.clip((np.asarray(volume, dtype=np.float32) - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
 def to_model_range(unit, config: IntensityConfig | None = None):

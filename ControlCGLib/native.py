@@ -1,0 +1,121 @@
+"""The native-space pipeline: a clinician's T1, as it comes, to the model grid and the counterfactual back.
+
+``prepare`` registers the scan to the MNI template (affine, SimpleITK), resamples it onto the model grid (with
+anti-aliasing), strips it with the template's brain mask and normalises it as the paper does. ``Prepared.to_native``
+brings a model-grid counterfactual back onto the input's own grid (same size, origin, spacing and direction) in two
+ways: *detail* = the native scan plus the up-sampled model-grid change (keeps the scan's own resolution), and
+*resampled* = the up-sampled counterfactual itself (blurry where the model grid is coarse).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+
+from .config import IntensityConfig
+from .geometry import model_grid, resample
+from .intensity import normalization_range
+from .registration import as_affine, register_affine
+from .template import Template, load_template
+
+
+@dataclass
+class NativeResult:
+    """Images on the input's own grid (same geometry as the input), intensities in the input's units."""
+
+    detail: sitk.Image  # native + up-sampled change: the counterfactual with the scan's own detail
+    resampled: sitk.Image  # the up-sampled model-grid counterfactual
+    saliency: sitk.Image  # signed change (counterfactual - input), inside the brain
+    mask: sitk.Image  # brain mask mapped back from the template
+
+
+@dataclass
+class Prepared:
+    """A scan made ready for the model, with everything needed to go back."""
+
+    model_input: np.ndarray  # (z, y, x) on the model grid, in [0, 1], brain only
+    mask: np.ndarray  # (z, y, x) bool brain mask on the model grid
+    grid: sitk.Image  # the model grid's geometry
+    native: sitk.Image  # the input, untouched
+    transform: sitk.Transform  # model-grid (template) point -> native point
+    low: float  # native intensity mapped to 0
+    high: float  # native intensity mapped to 1
+    registration_metric: float | None = None
+
+    def _to_grid_image(self, array: np.ndarray) -> sitk.Image:
+        img = sitk.GetImageFromArray(np.asarray(array, dtype=np.float32))
+        img.CopyInformation(self.grid)
+        return img
+
+    def to_native(self, counterfactual: np.ndarray) -> NativeResult:
+        """Bring a model-grid counterfactual (z, y, x, in [0, 1]) back onto the input's grid."""
+        cf = np.asarray(counterfactual, dtype=np.float32)
+        if cf.shape != self.model_input.shape:
+            raise ValueError(f"counterfactual shape {cf.shape} differs from the model grid {self.model_input.shape}")
+        scale = self.high - self.low
+        back = as_affine(self.transform).GetInverse()  # native point -> model-grid point
+        change = np.where(self.mask, cf - self.model_input, 0.0)
+        change_native = resample(self._to_grid_image(change * scale), self.native, back)
+        mask_native = resample(self._to_grid_image(self.mask.astype(np.float32)), self.native, back) > 0.5
+        native = sitk.Cast(self.native, sitk.sitkFloat32)
+        resampled = resample(self._to_grid_image(cf * scale + self.low), self.native, back, default=self.low)
+        saliency = change_native * sitk.Cast(mask_native, sitk.sitkFloat32)
+        for img in (change_native, resampled, saliency):
+            img.CopyInformation(self.native)
+        detail = native + change_native
+        mask_img = sitk.Cast(mask_native, sitk.sitkUInt8)
+        mask_img.CopyInformation(self.native)
+        return NativeResult(detail=detail, resampled=resampled, saliency=saliency, mask=mask_img)
+
+
+def check_scan(image: sitk.Image) -> None:
+    """Refuse what cannot be a 3D scalar scan, with a message naming the problem."""
+    if image.GetDimension() != 3:
+        raise ValueError(f"expected a 3D image, got a {image.GetDimension()}D one")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise ValueError(
+            f"expected a scalar (grey-level) image, got {image.GetNumberOfComponentsPerPixel()} components per voxel"
+        )
+    if min(image.GetSize()) < 4:
+        raise ValueError(f"the image has only {min(image.GetSize())} voxels along one axis; a whole-brain T1 is needed")
+    if not np.isfinite(sitk.GetArrayViewFromImage(image)).all():
+        raise ValueError("the image contains NaN or infinite values")
+
+
+def _anti_alias(image: sitk.Image, target_spacing: Sequence[float]) -> sitk.Image:
+    """Gaussian blur so that down-sampling to ``target_spacing`` does not alias (sigma in mm, per axis)."""
+    src = np.array(image.GetSpacing())
+    sigma = np.sqrt(np.clip(np.array(target_spacing) ** 2 - src**2, 0, None)) / 2.355
+    if not np.any(sigma > 0):
+        return image
+    return sitk.SmoothingRecursiveGaussian(sitk.Cast(image, sitk.sitkFloat32), sigma.tolist())
+
+
+def prepare(
+    native: sitk.Image,
+    grid: Sequence[int],
+    *,
+    preprocessed: bool = False,
+    template: Template | None = None,
+    intensity: IntensityConfig | None = None,
+    on_iteration: Callable[[int, float], None] | None = None,
+) -> Prepared:
+    """Register (unless ``preprocessed``: already skull-stripped and in MNI space), resample, mask, normalise."""
+    check_scan(native)
+    template = template or load_template()
+    reference = model_grid(grid, template.t1)
+    if preprocessed:
+        transform: sitk.Transform = sitk.AffineTransform(3)
+        metric = None
+    else:
+        reg = register_affine(native, template.t1, template.mask, on_iteration=on_iteration)
+        transform, metric = reg.transform, reg.metric
+    on_grid = resample(_anti_alias(native, reference.GetSpacing()), reference, transform)
+    mask = sitk.GetArrayFromImage(resample(template.mask, reference, None, sitk.sitkNearestNeighbor)) > 0.5
+    array = sitk.GetArrayFromImage(on_grid)
+    low, high = normalization_range(array, mask, intensity)
+    unit = np.where(mask, np.clip((array - low) / (high - low), 0.0, 1.0), 0.0).astype(np.float32)
+    return Prepared(unit, mask, reference, native, transform, low, high, metric)

@@ -1,0 +1,79 @@
+"""Affine registration of a native T1 to the MNI template with SimpleITK (the recipe of SimpleITK-Notebooks 60-63).
+
+Moments-centred initialisation, Mattes mutual information (works across intensity scales and with or without the
+skull), regular-step gradient descent on a 3-level pyramid with smoothing in physical units. The result maps template
+(fixed) points to native (moving) points, which is what resampling onto the model grid needs; its inverse brings the
+counterfactual back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+
+
+@dataclass
+class Registration:
+    transform: sitk.Transform  # template point -> native point
+    metric: float  # final Mattes MI (more negative is better)
+    iterations: int
+
+
+def register_affine(
+    native: sitk.Image,
+    template: sitk.Image,
+    template_mask: sitk.Image | None = None,
+    on_iteration: Callable[[int, float], None] | None = None,
+    seed: int = 0,
+) -> Registration:
+    """Affine transform aligning ``native`` to ``template``; ``on_iteration(i, metric)`` reports progress."""
+    fixed = sitk.Cast(template, sitk.sitkFloat32)
+    moving = sitk.Cast(native, sitk.sitkFloat32)
+    initial = sitk.CenteredTransformInitializer(
+        fixed, moving, sitk.AffineTransform(3), sitk.CenteredTransformInitializerFilter.MOMENTS
+    )
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentage(0.2, seed)
+    if template_mask is not None:
+        reg.SetMetricFixedMask(sitk.Cast(template_mask > 0, sitk.sitkUInt8))
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=1.0, minStep=1e-4, numberOfIterations=200, gradientMagnitudeTolerance=1e-6
+    )
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel([4, 2, 1])
+    reg.SetSmoothingSigmasPerLevel([4.0, 2.0, 1.0])
+    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    reg.SetInitialTransform(initial, inPlace=False)
+    count = [0]
+
+    def _iteration():
+        count[0] += 1
+        if on_iteration is not None:
+            on_iteration(count[0], reg.GetMetricValue())
+
+    reg.AddCommand(sitk.sitkIterationEvent, _iteration)
+    transform = reg.Execute(fixed, moving)
+    return Registration(transform=transform, metric=float(reg.GetMetricValue()), iterations=count[0])
+
+
+def inverse(transform: sitk.Transform) -> sitk.Transform:
+    """Inverse of an affine (possibly composite) transform, as one AffineTransform."""
+    affine = as_affine(transform)
+    return affine.GetInverse()
+
+
+def as_affine(transform: sitk.Transform) -> sitk.AffineTransform:
+    """Collapse a linear transform (composite or not) into one AffineTransform by probing points."""
+    points = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=float) * 100.0
+    mapped = np.array([transform.TransformPoint(p.tolist()) for p in points])
+    matrix = (mapped[1:] - mapped[0]).T / 100.0
+    affine = sitk.AffineTransform(3)
+    affine.SetMatrix(matrix.flatten().tolist())
+    affine.SetTranslation(mapped[0].tolist())
+    return affine
