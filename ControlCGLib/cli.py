@@ -13,6 +13,16 @@ from pathlib import Path
 from . import __version__
 
 
+def _output_folder(path: str, overwrite: bool) -> Path:
+    """The output folder, created; an existing non-empty one only with ``--overwrite`` (nothing of the user's is
+    replaced by accident)."""
+    out = Path(path)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise ValueError(f"{out} exists and is not empty; pass --overwrite or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def _cmd_presets(args) -> int:
     from .config import PRESETS, preset, to_dict
 
@@ -37,11 +47,7 @@ def _cmd_demo(args) -> int:
     from .sampler import counterfactual
     from .toy import ball_brightness, ball_volume, toy_batch, train_toy
 
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        print(f"error: {out} exists and is not empty; pass --overwrite or choose another --out", file=sys.stderr)
-        return 2
-    out.mkdir(parents=True, exist_ok=True)
+    out = _output_folder(args.out, args.overwrite)
     torch.set_num_threads(args.threads)
 
     bar = tqdm(total=args.train_steps, desc="training toy model", unit="step", mininterval=1.0)
@@ -110,10 +116,7 @@ def _cmd_simulate(args) -> int:
 
     from .simulator import write_cohort
 
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        print(f"error: {out} exists and is not empty; pass --overwrite or choose another --out", file=sys.stderr)
-        return 2
+    out = _output_folder(args.out, args.overwrite)
     grid = None if args.template_grid else tuple(args.grid)
     with tqdm(total=args.n, desc="simulating subjects", unit="subject", mininterval=1.0) as bar:
         manifest = write_cohort(out, args.n, grid, seed=args.seed, on_subject=lambda i, rec: bar.update(1))
@@ -132,6 +135,12 @@ def _cmd_simulate(args) -> int:
     return 0
 
 
+def _command(sub, name: str, help: str, func) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.set_defaults(func=func)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="controlcg",
@@ -141,19 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"controlcg {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser(
-        "presets",
-        help="print the model configuration presets as JSON",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = _command(sub, "presets", "print the model configuration presets as JSON", _cmd_presets)
     p.add_argument("name", nargs="?", help="one preset (default: all)")
-    p.set_defaults(func=_cmd_presets)
 
-    p = sub.add_parser(
-        "demo",
-        help="train a toy model on the CPU and show counterfactuals across w",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = _command(sub, "demo", "train a toy model on the CPU and show counterfactuals across w", _cmd_demo)
     p.add_argument("--out", default="controlcg-demo", help="output folder")
     p.add_argument("--train-steps", type=int, default=400, help="toy training steps")
     p.add_argument("--steps", type=int, default=25, help="DDIM steps")
@@ -161,22 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
-    p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser(
-        "template",
-        help="derive the committed MNI template maps from nilearn's 1 mm files",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = _command(sub, "template", "derive the committed MNI template maps from nilearn's 1 mm files", _cmd_template)
     p.add_argument("--from", dest="source", required=True, help="nilearn/datasets/data folder of nilearn 0.14.1")
     p.add_argument("--out", default=None, help="output folder (default: Resources/Template)")
     p.add_argument("--spacing", type=float, default=2.0, help="output voxel size in mm")
-    p.set_defaults(func=_cmd_template)
 
-    p = sub.add_parser(
-        "simulate",
-        help="write a simulated AD/CN cohort with true counterfactuals and change maps",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = _command(
+        sub, "simulate", "write a simulated AD/CN cohort with true counterfactuals and change maps", _cmd_simulate
     )
     p.add_argument("--out", required=True, help="output folder (NIfTI files and manifest.csv)")
     p.add_argument("--n", type=int, default=20, help="number of subjects")
@@ -184,7 +176,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--template-grid", action="store_true", help="keep the template's 2 mm grid instead of --grid")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
-    p.set_defaults(func=_cmd_simulate)
     return parser
 
 

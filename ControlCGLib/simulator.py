@@ -191,13 +191,16 @@ class CohortSimulator:
 
     def _individual(self, rng: np.random.Generator) -> np.ndarray:
         """Smooth random displacement, tapered to zero away from the head (the recursive Gaussian misbehaves at the
-        image border), scaled to ``individual_mm`` rms inside the brain."""
+        image border), scaled to ``individual_mm`` rms inside the brain, and shrunk if it would fold anywhere."""
         a, c = self.anatomy, self.config
         raw = rng.standard_normal(a.t1.shape + (3,)).astype(np.float32)
         field = np.stack([_smooth(raw[..., d], a.reference, c.individual_smoothness_mm) for d in range(3)], axis=-1)
         field *= a.taper[..., None]
         rms = np.sqrt((field[a.mask] ** 2).sum(-1).mean())
-        return field * (c.individual_mm / rms if rms > 0 else 0.0)
+        field = field * (c.individual_mm / rms if rms > 0 else 0.0)
+        while min_jacobian(field, a.reference) < 0.2:  # guarantee a diffeomorphism: never fold, shrink instead
+            field = field * 0.7
+        return field
 
     def subject(self, index: int, seed: int = 0, label: str | None = None):
         """(Subject record, image, counterfactual, change map) as (z, y, x) arrays on the template grid."""

@@ -145,3 +145,21 @@ def test_volume_on_the_model_grid_round_trips():
 def test_bad_scans_are_refused(image, message):
     with pytest.raises(ValueError, match=message):
         check_scan(image)
+
+
+def test_registration_with_the_skull_on(oblique_scan):
+    """A bright shell around the brain (scalp and skull fat on T1) does not pull the registration off."""
+    scan, to_template = oblique_scan
+    brain = sitk.Cast(scan > 100, sitk.sitkUInt8)
+    head = sitk.BinaryDilate(brain, [8, 8, 4])
+    shell = sitk.Cast(sitk.And(head, sitk.BinaryNot(sitk.BinaryDilate(brain, [4, 4, 2]))), sitk.sitkFloat32)
+    with_skull = scan + shell * 1100.0
+    t = load_template()
+    prepared = prepare(with_skull, GRID)
+    idx = np.argwhere(sitk.GetArrayFromImage(t.mask) > 0)[::400]
+    points = [t.t1.TransformIndexToPhysicalPoint((int(i), int(j), int(k))) for k, j, i in idx]
+    errors = [
+        np.linalg.norm(np.array(to_template.TransformPoint(prepared.transform.TransformPoint(p))) - p) for p in points
+    ]
+    assert np.mean(errors) < 2.0  # within one template voxel
+    assert prepared.model_input[~prepared.mask].max() == 0  # the template mask strips the skull
