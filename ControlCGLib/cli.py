@@ -135,6 +135,48 @@ def _cmd_simulate(args) -> int:
     return 0
 
 
+def _cmd_train_diffusion(args) -> int:
+    """Train (or resume) the diffusion model on a cohort CSV (a simulated manifest or an ADNI-style list)."""
+    from tqdm.auto import tqdm
+
+    from .cohort import CohortDataset, read_cohort, split_by_subject
+    from .config import preset
+    from .train import TrainConfig, train_diffusion
+
+    config = preset(args.preset)
+    scans = read_cohort(args.cohort, config.class_names)
+    splits = split_by_subject(scans, seed=args.seed)
+    if "train" not in splits:
+        raise ValueError(f"{args.cohort} has no 'train' split (splits: {sorted(splits)})")
+    dataset = CohortDataset(splits["train"], config.grid, config.class_names, config.intensity)
+    train = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        precision=args.precision,
+        checkpoint_every=args.checkpoint_every,
+        seed=args.seed,
+    )
+    with tqdm(total=args.steps, desc="training diffusion", unit="step", mininterval=2.0) as bar:
+
+        def progress(step, loss):
+            bar.n = step
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            bar.refresh()
+
+        folder = train_diffusion(
+            config,
+            dataset,
+            args.out,
+            train,
+            device=args.device,
+            on_step=progress,
+            provenance={"cohort": str(args.cohort), "subjects": len(splits["train"])},
+        )
+    print(f"wrote {folder}")
+    return 0
+
+
 def _command(sub, name: str, help: str, func) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.set_defaults(func=func)
@@ -176,6 +218,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--template-grid", action="store_true", help="keep the template's 2 mm grid instead of --grid")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    train = sub.add_parser("train", help="train models (resumes when the output folder holds a state)")
+    train_sub = train.add_subparsers(dest="what", metavar="WHAT", required=True)
+    p = _command(train_sub, "diffusion", "train the class-conditional diffusion model", _cmd_train_diffusion)
+    p.add_argument("--cohort", required=True, help="cohort CSV (image,label,subject[,split]) or a simulated manifest")
+    p.add_argument("--out", required=True, help="run folder: state/, model/, metrics.csv")
+    p.add_argument("--preset", default="cpu", help="model configuration preset")
+    p.add_argument("--steps", type=int, default=10_000)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--precision", choices=["auto", "bf16", "no"], default="auto")
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
     return parser
 
 

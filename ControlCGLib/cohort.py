@@ -158,7 +158,8 @@ def preprocess(image: sitk.Image, grid: Sequence[int], intensity: IntensityConfi
 
 
 class CohortDataset(torch.utils.data.Dataset):
-    """(volume (1, D, H, W) in model range, class index) pairs for training; preprocessing happens on access."""
+    """(volume (1, D, H, W) in model range, class index) pairs for training; preprocessing happens on access.
+    Scans already on the model grid are only normalised."""
 
     def __init__(
         self,
@@ -181,6 +182,9 @@ class CohortDataset(torch.utils.data.Dataset):
             image = sitk.ReadImage(str(scan.image))
         except RuntimeError as exc:
             raise CohortError(f"row {scan.row} (subject {scan.subject!r}): cannot read {scan.image}: {exc}") from None
-        unit = preprocess(image, self.grid, self.intensity)
+        if image.GetSize()[::-1] == self.grid:  # already on the model grid (e.g. a simulated cohort): normalise only
+            unit = normalize(sitk.GetArrayFromImage(image), None, self.intensity)
+        else:
+            unit = preprocess(image, self.grid, self.intensity)
         volume = torch.from_numpy(to_model_range(unit, self.intensity))[None]
         return volume, self.class_names.index(scan.label)
