@@ -1,0 +1,52 @@
+"""The diagnostic classifier: trains to separate the toy classes, keeps its best checkpoint, gives a verdict."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ControlCGLib.checkpoints import load_checkpoint
+from ControlCGLib.classifier import ClassifierTrainConfig, classify, train_classifier
+from ControlCGLib.config import ClassifierConfig
+from ControlCGLib.noise import make_generator
+from ControlCGLib.toy import toy_batch
+
+
+class _Toy:
+    def __init__(self, n, seed):
+        x, labels, _ = toy_batch(n, make_generator(seed))
+        self.items = [(x[i], int(labels[i])) for i in range(n)]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def test_classifier_learns_and_judges(tmp_path):
+    cfg = ClassifierConfig(
+        grid=(16, 16, 16), class_names=("small", "large"), init_features=8, growth_rate=4, block_config=(2, 2)
+    )
+    folder = train_classifier(
+        cfg, _Toy(32, 0), _Toy(16, 1), tmp_path, ClassifierTrainConfig(steps=60, batch_size=8, lr=1e-2, eval_every=20)
+    )
+    model = load_checkpoint(folder)
+    assert model.config == cfg
+    x, labels, _ = toy_batch(8, make_generator(2))
+    verdicts = [classify(model, x[i, 0], cfg.class_names) for i in range(8)]
+    assert all(abs(sum(v.values()) - 1) < 1e-5 for v in verdicts)
+    correct = sum(max(v, key=v.get) == cfg.class_names[int(c)] for v, c in zip(verdicts, labels))
+    assert correct >= 7
+    with pytest.raises(ValueError, match="3D"):
+        classify(model, torch.zeros(4, 4), cfg.class_names)
+
+
+def test_missing_class_is_refused(tmp_path):
+    cfg = ClassifierConfig(
+        grid=(16, 16, 16), class_names=("small", "large"), init_features=4, growth_rate=4, block_config=(1,)
+    )
+    only_small = _Toy(8, 0)
+    only_small.items = [(v, 0) for v, _ in only_small.items]
+    with pytest.raises(ValueError, match=r"no scan of class\(es\) \['large'\]"):
+        train_classifier(cfg, only_small, only_small, tmp_path, ClassifierTrainConfig(steps=1))
