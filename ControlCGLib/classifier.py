@@ -101,7 +101,7 @@ def train_classifier(
     if any(len(ix) == 0 for ix in by_class):
         missing = [config.class_names[c] for c, ix in enumerate(by_class) if len(ix) == 0]
         raise ValueError(f"the training set has no scan of class(es) {missing}")
-    best, best_step = -1.0, 0
+    best = -1.0
     with open(out / "metrics.csv", "w", newline="") as log:
         writer = csv.writer(log)
         writer.writerow(["step", "loss", "val_accuracy"])
@@ -126,7 +126,7 @@ def train_classifier(
                     on_eval(step, float(np.mean(running)), accuracy)
                 running = []
                 if accuracy > best:
-                    best, best_step = accuracy, step
+                    best = accuracy
                     save_checkpoint(
                         model,
                         config,

@@ -177,6 +177,87 @@ def _cmd_train_diffusion(args) -> int:
     return 0
 
 
+def _cmd_counterfactual(args) -> int:
+    """The main job: counterfactuals of a T1 toward a class, on its own grid, with saliency, montage and verdicts."""
+    import shutil
+    import tempfile
+
+    import numpy as np
+    import SimpleITK as sitk
+    import torch
+
+    from .checkpoints import WEIGHTS, file_sha256, load_checkpoint
+    from .config import SamplingConfig
+    from .figures import montage
+    from .pipeline import run_counterfactual
+    from .progress import TqdmProgress
+
+    torch.set_num_threads(args.threads)
+    model = load_checkpoint(args.model)
+    classifier = load_checkpoint(args.classifier) if args.classifier else None
+    try:
+        image = sitk.ReadImage(str(args.input))
+    except RuntimeError as exc:
+        raise ValueError(f"cannot read {args.input}: {str(exc).strip().splitlines()[-1]}") from None
+    out = _output_folder(args.out, args.overwrite)
+    sampling = SamplingConfig(steps=args.steps)
+    with TqdmProgress(f"counterfactual -> {args.target}") as progress:
+        run = run_counterfactual(
+            model,
+            image,
+            args.target,
+            tuple(args.w),
+            sampling,
+            seed=args.seed,
+            preprocessed=args.preprocessed,
+            classifier=classifier,
+            on_step=progress,
+        )
+    with tempfile.TemporaryDirectory(dir=out) as tmp:  # nothing half-written lands in --out
+        tmp = Path(tmp)
+        files = {}
+        for w, res in run.native.items():
+            for kind, img in (
+                ("counterfactual", res.detail),
+                ("counterfactual_resampled", res.resampled),
+                ("saliency", res.saliency),
+            ):
+                name = f"{kind}_w{w:g}.nii.gz"
+                sitk.WriteImage(img, str(tmp / name), useCompression=True)
+                files[name] = kind
+        sitk.WriteImage(next(iter(run.native.values())).mask, str(tmp / "brain_mask.nii.gz"), useCompression=True)
+        grid_input = run.prepared.model_input
+        columns = {"input": grid_input, **{f"w={w:g}": cf for w, cf in run.model_grid.items()}}
+        sal = {f"w={w:g}": cf - grid_input for w, cf in run.model_grid.items()}
+        montage(
+            tmp / "montage.png",
+            columns,
+            sal,
+            title=f"counterfactuals toward {args.target} (model grid)",
+            spacing=run.prepared.grid.GetSpacing()[::-1],
+        )
+        record = {
+            "input": str(args.input),
+            "target": args.target,
+            "model": str(args.model),
+            "model_sha256": file_sha256(Path(args.model) / WEIGHTS),
+            "verdicts": run.verdicts,
+            "settings": run.settings,
+            "files": sorted([*files, "brain_mask.nii.gz", "montage.png"]),
+        }
+        (tmp / "result.json").write_text(json.dumps(record, indent=2, default=float) + "\n")
+        for f in tmp.iterdir():
+            shutil.move(str(f), out / f.name)
+    if run.verdicts:
+        for key, verdict in run.verdicts.items():
+            print(f"{key:8s} " + "  ".join(f"{k}={v:.3f}" for k, v in verdict.items()))
+    print(
+        f"wrote {out} ({len(run.native)} counterfactuals, max |saliency| "
+        f"{max(float(np.abs(c - run.prepared.model_input).max()) for c in run.model_grid.values()):.3f})"
+    )
+    return 0
+
+
 def _command(sub, name: str, help: str, func) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.set_defaults(func=func)
@@ -218,6 +299,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--template-grid", action="store_true", help="keep the template's 2 mm grid instead of --grid")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    p = _command(sub, "counterfactual", "counterfactuals of a T1 toward a class (the main job)", _cmd_counterfactual)
+    p.add_argument("--model", required=True, help="diffusion model folder (config.json + weights.safetensors)")
+    p.add_argument("--input", required=True, help="T1 image (NIfTI, NRRD, MHA, ...)")
+    p.add_argument("--target", required=True, help="class to move toward, e.g. AD or CN")
+    p.add_argument("--w", type=float, nargs="+", default=[3.0], help="guidance scales (one run computes them all)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--classifier", default=None, help="classifier model folder: report its verdicts")
+    p.add_argument("--preprocessed", action="store_true", help="input is skull-stripped and in MNI space already")
+    p.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+
     train = sub.add_parser("train", help="train models (resumes when the output folder holds a state)")
     train_sub = train.add_subparsers(dest="what", metavar="WHAT", required=True)
     p = _command(train_sub, "diffusion", "train the class-conditional diffusion model", _cmd_train_diffusion)

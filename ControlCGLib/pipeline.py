@@ -1,0 +1,74 @@
+"""The main job, end to end: a T1 in any geometry -> counterfactuals toward a class, back on its own grid.
+
+One function serves the command line and Slicer's background process: prepare the scan (native.py), run the one
+sampling loop (sampler.py) for every requested w, bring each counterfactual back (detail and resampled), and ask
+the classifier, when one is given, what it thinks of the input and of each counterfactual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from . import __version__
+from .classifier import classify
+from .config import SamplingConfig, to_dict
+from .intensity import from_model_range, to_model_range
+from .native import NativeResult, Prepared, prepare
+from .progress import StepCallback, StopCallback
+from .sampler import counterfactual
+
+
+@dataclass
+class CounterfactualRun:
+    prepared: Prepared
+    model_grid: dict[float, np.ndarray]  # counterfactual per w on the model grid, in [0, 1]
+    native: dict[float, NativeResult]  # per w, on the input's own grid
+    verdicts: dict[str, dict[str, float]] = field(default_factory=dict)  # "input", "w=..." -> class -> probability
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def run_counterfactual(
+    model,
+    image: sitk.Image,
+    target: str | int,
+    scales: float | Sequence[float],
+    sampling: SamplingConfig | None = None,
+    *,
+    seed: int = 0,
+    preprocessed: bool = False,
+    classifier=None,
+    on_step: StepCallback | None = None,
+    should_stop: StopCallback | None = None,
+) -> CounterfactualRun:
+    """Counterfactuals of ``image`` toward ``target`` for each w; see the module docstring."""
+    config = model.config
+    prepared = prepare(image, config.grid, preprocessed=preprocessed, intensity=config.intensity)
+    y0 = torch.from_numpy(np.asarray(to_model_range(prepared.model_input, config.intensity), dtype=np.float32))
+    result = counterfactual(model, y0, target, scales, sampling, seed=seed, on_step=on_step, should_stop=should_stop)
+    grid_cf = {
+        w: np.clip(from_model_range(x.numpy(), config.intensity), 0.0, 1.0) * prepared.mask
+        for w, x in result.images.items()
+    }
+    native = {w: prepared.to_native(cf) for w, cf in grid_cf.items()}
+    verdicts = {}
+    if classifier is not None:
+        names = classifier.config.class_names
+        if tuple(classifier.config.grid) != tuple(config.grid):
+            raise ValueError(f"the classifier's grid {classifier.config.grid} differs from the model's {config.grid}")
+        verdicts["input"] = classify(classifier, to_model_range(prepared.model_input, config.intensity), names)
+        for w, cf in grid_cf.items():
+            verdicts[f"w={w:g}"] = classify(classifier, to_model_range(cf, config.intensity), names)
+    settings = {
+        **result.settings,
+        "preprocessed": preprocessed,
+        "registration_metric": prepared.registration_metric,
+        "code_version": __version__,
+        "sampling": to_dict(sampling or SamplingConfig()),
+    }
+    return CounterfactualRun(prepared, grid_cf, native, verdicts, settings)
