@@ -139,9 +139,17 @@ def _cmd_train_diffusion(args) -> int:
     """Train (or resume) the diffusion model on a cohort CSV (a simulated manifest or an ADNI-style list)."""
     from tqdm.auto import tqdm
 
+    import torch
+
     from .cohort import CohortDataset, read_cohort, split_by_subject
     from .config import preset
+    from .distributed import init_from_env, shutdown
     from .train import TrainConfig, train_diffusion
+
+    device = args.device
+    rank, world = init_from_env(device)
+    if world > 1 and device.startswith("cuda"):
+        device = f"cuda:{torch.cuda.current_device()}"
 
     config = preset(args.preset)
     scans = read_cohort(args.cohort, config.class_names)
@@ -157,23 +165,25 @@ def _cmd_train_diffusion(args) -> int:
         checkpoint_every=args.checkpoint_every,
         seed=args.seed,
     )
-    with tqdm(total=args.steps, desc="training diffusion", unit="step", mininterval=2.0) as bar:
+    with tqdm(total=args.steps, desc="training diffusion", unit="step", mininterval=2.0, disable=rank != 0) as bar:
 
         def progress(step, loss):
             bar.n = step
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
             bar.refresh()
 
-        folder = train_diffusion(
+        result = train_diffusion(
             config,
             dataset,
             args.out,
             train,
-            device=args.device,
+            device=device,
             on_step=progress,
             provenance={"cohort": str(args.cohort), "subjects": len(splits["train"])},
         )
-    print(f"wrote {folder}")
+    shutdown()
+    if rank == 0:
+        print(f"wrote {result.folder}")
     return 0
 
 

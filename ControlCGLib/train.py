@@ -7,8 +7,12 @@ A run folder holds::
     model/               the EMA weights as a ControlCG model folder (weights.safetensors + config.json)
     metrics.csv          step, loss, learning rate, seconds
 
-Resuming restores everything the next step depends on (weights, optimiser moments, EMA, the data order and the noise
-generator), so an interrupted run continues exactly as an uninterrupted one would.
+Resuming restores everything the next step depends on (weights, optimiser moments, EMA; the data order and the noise
+are functions of (seed, rank, step)), so an interrupted run continues exactly as an uninterrupted one would.
+
+Under ``torchrun`` (one process per GPU, or several CPU processes on the gloo backend) the model is wrapped in
+PyTorch's DistributedDataParallel: every rank takes its own share of each global batch and draws its own noise,
+gradients are averaged, rank 0 alone writes checkpoints and logs.
 """
 
 from __future__ import annotations
@@ -34,6 +38,14 @@ from .progress import Cancelled
 from .training import diffusion_loss
 
 PRECISIONS = ("auto", "bf16", "no")
+
+
+@dataclass
+class TrainResult:
+    folder: Path  # the EMA model folder (written by rank 0)
+    model: ClassConditionalUNet  # this rank's trained weights
+    ema: ClassConditionalUNet
+    seen: list[int]  # dataset indices this rank trained on, in order
 
 
 @dataclass(frozen=True)
@@ -73,26 +85,29 @@ class _Batches:
     def __init__(self, dataset, batch_size: int, seed: int):
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
 
-    def batch(self, step: int):
+    def indices(self, step: int, rank: int = 0, world: int = 1) -> list[int]:
+        """Dataset indices of this rank's share of the global batch number ``step``."""
         n = len(self.dataset)
-        start = step * self.batch_size
-        items = []
+        start = (step * world + rank) * self.batch_size
+        out = []
         for k in range(start, start + self.batch_size):
             epoch, offset = divmod(k, n)
-            order = np.random.default_rng([self.seed, epoch]).permutation(n)
-            items.append(self.dataset[int(order[offset])])
+            out.append(int(np.random.default_rng([self.seed, epoch]).permutation(n)[offset]))
+        return out
+
+    def batch(self, indices: list[int]):
+        items = [self.dataset[i] for i in indices]
         volumes = torch.stack([v for v, _ in items])
         labels = torch.tensor([int(c) for _, c in items], dtype=torch.long)
         return volumes, labels
 
 
-def _save_state(folder: Path, step: int, model, ema, optimiser, generator: torch.Generator) -> None:
+def _save_state(folder: Path, step: int, model, ema, optimiser) -> None:
     tmp = folder.with_name(folder.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
     save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, str(tmp / "ema.safetensors"))
     torch.save(optimiser.state_dict(), tmp / "optimiser.pt")  # plain tensors and numbers: loads with weights_only
-    save_file({"generator": generator.get_state()}, str(tmp / "rng.safetensors"))
     (tmp / "step.json").write_text(json.dumps({"step": step}))
     if folder.exists():  # replace atomically enough: the old state survives until the new one is complete
         old = folder.with_name(folder.name + ".old")
@@ -105,12 +120,15 @@ def _save_state(folder: Path, step: int, model, ema, optimiser, generator: torch
         tmp.rename(folder)
 
 
-def _load_state(folder: Path, model, ema, optimiser, generator: torch.Generator) -> int:
+def _load_state(folder: Path, model, ema, optimiser) -> int:
     model.load_state_dict(load_file(str(folder / "model.safetensors")))
     ema.load_state_dict(load_file(str(folder / "ema.safetensors")))
     optimiser.load_state_dict(torch.load(folder / "optimiser.pt", weights_only=True))
-    generator.set_state(load_file(str(folder / "rng.safetensors"))["generator"])
     return int(json.loads((folder / "step.json").read_text())["step"])
+
+
+def _step_generator(seed: int, rank: int, step: int) -> torch.Generator:
+    return make_generator(int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0]))
 
 
 def train_diffusion(
@@ -123,39 +141,57 @@ def train_diffusion(
     provenance: dict | None = None,
     on_step: Callable[[int, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> Path:
+) -> TrainResult:
     """Train (or resume, if ``out/state`` exists) a class-conditional diffusion model on ``dataset`` of
-    ``(volume (1, D, H, W) in model range, class index)`` pairs. Returns the folder of the EMA model."""
+    ``(volume (1, D, H, W) in model range, class index)`` pairs."""
     train = train or TrainConfig()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    rank = torch.distributed.get_rank() if distributed else 0
+    world = torch.distributed.get_world_size() if distributed else 1
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
-    torch.manual_seed(train.seed)
+    torch.manual_seed(train.seed)  # same initial weights on every rank
     model = ClassConditionalUNet(config).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     optimiser = torch.optim.Adam(model.parameters(), lr=train.lr)
-    generator = make_generator(train.seed)
     step = 0
     if (out / "state").exists():
-        step = _load_state(out / "state", model, ema, optimiser, generator)
+        step = _load_state(out / "state", model, ema, optimiser)
+    net = model
+    if distributed:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     schedule = Schedule(config.schedule)
     batches = _Batches(dataset, train.batch_size, train.seed)
     use_bf16 = train.precision == "bf16" or (train.precision == "auto" and _bf16_ok(device))
+    seen: list[int] = []
     metrics = out / "metrics.csv"
-    new_log = not metrics.exists()
-    began = time.perf_counter()
-    model.train()
-    with open(metrics, "a", newline="") as log:
+    log = None
+    if rank == 0:
+        new_log = not metrics.exists()
+        log = open(metrics, "a", newline="")  # noqa: SIM115 (closed in finally)
         writer = csv.writer(log)
         if new_log:
             writer.writerow(["step", "loss", "lr", "seconds"])
+    began = time.perf_counter()
+    model.train()
+    try:
         while step < train.steps:
             if should_stop is not None and should_stop():
-                _save_state(out / "state", step, model, ema, optimiser, generator)
+                if rank == 0:
+                    _save_state(out / "state", step, model, ema, optimiser)
                 raise Cancelled(f"training stopped at step {step}; run again to resume")
-            volumes, labels = batches.batch(step)
+            indices = batches.indices(step, rank, world)
+            seen += indices
+            volumes, labels = batches.batch(indices)
+            generator = _step_generator(train.seed, rank, step)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss = diffusion_loss(model, volumes.to(device), labels.to(device), schedule, generator=generator)
+                loss = diffusion_loss(
+                    net, volumes.to(device), labels.to(device), schedule, generator=generator, config=config
+                )
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
@@ -167,16 +203,23 @@ def train_diffusion(
                     e.copy_(b)
             step += 1
             value = float(loss.detach())
-            writer.writerow([step, f"{value:.6f}", train.lr, f"{time.perf_counter() - began:.2f}"])
+            if rank == 0:
+                writer.writerow([step, f"{value:.6f}", train.lr, f"{time.perf_counter() - began:.2f}"])
             if on_step is not None:
                 on_step(step, value)
             if step % train.checkpoint_every == 0 or step == train.steps:
-                log.flush()
-                _save_state(out / "state", step, model, ema, optimiser, generator)
-                save_checkpoint(
-                    ema,
-                    config,
-                    out / "model",
-                    provenance={"steps": step, "train": to_dict(train), **(provenance or {})},
-                )
-    return out / "model"
+                if rank == 0:
+                    log.flush()
+                    _save_state(out / "state", step, model, ema, optimiser)
+                    save_checkpoint(
+                        ema,
+                        config,
+                        out / "model",
+                        provenance={"steps": step, "ranks": world, "train": to_dict(train), **(provenance or {})},
+                    )
+                if distributed:
+                    torch.distributed.barrier()
+    finally:
+        if log is not None:
+            log.close()
+    return TrainResult(out / "model", model, ema, seen)

@@ -32,11 +32,12 @@ def diffusion_loss(
     *,
     generator: torch.Generator | None = None,
     p_uncond: float | None = None,
+    config=None,
 ) -> torch.Tensor:
     """Mean squared error between the model's v and the true v for a batch of clean volumes ``x0`` (B, 1, D, H, W)
     in model range and their class ``labels`` (B,). Timesteps, noise and label dropout are drawn from ``generator``
     (on the CPU, so a seed reproduces a run on any device)."""
-    config = model.config
+    config = config or model.config  # a DistributedDataParallel wrapper has no .config: pass it
     schedule = schedule or Schedule(config.schedule)
     if x0.ndim != 5 or x0.shape[1] != 1:
         raise ValueError(f"expected clean volumes (B, 1, D, H, W), got shape {tuple(x0.shape)}")
