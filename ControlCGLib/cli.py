@@ -137,9 +137,8 @@ def _cmd_simulate(args) -> int:
 
 def _cmd_train_diffusion(args) -> int:
     """Train (or resume) the diffusion model on a cohort CSV (a simulated manifest or an ADNI-style list)."""
-    from tqdm.auto import tqdm
-
     import torch
+    from tqdm.auto import tqdm
 
     from .cohort import CohortDataset, read_cohort, split_by_subject
     from .config import preset
