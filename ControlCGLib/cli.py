@@ -267,6 +267,30 @@ def _cmd_counterfactual(args) -> int:
     return 0
 
 
+def _cmd_train_classifier(args) -> int:
+    """Train the diagnostic classifier on a cohort CSV; the best validation accuracy's weights are kept."""
+    from .classifier import ClassifierTrainConfig, train_classifier
+    from .cohort import CohortDataset, read_cohort, split_by_subject
+    from .config import CLASSIFIER_PRESETS
+
+    config = CLASSIFIER_PRESETS[args.preset]
+    scans = read_cohort(args.cohort, config.class_names)
+    splits = split_by_subject(scans, seed=args.seed)
+    if "train" not in splits or "val" not in splits:
+        raise ValueError(f"{args.cohort} needs 'train' and 'val' splits (has {sorted(splits)})")
+    data = {k: CohortDataset(v, config.grid, config.class_names, config.intensity) for k, v in splits.items()}
+    train = ClassifierTrainConfig(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every, seed=args.seed
+    )
+
+    def report(step, loss, accuracy):
+        print(f"step {step}: loss {loss:.4f}, validation accuracy {accuracy:.3f}", flush=True)
+
+    folder = train_classifier(config, data["train"], data["val"], args.out, train, on_eval=report)
+    print(f"wrote {folder}")
+    return 0
+
+
 def _command(sub, name: str, help: str, func) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.set_defaults(func=func)
@@ -334,6 +358,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+
+    p = _command(train_sub, "classifier", "train the diagnostic classifier (3D DenseNet)", _cmd_train_classifier)
+    p.add_argument("--cohort", required=True, help="cohort CSV (image,label,subject[,split]) or a simulated manifest")
+    p.add_argument("--out", required=True, help="run folder: model/ (best validation accuracy), metrics.csv")
+    p.add_argument("--preset", default="cpu", choices=["cpu", "paper"], help="classifier preset")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=3e-2)
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
     return parser
 
 

@@ -50,3 +50,26 @@ def test_missing_class_is_refused(tmp_path):
     only_small.items = [(v, 0) for v, _ in only_small.items]
     with pytest.raises(ValueError, match=r"no scan of class\(es\) \['large'\]"):
         train_classifier(cfg, only_small, only_small, tmp_path, ClassifierTrainConfig(steps=1))
+
+
+def test_train_classifier_command(tmp_path):
+    from ControlCGLib.cli import main
+    from ControlCGLib.simulator import write_cohort
+
+    manifest = write_cohort(tmp_path / "cohort", 6, grid=(40, 48, 40), seed=3)
+    args = [
+        "train",
+        "classifier",
+        "--cohort",
+        str(manifest),
+        "--out",
+        str(tmp_path / "clf"),
+        "--steps",
+        "2",
+        "--eval-every",
+        "1",
+        "--batch-size",
+        "2",
+    ]
+    assert main(args) == 0
+    assert load_checkpoint(tmp_path / "clf" / "model").config.grid == (40, 48, 40)
