@@ -2,8 +2,8 @@
 and one verdict function shared by the command line, Slicer and the evaluation.
 
 Training uses class-balanced sampling (each batch draws classes equally often, seeded), light augmentation (left-right
-flip, which is anatomically plausible for a symmetric template space, intensity scale and shift, shifts of up to 2
-voxels) and keeps the checkpoint with the best validation accuracy.
+flip, which is anatomically plausible for a symmetric template space, intensity scale and shift, shifts of one
+voxel) and keeps the checkpoint with the best validation accuracy.
 """
 
 from __future__ import annotations
@@ -33,13 +33,17 @@ class ClassifierTrainConfig:
     augment: bool = True
     seed: int = 0
 
+    def __post_init__(self):
+        if min(self.steps, self.batch_size, self.eval_every) < 1:
+            raise ValueError("classifier steps, batch_size and eval_every must be >= 1")
+
 
 def _augment(volumes: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     out = []
     for v in volumes:
         if rng.random() < 0.5:
             v = torch.flip(v, dims=[-1])  # left-right (x is the last array axis)
-        shift = rng.integers(-2, 3, size=3)
+        shift = rng.integers(-1, 2, size=3)  # one voxel (4 mm on the cpu grid); the rolled-in border is background
         v = torch.roll(v, shifts=tuple(int(s) for s in shift), dims=(-3, -2, -1))
         v = v * float(rng.uniform(0.9, 1.1)) + float(rng.uniform(-0.05, 0.05))
         out.append(v)
@@ -107,7 +111,7 @@ def train_classifier(
         writer.writerow(["step", "loss", "val_accuracy"])
         running = []
         for step in range(1, train.steps + 1):
-            classes = rng.integers(0, len(by_class), size=train.batch_size)  # balanced in expectation
+            classes = rng.permutation(np.arange(train.batch_size) % len(by_class))  # every class equally often
             idx = [int(rng.choice(by_class[c])) for c in classes]
             volumes = torch.stack([train_set[i][0] for i in idx])
             if train.augment:

@@ -13,13 +13,14 @@ from pathlib import Path
 from . import __version__
 
 
-def _output_folder(path: str, overwrite: bool) -> Path:
-    """The output folder, created; an existing non-empty one only with ``--overwrite`` (nothing of the user's is
-    replaced by accident)."""
+def _output_folder(path: str, overwrite: bool, create: bool = True) -> Path:
+    """The output folder (created unless ``create`` is False); an existing non-empty one only with ``--overwrite``,
+    so nothing of the user's is replaced by accident."""
     out = Path(path)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise ValueError(f"{out} exists and is not empty; pass --overwrite or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    if create:
+        out.mkdir(parents=True, exist_ok=True)
     return out
 
 
@@ -196,19 +197,25 @@ def _cmd_counterfactual(args) -> int:
     import torch
 
     from .checkpoints import WEIGHTS, file_sha256, load_checkpoint
-    from .config import SamplingConfig
+    from .config import ClassifierConfig, ModelConfig, SamplingConfig
     from .figures import montage
     from .pipeline import run_counterfactual
     from .progress import TqdmProgress
 
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
+    out = _output_folder(args.out, args.overwrite, create=False)  # checked now, created once results exist
     model = load_checkpoint(args.model)
+    if not isinstance(model.config, ModelConfig):
+        raise ValueError(f"{args.model} holds a classifier, not a diffusion model; pass it as --classifier")
     classifier = load_checkpoint(args.classifier) if args.classifier else None
+    if classifier is not None and not isinstance(classifier.config, ClassifierConfig):
+        raise ValueError(f"{args.classifier} holds a diffusion model, not a classifier")
     try:
         image = sitk.ReadImage(str(args.input))
     except RuntimeError as exc:
         raise ValueError(f"cannot read {args.input}: {str(exc).strip().splitlines()[-1]}") from None
-    out = _output_folder(args.out, args.overwrite)
     sampling = SamplingConfig(steps=args.steps)
     with TqdmProgress(f"counterfactual -> {args.target}") as progress:
         run = run_counterfactual(
@@ -222,6 +229,7 @@ def _cmd_counterfactual(args) -> int:
             classifier=classifier,
             on_step=progress,
         )
+    out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out) as tmp:  # nothing half-written lands in --out
         tmp = Path(tmp)
         files = {}

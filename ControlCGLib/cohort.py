@@ -22,9 +22,8 @@ from .config import IntensityConfig
 from .geometry import model_grid, resample
 from .intensity import normalize, to_model_range
 from .native import _anti_alias
+from .template import load_template
 
-#: The paper's centre crop in voxels, (x, y, z) as ITK sizes: 160 x 192 x 160 of the 1 mm MNI volume.
-CROP_VOXELS = (160, 192, 160)
 REQUIRED = ("image", "label", "subject")
 
 
@@ -132,27 +131,16 @@ def split_by_subject(
     return out
 
 
-def centre_crop(image: sitk.Image, size: Sequence[int] = CROP_VOXELS) -> sitk.Image:
-    """Centre crop (or zero-pad, where the image is smaller) to ``size`` voxels, keeping physical placement."""
-    current = np.array(image.GetSize())
-    size = np.array(size)
-    lower = (current - size) // 2  # negative where padding is needed
-    pad_lower = np.clip(-lower, 0, None)
-    pad_upper = np.clip(size - current - pad_lower, 0, None)
-    if pad_lower.any() or pad_upper.any():
-        image = sitk.ConstantPad(image, pad_lower.tolist(), pad_upper.tolist(), 0.0)
-        lower = lower + pad_lower
-    return sitk.RegionOfInterest(image, size.tolist(), np.clip(lower, 0, None).tolist())
-
-
 def preprocess(image: sitk.Image, grid: Sequence[int], intensity: IntensityConfig | None = None) -> np.ndarray:
-    """The paper's preprocessing of a skull-stripped MNI scan: crop 160x192x160, min-max (99.5th percentile as max,
-    brain = non-zero voxels) to [0, 1], down-sample to ``grid`` (z, y, x). Returns a float32 (z, y, x) array."""
-    cropped = sitk.Cast(centre_crop(image), sitk.sitkFloat32)
-    unit = normalize(sitk.GetArrayFromImage(cropped), None, intensity)
+    """The paper's preprocessing of a skull-stripped MNI scan: min-max (99.5th percentile as max, brain = non-zero
+    voxels) to [0, 1] at the scan's resolution, then the 160 x 192 x 160 mm crop around the MNI centre, down-sampled
+    to ``grid`` (z, y, x). The crop is taken in physical MNI space (the model grid), not in voxels, so scans of any
+    resolution or axis order (FSL's LAS files, nilearn's LPS ones) land on the same grid. Returns (z, y, x) float32."""
+    image = sitk.Cast(image, sitk.sitkFloat32)
+    unit = normalize(sitk.GetArrayFromImage(image), None, intensity)
     unit_image = sitk.GetImageFromArray(unit)
-    unit_image.CopyInformation(cropped)
-    reference = model_grid(grid, cropped)
+    unit_image.CopyInformation(image)
+    reference = model_grid(grid, load_template().t1)
     out = sitk.GetArrayFromImage(resample(_anti_alias(unit_image, reference.GetSpacing()), reference))
     return np.clip(out, 0.0, 1.0)  # the recursive Gaussian rings slightly below 0
 

@@ -78,6 +78,7 @@ def build_classifier(config: ClassifierConfig) -> DenseNet:
         growth_rate=config.growth_rate,
         block_config=config.block_config,
         dropout_prob=config.dropout_prob,
+        norm=("group", {"num_groups": 1}) if config.norm == "group" else "batch",  # one group: any width
     )
 
 

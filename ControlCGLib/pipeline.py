@@ -48,6 +48,8 @@ def run_counterfactual(
 ) -> CounterfactualRun:
     """Counterfactuals of ``image`` toward ``target`` for each w; see the module docstring."""
     config = model.config
+    if classifier is not None and tuple(classifier.config.grid) != tuple(config.grid):
+        raise ValueError(f"the classifier's grid {classifier.config.grid} differs from the model's {config.grid}")
     prepared = prepare(image, config.grid, preprocessed=preprocessed, intensity=config.intensity)
     y0 = torch.from_numpy(np.asarray(to_model_range(prepared.model_input, config.intensity), dtype=np.float32))
     result = counterfactual(model, y0, target, scales, sampling, seed=seed, on_step=on_step, should_stop=should_stop)
@@ -58,12 +60,10 @@ def run_counterfactual(
     native = {w: prepared.to_native(cf) for w, cf in grid_cf.items()}
     verdicts = {}
     if classifier is not None:
-        names = classifier.config.class_names
-        if tuple(classifier.config.grid) != tuple(config.grid):
-            raise ValueError(f"the classifier's grid {classifier.config.grid} differs from the model's {config.grid}")
-        verdicts["input"] = classify(classifier, to_model_range(prepared.model_input, config.intensity), names)
+        names, scale = classifier.config.class_names, classifier.config.intensity
+        verdicts["input"] = classify(classifier, to_model_range(prepared.model_input, scale), names)
         for w, cf in grid_cf.items():
-            verdicts[f"w={w:g}"] = classify(classifier, to_model_range(cf, config.intensity), names)
+            verdicts[f"w={w:g}"] = classify(classifier, to_model_range(cf, scale), names)
     settings = {
         **result.settings,
         "preprocessed": preprocessed,

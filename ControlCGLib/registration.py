@@ -27,18 +27,21 @@ def register_affine(
     template: sitk.Image,
     template_mask: sitk.Image | None = None,
     on_iteration: Callable[[int, float], None] | None = None,
-    seed: int = 0,
+    seed: int = 12345,
 ) -> Registration:
     """Affine transform aligning ``native`` to ``template``; ``on_iteration(i, metric)`` reports progress."""
     fixed = sitk.Cast(template, sitk.sitkFloat32)
     moving = sitk.Cast(native, sitk.sitkFloat32)
-    initial = sitk.CenteredTransformInitializer(
-        fixed, moving, sitk.AffineTransform(3), sitk.CenteredTransformInitializerFilter.MOMENTS
-    )
+    try:
+        initial = sitk.CenteredTransformInitializer(
+            fixed, moving, sitk.AffineTransform(3), sitk.CenteredTransformInitializerFilter.MOMENTS
+        )
+    except RuntimeError as exc:
+        raise ValueError(f"cannot register the image to the template (is it empty?): {_itk_message(exc)}") from None
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(0.2, seed)
+    reg.SetMetricSamplingPercentage(0.2, seed if seed != sitk.sitkWallClock else 1)  # 0 would mean "wall clock"
     if template_mask is not None:
         reg.SetMetricFixedMask(sitk.Cast(template_mask > 0, sitk.sitkUInt8))
     reg.SetInterpolator(sitk.sitkLinear)
@@ -58,8 +61,16 @@ def register_affine(
             on_iteration(count[0], reg.GetMetricValue())
 
     reg.AddCommand(sitk.sitkIterationEvent, _iteration)
-    transform = reg.Execute(fixed, moving)
+    try:
+        transform = reg.Execute(fixed, moving)
+    except RuntimeError as exc:
+        raise ValueError(f"registration to the template failed (not a brain T1?): {_itk_message(exc)}") from None
     return Registration(transform=transform, metric=float(reg.GetMetricValue()), iterations=count[0])
+
+
+def _itk_message(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def inverse(transform: sitk.Transform) -> sitk.Transform:

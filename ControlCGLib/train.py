@@ -102,20 +102,27 @@ class _Batches:
         return volumes, labels
 
 
+def _remove_folder(folder: Path) -> None:
+    if folder.exists():
+        for f in folder.iterdir():
+            f.unlink()
+        folder.rmdir()
+
+
 def _save_state(folder: Path, step: int, model, ema, optimiser) -> None:
     tmp = folder.with_name(folder.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
+    old = folder.with_name(folder.name + ".old")
+    _remove_folder(tmp)  # leftovers of a crash in an earlier save
+    _remove_folder(old)
+    tmp.mkdir(parents=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
     save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, str(tmp / "ema.safetensors"))
     torch.save(optimiser.state_dict(), tmp / "optimiser.pt")  # plain tensors and numbers: loads with weights_only
     (tmp / "step.json").write_text(json.dumps({"step": step}))
-    if folder.exists():  # replace atomically enough: the old state survives until the new one is complete
-        old = folder.with_name(folder.name + ".old")
+    if folder.exists():  # the old state survives until the new one is complete
         folder.rename(old)
         tmp.rename(folder)
-        for f in old.iterdir():
-            f.unlink()
-        old.rmdir()
+        _remove_folder(old)
     else:
         tmp.rename(folder)
 
@@ -123,7 +130,7 @@ def _save_state(folder: Path, step: int, model, ema, optimiser) -> None:
 def _load_state(folder: Path, model, ema, optimiser) -> int:
     model.load_state_dict(load_file(str(folder / "model.safetensors")))
     ema.load_state_dict(load_file(str(folder / "ema.safetensors")))
-    optimiser.load_state_dict(torch.load(folder / "optimiser.pt", weights_only=True))
+    optimiser.load_state_dict(torch.load(folder / "optimiser.pt", weights_only=True, map_location="cpu"))
     return int(json.loads((folder / "step.json").read_text())["step"])
 
 
@@ -157,8 +164,11 @@ def train_diffusion(
     ema = copy.deepcopy(model).requires_grad_(False)
     optimiser = torch.optim.Adam(model.parameters(), lr=train.lr)
     step = 0
-    if (out / "state").exists():
-        step = _load_state(out / "state", model, ema, optimiser)
+    state = out / "state"
+    if not state.exists() and (out / "state.old").exists():  # a crash between the two renames of a save
+        state = out / "state.old"
+    if state.exists():
+        step = _load_state(state, model, ema, optimiser)
     net = model
     if distributed:
         net = torch.nn.parallel.DistributedDataParallel(
@@ -196,9 +206,10 @@ def train_diffusion(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
             optimiser.step()
+            decay = min(train.ema_decay, (1 + step) / (10 + step))  # warm-up: early EMA is not the random init
             with torch.no_grad():
                 for e, p in zip(ema.parameters(), model.parameters()):
-                    e.lerp_(p, 1 - train.ema_decay)
+                    e.lerp_(p, 1 - decay)
                 for e, b in zip(ema.buffers(), model.buffers()):
                     e.copy_(b)
             step += 1

@@ -26,7 +26,12 @@ class _Toy:
 
 def test_classifier_learns_and_judges(tmp_path):
     cfg = ClassifierConfig(
-        grid=(16, 16, 16), class_names=("small", "large"), init_features=8, growth_rate=4, block_config=(2, 2)
+        grid=(16, 16, 16),
+        class_names=("small", "large"),
+        init_features=8,
+        growth_rate=4,
+        block_config=(2, 2),
+        norm="group",
     )
     folder = train_classifier(
         cfg, _Toy(32, 0), _Toy(16, 1), tmp_path, ClassifierTrainConfig(steps=60, batch_size=8, lr=1e-2, eval_every=20)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ControlCGLib.cohort import CohortDataset, CohortError, centre_crop, preprocess, read_cohort, split_by_subject
+from ControlCGLib.cohort import CohortDataset, CohortError, preprocess, read_cohort, split_by_subject
 
 
 def _scan(path, value=100.0, size=(60, 70, 50)):
@@ -62,24 +62,34 @@ def test_random_split_keeps_subjects_together_and_is_stratified(tmp_path):
     assert split_by_subject(scans, seed=1) == splits
 
 
-def test_centre_crop_and_pad_keep_physical_placement():
-    img = sitk.Image([200, 240, 190], sitk.sitkUInt8)
-    img.SetOrigin((10.0, -5.0, 3.0))
-    cropped = centre_crop(img)
-    assert cropped.GetSize() == (160, 192, 160)
-    assert np.allclose(cropped.GetOrigin(), img.TransformIndexToPhysicalPoint((20, 24, 15)))
-    small = centre_crop(sitk.Image([100, 100, 100], sitk.sitkUInt8))
-    assert small.GetSize() == (160, 192, 160)
-    assert np.allclose(small.GetOrigin(), (-30.0, -46.0, -30.0))
+def _template_on(direction, spacing):
+    """The template T1 (x 300, one hemisphere partly brightened) on a grid of the given direction and spacing."""
+    from ControlCGLib.geometry import resample
+    from ControlCGLib.template import load_template
+
+    t1 = load_template().t1
+    marked = sitk.GetArrayFromImage(t1) * 300.0
+    marked[30:60, 40:70, 20:40] *= 2.0  # a bright block in one hemisphere: a mirrored result would miss it
+    marked_image = sitk.GetImageFromArray(marked)
+    marked_image.CopyInformation(t1)
+    centre = np.array(t1.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in t1.GetSize()]))
+    size = np.ceil(np.array([200.0, 236.0, 192.0]) / spacing).astype(int)
+    ref = sitk.Image([int(s) for s in size], sitk.sitkFloat32)
+    d = np.diag(direction).astype(float)
+    ref.SetDirection(d.flatten().tolist())
+    ref.SetSpacing([spacing] * 3)
+    ref.SetOrigin((centre - d @ ((size - 1) / 2 * spacing)).tolist())
+    return resample(marked_image, ref)
 
 
-def test_preprocess_normalises_and_downsamples(tmp_path):
-    arr = np.zeros((170, 210, 180), np.float32)  # (z, y, x) of a 180 x 210 x 170 scan
-    arr[30:140, 40:170, 30:150] = np.linspace(20, 420, 120)[None, None, :]  # a smooth ramp along x
-    out = preprocess(sitk.GetImageFromArray(arr), (40, 48, 40))
-    assert out.shape == (40, 48, 40) and out.dtype == np.float32
-    assert out.min() >= 0 and 0.95 < out.max() <= 1.0
-    sitk.WriteImage(sitk.GetImageFromArray(arr), str(tmp_path / "s.nii.gz"))
+def test_preprocess_lands_any_mni_file_on_the_same_grid(tmp_path):
+    nilearn_like = _template_on((-1, -1, 1), 1.0)  # LPS voxels, 1 mm
+    fsl_like = _template_on((1, -1, 1), 1.5)  # LAS voxels (FSL's MNI152 files), 1.5 mm
+    a, b = preprocess(nilearn_like, (40, 48, 40)), preprocess(fsl_like, (40, 48, 40))
+    assert a.shape == b.shape == (40, 48, 40) and a.dtype == np.float32
+    assert a.min() >= 0 and 0.9 < a.max() <= 1.0
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99  # same place, not mirrored (mirrored: 0.90)
+    sitk.WriteImage(fsl_like, str(tmp_path / "s.nii.gz"))
     scans = read_cohort(_csv(tmp_path, ["s.nii.gz,AD,s1,train"]))
     volume, label = CohortDataset(scans, (40, 48, 40), ("CN", "AD"))[0]
     assert tuple(volume.shape) == (1, 40, 48, 40) and label == 1
