@@ -51,3 +51,11 @@ def toy_model():
     from ControlCGLib.toy import train_toy
 
     return train_toy(steps=400, seed=0).model
+
+
+@pytest.fixture(scope="session")
+def simulated_manifest(tmp_path_factory):
+    """A 6-subject simulated cohort on the cpu grid, shared by the command-line training tests."""
+    from ControlCGLib.simulator import write_cohort
+
+    return write_cohort(tmp_path_factory.mktemp("cohort"), 6, grid=(40, 48, 40), seed=3)

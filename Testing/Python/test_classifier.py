@@ -57,11 +57,10 @@ def test_missing_class_is_refused(tmp_path):
         train_classifier(cfg, only_small, only_small, tmp_path, ClassifierTrainConfig(steps=1))
 
 
-def test_train_classifier_command(tmp_path):
+def test_train_classifier_command(tmp_path, simulated_manifest):
     from ControlCGLib.cli import main
-    from ControlCGLib.simulator import write_cohort
 
-    manifest = write_cohort(tmp_path / "cohort", 6, grid=(40, 48, 40), seed=3)
+    manifest = simulated_manifest
     args = [
         "train",
         "classifier",

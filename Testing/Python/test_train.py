@@ -72,11 +72,10 @@ def test_loss_goes_down(tmp_path):
     assert sum(losses[-10:]) / 10 < 0.7 * sum(losses[:10]) / 10
 
 
-def test_train_command_on_a_simulated_cohort(tmp_path):
+def test_train_command_on_a_simulated_cohort(tmp_path, simulated_manifest):
     from ControlCGLib.cli import main
-    from ControlCGLib.simulator import write_cohort
 
-    manifest = write_cohort(tmp_path / "cohort", 4, grid=(40, 48, 40), seed=0)
+    manifest = simulated_manifest
     args = [
         "train",
         "diffusion",
