@@ -19,9 +19,8 @@ import SimpleITK as sitk
 import torch
 
 from .config import IntensityConfig
-from .geometry import model_grid, resample
+from .geometry import anti_alias, model_grid, resample
 from .intensity import normalize, to_model_range
-from .native import _anti_alias
 from .template import load_template
 
 REQUIRED = ("image", "label", "subject")
@@ -141,7 +140,7 @@ def preprocess(image: sitk.Image, grid: Sequence[int], intensity: IntensityConfi
     unit_image = sitk.GetImageFromArray(unit)
     unit_image.CopyInformation(image)
     reference = model_grid(grid, load_template().t1)
-    out = sitk.GetArrayFromImage(resample(_anti_alias(unit_image, reference.GetSpacing()), reference))
+    out = sitk.GetArrayFromImage(resample(anti_alias(unit_image, reference.GetSpacing()), reference))
     return np.clip(out, 0.0, 1.0)  # the recursive Gaussian rings slightly below 0
 
 

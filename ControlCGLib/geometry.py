@@ -89,3 +89,12 @@ def resample(
 ) -> sitk.Image:
     """``image`` sampled on ``reference``'s grid; ``transform`` maps reference points to ``image`` points."""
     return sitk.Resample(image, reference, transform or sitk.Transform(), interpolator, default, sitk.sitkFloat32)
+
+
+def anti_alias(image: sitk.Image, target_spacing: Sequence[float]) -> sitk.Image:
+    """Gaussian blur so that down-sampling to ``target_spacing`` does not alias (sigma in mm, per axis)."""
+    src = np.array(image.GetSpacing())
+    sigma = np.sqrt(np.clip(np.array(target_spacing) ** 2 - src**2, 0, None)) / 2.355
+    if not np.any(sigma > 0):
+        return image
+    return sitk.SmoothingRecursiveGaussian(sitk.Cast(image, sitk.sitkFloat32), sigma.tolist())

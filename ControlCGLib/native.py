@@ -16,7 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .config import IntensityConfig
-from .geometry import model_grid, resample
+from .geometry import anti_alias, model_grid, resample
 from .intensity import normalization_range
 from .registration import as_affine, register_affine
 from .template import Template, load_template
@@ -85,15 +85,6 @@ def check_scan(image: sitk.Image) -> None:
         raise ValueError("the image contains NaN or infinite values")
 
 
-def _anti_alias(image: sitk.Image, target_spacing: Sequence[float]) -> sitk.Image:
-    """Gaussian blur so that down-sampling to ``target_spacing`` does not alias (sigma in mm, per axis)."""
-    src = np.array(image.GetSpacing())
-    sigma = np.sqrt(np.clip(np.array(target_spacing) ** 2 - src**2, 0, None)) / 2.355
-    if not np.any(sigma > 0):
-        return image
-    return sitk.SmoothingRecursiveGaussian(sitk.Cast(image, sitk.sitkFloat32), sigma.tolist())
-
-
 def prepare(
     native: sitk.Image,
     grid: Sequence[int],
@@ -113,7 +104,7 @@ def prepare(
     else:
         reg = register_affine(native, template.t1, template.mask, on_iteration=on_iteration)
         transform, metric = reg.transform, reg.metric
-    on_grid = resample(_anti_alias(native, reference.GetSpacing()), reference, transform)
+    on_grid = resample(anti_alias(native, reference.GetSpacing()), reference, transform)
     mask = sitk.GetArrayFromImage(resample(template.mask, reference, None, sitk.sitkNearestNeighbor)) > 0.5
     array = sitk.GetArrayFromImage(on_grid)
     low, high = normalization_range(array, mask, intensity)

@@ -64,10 +64,6 @@ class ClassConditionalUNet(nn.Module):
         return self.unet(x, timesteps, context=context, class_labels=class_labels)
 
 
-def build_unet(config: ModelConfig) -> ClassConditionalUNet:
-    return ClassConditionalUNet(config)
-
-
 def build_classifier(config: ClassifierConfig) -> DenseNet:
     """MONAI 3D DenseNet (DenseNet-121 layout at the default width) giving one logit per class."""
     return DenseNet(

@@ -73,12 +73,6 @@ def _itk_message(exc: Exception) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
-def inverse(transform: sitk.Transform) -> sitk.Transform:
-    """Inverse of an affine (possibly composite) transform, as one AffineTransform."""
-    affine = as_affine(transform)
-    return affine.GetInverse()
-
-
 def as_affine(transform: sitk.Transform) -> sitk.AffineTransform:
     """Collapse a linear transform (composite or not) into one AffineTransform by probing points."""
     points = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=float) * 100.0

@@ -73,15 +73,6 @@ def ball_volume(x: torch.Tensor) -> torch.Tensor:
     return (unit > half).flatten(-3).sum(-1).float()
 
 
-def ball_centre(x: torch.Tensor) -> torch.Tensor:
-    """Intensity-weighted centre (z, y, x) of a model-range volume (D, H, W)."""
-    w = ((x + 1) / 2).clamp(0, 1)
-    axes = [torch.arange(s, dtype=torch.float32) for s in w.shape]
-    grids = torch.meshgrid(*axes, indexing="ij")
-    total = w.sum().clamp_min(1e-6)
-    return torch.stack([(g * w).sum() / total for g in grids])
-
-
 @dataclass
 class ToyTraining:
     model: ClassConditionalUNet
