@@ -129,7 +129,7 @@ def train_classifier(
                 if on_eval is not None:
                     on_eval(step, float(np.mean(running)), accuracy)
                 running = []
-                if accuracy > best:
+                if accuracy >= best:  # a tie goes to the later, longer-trained weights
                     best = accuracy
                     save_checkpoint(
                         model,

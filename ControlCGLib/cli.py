@@ -33,8 +33,8 @@ def _cmd_presets(args) -> int:
     return 0
 
 
-def _cmd_demo(args) -> int:
-    """Train the toy model, make counterfactuals across w with and without injection, write a montage."""
+def _cmd_toy_demo(args) -> int:
+    """Train the toy model, make counterfactuals across w, write a montage (no brain data or embedded model needed)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -189,6 +189,23 @@ def _cmd_train_diffusion(args) -> int:
 
 def _cmd_counterfactual(args) -> int:
     """The main job: counterfactuals of a T1 toward a class, on its own grid, with saliency, montage and verdicts."""
+    if args.input and args.input_option and args.input != args.input_option:
+        raise ValueError("give the input once (positional INPUT or --input)")
+    args.input = args.input or args.input_option
+    if not args.input:
+        raise ValueError("no input image: controlcg counterfactual INPUT --target AD --out DIR")
+    return _main_job(args)
+
+
+def _cmd_demo(args) -> int:
+    """The main job on the bundled sample T1 (a simulated cognitively normal subject) with the embedded model."""
+    from .embedded import sample_scan
+
+    args.input = str(sample_scan())
+    return _main_job(args)
+
+
+def _main_job(args) -> int:
     import shutil
     import tempfile
 
@@ -198,6 +215,7 @@ def _cmd_counterfactual(args) -> int:
 
     from .checkpoints import WEIGHTS, file_sha256, load_checkpoint
     from .config import ClassifierConfig, ModelConfig, SamplingConfig
+    from .embedded import classifier_dir, diffusion_dir
     from .figures import montage
     from .pipeline import run_counterfactual
     from .progress import TqdmProgress
@@ -206,17 +224,22 @@ def _cmd_counterfactual(args) -> int:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     out = _output_folder(args.out, args.overwrite, create=False)  # checked now, created once results exist
-    model = load_checkpoint(args.model)
+    embedded = args.model is None
+    model_path = Path(args.model) if args.model else diffusion_dir()
+    classifier_path = Path(args.classifier) if args.classifier else None
+    if classifier_path is None and embedded and not args.no_classifier:
+        classifier_path = classifier_dir()  # the embedded classifier explains the embedded model's world
+    model = load_checkpoint(model_path)
     if not isinstance(model.config, ModelConfig):
-        raise ValueError(f"{args.model} holds a classifier, not a diffusion model; pass it as --classifier")
-    classifier = load_checkpoint(args.classifier) if args.classifier else None
+        raise ValueError(f"{model_path} holds a classifier, not a diffusion model; pass it as --classifier")
+    classifier = load_checkpoint(classifier_path) if classifier_path else None
     if classifier is not None and not isinstance(classifier.config, ClassifierConfig):
-        raise ValueError(f"{args.classifier} holds a diffusion model, not a classifier")
+        raise ValueError(f"{classifier_path} holds a diffusion model, not a classifier")
     try:
         image = sitk.ReadImage(str(args.input))
     except RuntimeError as exc:
         raise ValueError(f"cannot read {args.input}: {str(exc).strip().splitlines()[-1]}") from None
-    sampling = SamplingConfig(steps=args.steps)
+    sampling = SamplingConfig(steps=args.steps, start_strength=args.start_strength)
     with TqdmProgress(f"counterfactual -> {args.target}") as progress:
         run = run_counterfactual(
             model,
@@ -246,18 +269,23 @@ def _cmd_counterfactual(args) -> int:
         grid_input = run.prepared.model_input
         columns = {"input": grid_input, **{f"w={w:g}": cf for w, cf in run.model_grid.items()}}
         sal = {f"w={w:g}": cf - grid_input for w, cf in run.model_grid.items()}
+        if run.verdicts:
+            columns = {_verdict_label(k, run.verdicts[k]): v for k, v in columns.items()}
+            sal = {_verdict_label(k, run.verdicts[k]): v for k, v in sal.items()}
         montage(
             tmp / "montage.png",
             columns,
             sal,
-            title=f"counterfactuals toward {args.target} (model grid)",
+            title=f"counterfactuals toward {args.target} (model grid; signed saliency, red = brighter)",
             spacing=run.prepared.grid.GetSpacing()[::-1],
         )
         record = {
             "input": str(args.input),
             "target": args.target,
-            "model": str(args.model),
-            "model_sha256": file_sha256(Path(args.model) / WEIGHTS),
+            "model": str(model_path),
+            "model_sha256": file_sha256(model_path / WEIGHTS),
+            "classifier": str(classifier_path) if classifier_path else None,
+            "classifier_sha256": file_sha256(classifier_path / WEIGHTS) if classifier_path else None,
             "verdicts": run.verdicts,
             "settings": run.settings,
             "files": sorted([*files, "brain_mask.nii.gz", "montage.png"]),
@@ -273,6 +301,11 @@ def _cmd_counterfactual(args) -> int:
         f"{max(float(np.abs(c - run.prepared.model_input).max()) for c in run.model_grid.values()):.3f})"
     )
     return 0
+
+
+def _verdict_label(key: str, verdict: dict[str, float]) -> str:
+    best = max(verdict, key=verdict.get)
+    return f"{key}\nclassifier: {best} {verdict[best]:.2f}"
 
 
 def _cmd_train_classifier(args) -> int:
@@ -305,6 +338,33 @@ def _command(sub, name: str, help: str, func) -> argparse.ArgumentParser:
     return p
 
 
+DEFAULT_W = 4.0  # the product's default guidance scale (see README, "Decisions the paper leaves open")
+
+
+def _main_job_options(p: argparse.ArgumentParser, default_w: list[float]) -> None:
+    from .config import SamplingConfig
+
+    p.add_argument("--w", type=float, nargs="+", default=default_w, help="guidance scales (one run computes them all)")
+    p.add_argument("--model", default=None, help="diffusion model folder; unset: the embedded model")
+    p.add_argument(
+        "--classifier",
+        default=None,
+        help="classifier folder for verdicts (default: the embedded one with --model unset)",
+    )
+    p.add_argument("--no-classifier", action="store_true", help="skip the classifier's verdicts")
+    p.add_argument("--preprocessed", action="store_true", help="input is skull-stripped and in MNI space already")
+    p.add_argument("--steps", type=int, default=SamplingConfig.steps, help="DDIM steps")
+    p.add_argument(
+        "--start-strength",
+        type=float,
+        default=SamplingConfig.start_strength,
+        help="1 starts from pure noise (the paper); below 1 from the noised input (keeps more of the input)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="controlcg",
@@ -317,8 +377,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "presets", "print the model configuration presets as JSON", _cmd_presets)
     p.add_argument("name", nargs="?", help="one preset (default: all)")
 
-    p = _command(sub, "demo", "train a toy model on the CPU and show counterfactuals across w", _cmd_demo)
+    p = _command(sub, "demo", "the main job on the bundled sample T1 with the embedded model", _cmd_demo)
     p.add_argument("--out", default="controlcg-demo", help="output folder")
+    p.add_argument("--target", default="AD", help="class to move toward (the sample is cognitively normal)")
+    _main_job_options(p, default_w=[0.0, 2.0, 4.0, 6.0])
+
+    p = _command(sub, "toy-demo", "train a toy model on the CPU and show counterfactuals across w", _cmd_toy_demo)
+    p.add_argument("--out", default="controlcg-toy-demo", help="output folder")
     p.add_argument("--train-steps", type=int, default=400, help="toy training steps")
     p.add_argument("--steps", type=int, default=25, help="DDIM steps")
     p.add_argument("--w", type=float, nargs="+", default=[0.0, 1.0, 3.0, 6.0], help="guidance scales")
@@ -341,17 +406,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     p = _command(sub, "counterfactual", "counterfactuals of a T1 toward a class (the main job)", _cmd_counterfactual)
-    p.add_argument("--model", required=True, help="diffusion model folder (config.json + weights.safetensors)")
-    p.add_argument("--input", required=True, help="T1 image (NIfTI, NRRD, MHA, ...)")
+    p.add_argument("input", nargs="?", help="T1 image (NIfTI, NRRD, MHA, ...)")
+    p.add_argument("--input", dest="input_option", default=None, help="the same, as an option")
     p.add_argument("--target", required=True, help="class to move toward, e.g. AD or CN")
-    p.add_argument("--w", type=float, nargs="+", default=[3.0], help="guidance scales (one run computes them all)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--classifier", default=None, help="classifier model folder: report its verdicts")
-    p.add_argument("--preprocessed", action="store_true", help="input is skull-stripped and in MNI space already")
-    p.add_argument("--steps", type=int, default=50, help="DDIM steps")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    _main_job_options(p, default_w=[DEFAULT_W])
 
     train = sub.add_parser("train", help="train models (resumes when the output folder holds a state)")
     train_sub = train.add_subparsers(dest="what", metavar="WHAT", required=True)

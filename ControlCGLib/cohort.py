@@ -2,9 +2,9 @@
 
 The CSV has one row per scan with columns ``image`` (path, absolute or relative to the CSV), ``label`` (a class name
 of the model, e.g. CN or AD), ``subject`` (id) and optionally ``split`` (train / val / test). Scans are assumed
-skull-stripped and registered to MNI space (as in the paper); :func:`preprocess` then centre-crops them to
-160 x 192 x 160 voxels, min-max normalises them with the 99.5th percentile as max, and down-samples them to the model
-grid. Every problem names its CSV row.
+skull-stripped and registered to MNI space (as in the paper); :func:`preprocess` then crops them to the paper's
+160 x 192 x 160 mm box, down-samples them to the model grid and min-max normalises them inside the brain mask with
+the 99.5th percentile as max. Every problem names its CSV row.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import SimpleITK as sitk
 import torch
 
 from .config import IntensityConfig
-from .geometry import anti_alias, model_grid, resample
-from .intensity import normalize, to_model_range
+from .intensity import to_model_range
+from .native import prepare
 from .template import load_template
 
 REQUIRED = ("image", "label", "subject")
@@ -130,23 +130,20 @@ def split_by_subject(
     return out
 
 
-def preprocess(image: sitk.Image, grid: Sequence[int], intensity: IntensityConfig | None = None) -> np.ndarray:
-    """The paper's preprocessing of a skull-stripped MNI scan: min-max (99.5th percentile as max, brain = non-zero
-    voxels) to [0, 1] at the scan's resolution, then the 160 x 192 x 160 mm crop around the MNI centre, down-sampled
-    to ``grid`` (z, y, x). The crop is taken in physical MNI space (the model grid), not in voxels, so scans of any
+def preprocess(
+    image: sitk.Image, grid: Sequence[int], intensity: IntensityConfig | None = None, template=None
+) -> np.ndarray:
+    """The preprocessing every model sees, for a skull-stripped MNI scan: the 160 x 192 x 160 mm crop around the MNI
+    centre, anti-aliased down to ``grid`` (z, y, x), then min-max (99.5th percentile as max) inside the template's
+    brain mask and zero outside it (:func:`ControlCGLib.native.prepare` with ``preprocessed=True``; the simulator and
+    the native pipeline use the same routine). The crop is taken in physical MNI space, not in voxels, so scans of any
     resolution or axis order (FSL's LAS files, nilearn's LPS ones) land on the same grid. Returns (z, y, x) float32."""
-    image = sitk.Cast(image, sitk.sitkFloat32)
-    unit = normalize(sitk.GetArrayFromImage(image), None, intensity)
-    unit_image = sitk.GetImageFromArray(unit)
-    unit_image.CopyInformation(image)
-    reference = model_grid(grid, load_template().t1)
-    out = sitk.GetArrayFromImage(resample(anti_alias(unit_image, reference.GetSpacing()), reference))
-    return np.clip(out, 0.0, 1.0)  # the recursive Gaussian rings slightly below 0
+    return prepare(image, grid, preprocessed=True, template=template, intensity=intensity).model_input
 
 
 class CohortDataset(torch.utils.data.Dataset):
     """(volume (1, D, H, W) in model range, class index) pairs for training; preprocessing happens on access.
-    Scans already on the model grid are only normalised."""
+    Every scan goes through :func:`preprocess`, also those already on the model grid (a simulated cohort)."""
 
     def __init__(
         self,
@@ -159,6 +156,7 @@ class CohortDataset(torch.utils.data.Dataset):
         self.grid = tuple(grid)
         self.class_names = tuple(class_names)
         self.intensity = intensity or IntensityConfig()
+        self._template = load_template()
 
     def __len__(self) -> int:
         return len(self.scans)
@@ -169,9 +167,6 @@ class CohortDataset(torch.utils.data.Dataset):
             image = sitk.ReadImage(str(scan.image))
         except RuntimeError as exc:
             raise CohortError(f"row {scan.row} (subject {scan.subject!r}): cannot read {scan.image}: {exc}") from None
-        if image.GetSize()[::-1] == self.grid:  # already on the model grid (e.g. a simulated cohort): normalise only
-            unit = normalize(sitk.GetArrayFromImage(image), None, self.intensity)
-        else:
-            unit = preprocess(image, self.grid, self.intensity)
+        unit = preprocess(image, self.grid, self.intensity, self._template)
         volume = torch.from_numpy(to_model_range(unit, self.intensity))[None]
         return volume, self.class_names.index(scan.label)

@@ -76,3 +76,38 @@ def montage(
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def loss_curve(path: str | Path, metrics_csv: str | Path, title: str = "", smooth: int = 100) -> Path:
+    """Training loss per step (faint) and its running mean over ``smooth`` steps, from a run's metrics.csv; a resumed
+    run's repeated steps keep their last value."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    losses: dict[int, float] = {}
+    with open(metrics_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            losses[int(row["step"])] = float(row["loss"])
+    if not losses:
+        raise ValueError(f"{metrics_csv} holds no loss rows")
+    steps = np.array(sorted(losses))
+    loss = np.array([losses[s] for s in steps])
+    k = max(1, min(smooth, len(loss)))
+    mean = np.convolve(loss, np.ones(k) / k, mode="valid")
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.plot(steps, loss, color="0.8", lw=0.5, label="per step")
+    ax.plot(steps[k - 1 :], mean, color="C0", lw=1.5, label=f"mean of {k} steps")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("v-prediction MSE")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -35,6 +35,15 @@ def normalize(volume: np.ndarray, mask: np.ndarray | None = None, config: Intens
     return np.clip((np.asarray(volume, dtype=np.float32) - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
+def normalize_brain(volume: np.ndarray, mask: np.ndarray, config: IntensityConfig | None = None) -> np.ndarray:
+    """The one intensity routine of training, simulation and inference: min-max inside the brain ``mask`` of a scan
+    already on the model grid, zero outside it. Returns the unit volume and the (low, high) it used."""
+    low, high = normalization_range(volume, mask, config)
+    v = np.asarray(volume, dtype=np.float32)
+    unit = np.where(mask, np.clip((v - low) / (high - low), 0.0, 1.0), 0.0).astype(np.float32)
+    return unit, (low, high)
+
+
 def to_model_range(unit, config: IntensityConfig | None = None):
     """[0, 1] -> the model's range (works on numpy arrays and torch tensors)."""
     lo, hi = (config or IntensityConfig()).model_range

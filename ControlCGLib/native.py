@@ -17,7 +17,7 @@ import SimpleITK as sitk
 
 from .config import IntensityConfig
 from .geometry import anti_alias, model_grid, resample
-from .intensity import normalization_range
+from .intensity import normalize_brain
 from .registration import as_affine, register_affine
 from .template import Template, load_template
 
@@ -49,6 +49,15 @@ class Prepared:
         img = sitk.GetImageFromArray(np.asarray(array, dtype=np.float32))
         img.CopyInformation(self.grid)
         return img
+
+    def same_scaling(self, image: sitk.Image) -> np.ndarray:
+        """Another image of this subject in the same native space (e.g. its true counterfactual) on the model grid,
+        scaled with this scan's (low, high), so that differences to ``model_input`` are true intensity changes."""
+        on_grid = resample(anti_alias(image, self.grid.GetSpacing()), self.grid, self.transform)
+        array = sitk.GetArrayFromImage(on_grid)
+        return np.where(self.mask, np.clip((array - self.low) / (self.high - self.low), 0.0, 1.0), 0.0).astype(
+            np.float32
+        )
 
     def to_native(self, counterfactual: np.ndarray) -> NativeResult:
         """Bring a model-grid counterfactual (z, y, x, in [0, 1]) back onto the input's grid."""
@@ -107,6 +116,5 @@ def prepare(
     on_grid = resample(anti_alias(native, reference.GetSpacing()), reference, transform)
     mask = sitk.GetArrayFromImage(resample(template.mask, reference, None, sitk.sitkNearestNeighbor)) > 0.5
     array = sitk.GetArrayFromImage(on_grid)
-    low, high = normalization_range(array, mask, intensity)
-    unit = np.where(mask, np.clip((array - low) / (high - low), 0.0, 1.0), 0.0).astype(np.float32)
+    unit, (low, high) = normalize_brain(array, mask, intensity)
     return Prepared(unit, mask, reference, native, transform, low, high, metric)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .geometry import model_grid, resample
+from .geometry import anti_alias, model_grid, resample
 from .template import Template, load_template
 
 #: Regions in MNI RAS millimetres: centre and semi-axes of ellipsoids.
@@ -268,7 +268,7 @@ def write_cohort(
         for kind, array in zip(("image", "counterfactual", "change"), volumes):
             img = _image_like(array, ref)
             if target is not None:
-                img = resample(img, target)
+                img = resample(anti_alias(img, target.GetSpacing()), target)
             path = out / f"{record.subject}_{kind}.nii.gz"
             sitk.WriteImage(img, str(path), useCompression=True)
             setattr(record, kind, path.name)

@@ -1,0 +1,42 @@
+"""The embedded default: a diffusion model and a classifier trained on the simulated cohort, small enough for a laptop
+CPU, and a bundled sample T1, all under ``Resources/`` so that nothing is downloaded at run time.
+
+``Resources/Models/controlcg-cpu/TRAINING.md`` records how they were made (command, seed, steps, wall time, loss
+curve); ``Resources/Sample/README.md`` how the sample was made.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .template import resources_dir
+
+MODEL_NAME = "controlcg-cpu"
+
+
+def models_dir() -> Path:
+    return resources_dir() / "Models" / MODEL_NAME
+
+
+def diffusion_dir() -> Path:
+    """Folder of the embedded diffusion model (config.json + weights.safetensors)."""
+    return _existing(models_dir() / "diffusion")
+
+
+def classifier_dir() -> Path:
+    """Folder of the embedded diagnostic classifier (the one whose decisions the counterfactuals explain)."""
+    return _existing(models_dir() / "classifier")
+
+
+def sample_scan() -> Path:
+    """The bundled sample T1: a simulated cognitively normal subject, not in MNI space (registration is exercised)."""
+    return _existing(resources_dir() / "Sample" / "sample_T1.nii.gz")
+
+
+def _existing(path: Path) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} is missing: the Resources folder is incomplete (set CONTROLCG_RESOURCES to a full copy, "
+            "or pass --model/--input explicitly)"
+        )
+    return path
