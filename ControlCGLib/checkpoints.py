@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from . import __version__
 from .config import ClassifierConfig, ConfigError, ModelConfig, from_dict, to_dict
 from .networks import ClassConditionalUNet, build_classifier
 
@@ -30,14 +32,18 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(model: nn.Module, config, folder: str | Path, provenance: dict[str, Any] | None = None) -> Path:
-    """Write ``model``'s weights and ``config`` (plus optional provenance) into ``folder``."""
+    """Write ``model``'s weights and ``config`` into ``folder``, with provenance: the caller's (data, steps, ...)
+    plus the date and the code version."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(folder / WEIGHTS), metadata={"format": "pt"})
     payload = {"kind": type(config).__name__, **to_dict(config)}
-    if provenance:
-        payload["provenance"] = provenance
+    payload["provenance"] = {
+        "saved": datetime.now(UTC).isoformat(timespec="seconds"),
+        "code_version": __version__,
+        **(provenance or {}),
+    }
     (folder / CONFIG).write_text(json.dumps(payload, indent=2) + "\n")
     return folder
 

@@ -138,6 +138,21 @@ def _step_generator(seed: int, rank: int, step: int) -> torch.Generator:
     return make_generator(int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0]))
 
 
+def _trim_metrics(metrics: Path, step: int) -> float:
+    """Drop log rows past the resumed ``step`` (written after the last saved state, and about to be redone); return
+    the seconds logged up to it."""
+    if not metrics.exists():
+        return 0.0
+    with open(metrics, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return 0.0
+    kept = [r for r in rows[1:] if r and int(r[0]) <= step]
+    with open(metrics, "w", newline="") as f:
+        csv.writer(f).writerows([rows[0], *kept])
+    return float(kept[-1][3]) if kept else 0.0
+
+
 def train_diffusion(
     config: ModelConfig,
     dataset,
@@ -180,13 +195,15 @@ def train_diffusion(
     seen: list[int] = []
     metrics = out / "metrics.csv"
     log = None
+    offset = 0.0  # seconds spent in earlier sittings, so that the log's clock is the run's total
     if rank == 0:
+        offset = _trim_metrics(metrics, step)
         new_log = not metrics.exists()
         log = open(metrics, "a", newline="")  # noqa: SIM115 (closed in finally)
         writer = csv.writer(log)
         if new_log:
             writer.writerow(["step", "loss", "lr", "seconds"])
-    began = time.perf_counter()
+    began = time.perf_counter() - offset
     model.train()
     try:
         while step < train.steps:

@@ -44,6 +44,19 @@ def test_interrupted_run_resumes_exactly(tmp_path):
     assert model.config == cfg
 
 
+def test_resume_after_a_crash_keeps_one_log_row_per_step_and_a_running_clock(tmp_path):
+    cfg = tiny_config()
+    fast = {"batch_size": 2, "lr": 1e-3, "precision": "no", "checkpoint_every": 2}
+    train_diffusion(cfg, _Data(), tmp_path, TrainConfig(steps=2, **fast))
+    with open(tmp_path / "metrics.csv", "a") as f:  # steps logged after the last save, then the process died
+        f.write("3,0.5,0.001,99.0\n4,0.5,0.001,100.0\n")
+    train_diffusion(cfg, _Data(), tmp_path, TrainConfig(steps=4, **fast))
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    seconds = [float(r["seconds"]) for r in rows]
+    assert seconds == sorted(seconds) and seconds[-1] < 99.0
+
+
 def test_stop_saves_a_resumable_state(tmp_path):
     cfg = tiny_config()
     seen = []
