@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from .checkpoints import save_checkpoint
 from .config import ClassifierConfig
 from .networks import build_classifier
+from .state import find_state, load_state, save_state, trim_metrics
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,10 @@ def train_classifier(
     train: ClassifierTrainConfig | None = None,
     on_eval: Callable[[int, float, float], None] | None = None,
 ) -> Path:
-    """Train the classifier; the best validation accuracy's weights land in ``out/model``. Returns that folder."""
+    """Train the classifier; the best validation accuracy's weights land in ``out/model``. Returns that folder.
+
+    A state is saved at every evaluation (``out/state``: weights, SGD momentum, the sampler's random state, the best
+    accuracy so far); running again with the same ``out`` resumes exactly where the last state left off."""
     train = train or ClassifierTrainConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -105,12 +109,23 @@ def train_classifier(
     if any(len(ix) == 0 for ix in by_class):
         missing = [config.class_names[c] for c, ix in enumerate(by_class) if len(ix) == 0]
         raise ValueError(f"the training set has no scan of class(es) {missing}")
-    best = -1.0
-    with open(out / "metrics.csv", "w", newline="") as log:
+    best, step = -1.0, 0
+    state = find_state(out)
+    if state is not None:
+        step, extra = load_state(state, {"model": model}, optimiser)
+        rng.bit_generator.state = extra["rng"]
+        torch.set_rng_state(torch.tensor(extra["torch_rng"], dtype=torch.uint8))
+        best = float(extra["best"])
+    metrics = out / "metrics.csv"
+    trim_metrics(metrics, step)
+    new_log = not metrics.exists()
+    with open(metrics, "a", newline="") as log:
         writer = csv.writer(log)
-        writer.writerow(["step", "loss", "val_accuracy"])
+        if new_log:
+            writer.writerow(["step", "loss", "val_accuracy"])
         running = []
-        for step in range(1, train.steps + 1):
+        while step < train.steps:
+            step += 1
             classes = rng.permutation(np.arange(train.batch_size) % len(by_class))  # every class equally often
             idx = [int(rng.choice(by_class[c])) for c in classes]
             volumes = torch.stack([train_set[i][0] for i in idx])
@@ -137,4 +152,6 @@ def train_classifier(
                         out / "model",
                         provenance={"step": step, "val_accuracy": accuracy, "train": vars(train)},
                     )
+                extra = {"rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state().tolist(), "best": best}
+                save_state(out / "state", step, {"model": model}, optimiser, extra)
     return out / "model"

@@ -3,7 +3,7 @@ exact resume. The loss is :func:`ControlCGLib.training.diffusion_loss`, the one 
 
 A run folder holds::
 
-    state/               the latest resumable state: model, EMA and optimiser tensors, RNG states, step
+    state/               the latest resumable state (ControlCGLib.state): model, EMA and optimiser tensors, step
     model/               the EMA weights as a ControlCG model folder (weights.safetensors + config.json)
     metrics.csv          step, loss, learning rate, seconds
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
 from .checkpoints import save_checkpoint
 from .config import ModelConfig, to_dict
@@ -35,6 +33,7 @@ from .diffusion import Schedule
 from .networks import ClassConditionalUNet
 from .noise import make_generator
 from .progress import Cancelled
+from .state import find_state, load_state, save_state, trim_metrics
 from .training import diffusion_loss
 
 PRECISIONS = ("auto", "bf16", "no")
@@ -102,55 +101,8 @@ class _Batches:
         return volumes, labels
 
 
-def _remove_folder(folder: Path) -> None:
-    if folder.exists():
-        for f in folder.iterdir():
-            f.unlink()
-        folder.rmdir()
-
-
-def _save_state(folder: Path, step: int, model, ema, optimiser) -> None:
-    tmp = folder.with_name(folder.name + ".tmp")
-    old = folder.with_name(folder.name + ".old")
-    _remove_folder(tmp)  # leftovers of a crash in an earlier save
-    _remove_folder(old)
-    tmp.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
-    save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, str(tmp / "ema.safetensors"))
-    torch.save(optimiser.state_dict(), tmp / "optimiser.pt")  # plain tensors and numbers: loads with weights_only
-    (tmp / "step.json").write_text(json.dumps({"step": step}))
-    if folder.exists():  # the old state survives until the new one is complete
-        folder.rename(old)
-        tmp.rename(folder)
-        _remove_folder(old)
-    else:
-        tmp.rename(folder)
-
-
-def _load_state(folder: Path, model, ema, optimiser) -> int:
-    model.load_state_dict(load_file(str(folder / "model.safetensors")))
-    ema.load_state_dict(load_file(str(folder / "ema.safetensors")))
-    optimiser.load_state_dict(torch.load(folder / "optimiser.pt", weights_only=True, map_location="cpu"))
-    return int(json.loads((folder / "step.json").read_text())["step"])
-
-
 def _step_generator(seed: int, rank: int, step: int) -> torch.Generator:
     return make_generator(int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0]))
-
-
-def _trim_metrics(metrics: Path, step: int) -> float:
-    """Drop log rows past the resumed ``step`` (written after the last saved state, and about to be redone); return
-    the seconds logged up to it."""
-    if not metrics.exists():
-        return 0.0
-    with open(metrics, newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        return 0.0
-    kept = [r for r in rows[1:] if r and int(r[0]) <= step]
-    with open(metrics, "w", newline="") as f:
-        csv.writer(f).writerows([rows[0], *kept])
-    return float(kept[-1][3]) if kept else 0.0
 
 
 def train_diffusion(
@@ -179,11 +131,10 @@ def train_diffusion(
     ema = copy.deepcopy(model).requires_grad_(False)
     optimiser = torch.optim.Adam(model.parameters(), lr=train.lr)
     step = 0
-    state = out / "state"
-    if not state.exists() and (out / "state.old").exists():  # a crash between the two renames of a save
-        state = out / "state.old"
-    if state.exists():
-        step = _load_state(state, model, ema, optimiser)
+    modules = {"model": model, "ema": ema}
+    state = find_state(out)
+    if state is not None:
+        step, _ = load_state(state, modules, optimiser)
     net = model
     if distributed:
         net = torch.nn.parallel.DistributedDataParallel(
@@ -197,7 +148,7 @@ def train_diffusion(
     log = None
     offset = 0.0  # seconds spent in earlier sittings, so that the log's clock is the run's total
     if rank == 0:
-        offset = _trim_metrics(metrics, step)
+        offset = trim_metrics(metrics, step, "seconds")
         new_log = not metrics.exists()
         log = open(metrics, "a", newline="")  # noqa: SIM115 (closed in finally)
         writer = csv.writer(log)
@@ -209,7 +160,7 @@ def train_diffusion(
         while step < train.steps:
             if should_stop is not None and should_stop():
                 if rank == 0:
-                    _save_state(out / "state", step, model, ema, optimiser)
+                    save_state(out / "state", step, modules, optimiser)
                 raise Cancelled(f"training stopped at step {step}; run again to resume")
             indices = batches.indices(step, rank, world)
             seen += indices
@@ -238,7 +189,7 @@ def train_diffusion(
             if step % train.checkpoint_every == 0 or step == train.steps:
                 if rank == 0:
                     log.flush()
-                    _save_state(out / "state", step, model, ema, optimiser)
+                    save_state(out / "state", step, modules, optimiser)
                     save_checkpoint(
                         ema,
                         config,

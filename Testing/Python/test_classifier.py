@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from ControlCGLib.checkpoints import load_checkpoint
 from ControlCGLib.classifier import ClassifierTrainConfig, classify, train_classifier
@@ -31,11 +32,10 @@ def test_classifier_learns_and_judges(tmp_path):
         init_features=8,
         growth_rate=4,
         block_config=(2, 2),
-        norm="group",
+        norm="batch",
     )
-    folder = train_classifier(
-        cfg, _Toy(32, 0), _Toy(16, 1), tmp_path, ClassifierTrainConfig(steps=60, batch_size=8, lr=1e-2, eval_every=20)
-    )
+    train = ClassifierTrainConfig(steps=60, batch_size=8, lr=3e-2, eval_every=20, augment=False)
+    folder = train_classifier(cfg, _Toy(32, 0), _Toy(16, 1), tmp_path, train)
     model = load_checkpoint(folder)
     assert model.config == cfg
     x, labels, _ = toy_batch(8, make_generator(2))
@@ -45,6 +45,29 @@ def test_classifier_learns_and_judges(tmp_path):
     assert correct >= 7
     with pytest.raises(ValueError, match="3D"):
         classify(model, torch.zeros(4, 4), cfg.class_names)
+
+
+def test_interrupted_classifier_run_resumes_exactly(tmp_path):
+    cfg = ClassifierConfig(
+        grid=(16, 16, 16),
+        class_names=("small", "large"),
+        init_features=4,
+        growth_rate=4,
+        block_config=(1,),
+        norm="group",
+        dropout_prob=0.2,
+    )
+    data, val = _Toy(8, 0), _Toy(4, 1)
+    run = {"batch_size": 4, "lr": 1e-2, "eval_every": 2}
+    train_classifier(cfg, data, val, tmp_path / "straight", ClassifierTrainConfig(steps=6, **run))
+    train_classifier(cfg, data, val, tmp_path / "resumed", ClassifierTrainConfig(steps=4, **run))
+    with open(tmp_path / "resumed" / "metrics.csv", "a") as f:  # a row logged after the last state, then a crash
+        f.write("5,0.1,0.5\n")
+    train_classifier(cfg, data, val, tmp_path / "resumed", ClassifierTrainConfig(steps=6, **run))
+    a, b = (load_file(str(tmp_path / r / "state" / "model.safetensors")) for r in ("straight", "resumed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    logs = [(tmp_path / r / "metrics.csv").read_text() for r in ("straight", "resumed")]
+    assert logs[0] == logs[1]
 
 
 def test_missing_class_is_refused(tmp_path):
