@@ -101,6 +101,27 @@ class _Batches:
         return volumes, labels
 
 
+def _share_state(step: int, modules: dict, optimiser, device: torch.device) -> int:
+    """Broadcast rank 0's step, weights and optimiser state (tensors only, between our own processes)."""
+    payload = [None]
+    if torch.distributed.get_rank() == 0 and step > 0:
+        payload = [
+            {
+                "step": step,
+                "modules": {k: {n: t.cpu() for n, t in m.state_dict().items()} for k, m in modules.items()},
+                "optimiser": optimiser.state_dict(),
+            }
+        ]
+    torch.distributed.broadcast_object_list(payload, src=0, device=device if device.type == "cuda" else None)
+    if payload[0] is None:
+        return step
+    if torch.distributed.get_rank() != 0:
+        for k, m in modules.items():
+            m.load_state_dict(payload[0]["modules"][k])
+        optimiser.load_state_dict(payload[0]["optimiser"])
+    return int(payload[0]["step"])
+
+
 def _step_generator(seed: int, rank: int, step: int) -> torch.Generator:
     return make_generator(int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0]))
 
@@ -132,9 +153,11 @@ def train_diffusion(
     optimiser = torch.optim.Adam(model.parameters(), lr=train.lr)
     step = 0
     modules = {"model": model, "ema": ema}
-    state = find_state(out)
+    state = find_state(out) if rank == 0 else None
     if state is not None:
         step, _ = load_state(state, modules, optimiser)
+    if distributed:  # rank 0's state reaches every rank, also on nodes without a shared filesystem
+        step = _share_state(step, modules, optimiser, device)
     net = model
     if distributed:
         net = torch.nn.parallel.DistributedDataParallel(

@@ -26,14 +26,15 @@ class Data:
         return torch.rand(1, 8, 8, 8, generator=g) * 2 - 1, i % 2
 
 
-def run(out: Path) -> None:
+def run(out: Path, steps: int = 3, per_rank_folders: bool = False) -> None:
+    """``per_rank_folders``: each rank gets its own run folder, as nodes without a shared filesystem would."""
     torch.set_num_threads(1)
     rank, world = init_from_env("cpu")
     result = train_diffusion(
         tiny_config(),
         Data(),
-        out / "run",
-        TrainConfig(steps=3, batch_size=2, lr=1e-3, precision="no", checkpoint_every=100),
+        out / (f"node{rank}" if per_rank_folders else "run"),
+        TrainConfig(steps=steps, batch_size=2, lr=1e-3, precision="no", checkpoint_every=2),
     )
     save_file({k: v.contiguous() for k, v in result.model.state_dict().items()}, str(out / f"rank{rank}.safetensors"))
     (out / f"rank{rank}.json").write_text(json.dumps({"world": world, "seen": result.seen}))
@@ -41,4 +42,4 @@ def run(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    run(Path(sys.argv[1]))
+    run(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 3, "--per-rank-folders" in sys.argv)
