@@ -90,6 +90,7 @@ def train_classifier(
     out: str | Path,
     train: ClassifierTrainConfig | None = None,
     on_eval: Callable[[int, float, float], None] | None = None,
+    provenance: dict | None = None,
 ) -> Path:
     """Train the classifier; the best validation accuracy's weights land in ``out/model``. Returns that folder.
 
@@ -150,7 +151,7 @@ def train_classifier(
                         model,
                         config,
                         out / "model",
-                        provenance={"step": step, "val_accuracy": accuracy, "train": vars(train)},
+                        provenance={"step": step, "val_accuracy": accuracy, "train": vars(train), **(provenance or {})},
                     )
                 extra = {"rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state().tolist(), "best": best}
                 save_state(out / "state", step, {"model": model}, optimiser, extra)

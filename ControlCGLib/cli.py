@@ -327,7 +327,8 @@ def _cmd_train_classifier(args) -> int:
     def report(step, loss, accuracy):
         print(f"step {step}: loss {loss:.4f}, validation accuracy {accuracy:.3f}", flush=True)
 
-    folder = train_classifier(config, data["train"], data["val"], args.out, train, on_eval=report)
+    origin = {"cohort": str(args.cohort), "subjects": {k: len(v) for k, v in splits.items()}}
+    folder = train_classifier(config, data["train"], data["val"], args.out, train, on_eval=report, provenance=origin)
     print(f"wrote {folder}")
     return 0
 
