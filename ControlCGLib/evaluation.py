@@ -62,9 +62,11 @@ def evaluate_subject(
     *,
     seed: int = 0,
     on_step: StepCallback | None = None,
+    images: dict | None = None,
 ) -> list[dict]:
     """One row per w: verdicts and the similarity, truth and saliency metrics of the counterfactual toward the
-    subject's true counterfactual class."""
+    subject's true counterfactual class. ``images``, when given, receives the model-grid arrays ("input", "truth",
+    and one per w) for figures."""
     config = model.config
     prepared = prepare(sitk.ReadImage(str(subject.image)), config.grid, preprocessed=True, intensity=config.intensity)
     unit = prepared.model_input
@@ -74,8 +76,12 @@ def evaluate_subject(
     names, scale = classifier.config.class_names, classifier.config.intensity
     p_input = classify(classifier, to_model_range(unit, scale), names)
     rows = []
+    if images is not None:
+        images.update(input=unit, truth=truth)
     for w, x in result.images.items():
         cf = np.clip(from_model_range(x.numpy(), config.intensity), 0.0, 1.0) * prepared.mask
+        if images is not None:
+            images[float(w)] = cf
         p = classify(classifier, to_model_range(cf, scale), names)
         rows.append(
             {

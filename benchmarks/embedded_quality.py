@@ -24,6 +24,18 @@ from ControlCGLib.checkpoints import load_checkpoint
 from ControlCGLib.config import SamplingConfig
 from ControlCGLib.embedded import classifier_dir, diffusion_dir
 from ControlCGLib.evaluation import evaluate_subject, read_simulated, summarise
+from ControlCGLib.figures import montage
+
+
+def _picture(path: Path, subject, images: dict, rows: list[dict]) -> None:
+    ws = [w for w in images if isinstance(w, float)]
+    columns = {f"input ({subject.label})": images["input"], f"true {subject.target}": images["truth"]}
+    saliency = {f"true {subject.target}": images["truth"] - images["input"]}
+    for w, r in zip(ws, rows):
+        key = f"w={w:g}\np({subject.target})={r['p_target']:.2f}"
+        columns[key] = images[w]
+        saliency[key] = images[w] - images["input"]
+    montage(path, columns, saliency, title=f"{subject.subject}: {subject.label} -> {subject.target}")
 
 
 def main() -> None:
@@ -32,7 +44,7 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--model", default=None)
     p.add_argument("--classifier", default=None)
-    p.add_argument("--n", type=int, default=None, help="first N subjects only")
+    p.add_argument("--n", type=int, default=None, help="N subjects only, half of each class (the first in the file)")
     p.add_argument("--w", type=float, nargs="+", default=[0.0, 2.0, 4.0, 6.0])
     p.add_argument("--steps", type=int, default=SamplingConfig.steps)
     p.add_argument("--start-strength", type=float, nargs="+", default=[SamplingConfig.start_strength])
@@ -43,7 +55,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = load_checkpoint(args.model or diffusion_dir())
     classifier = load_checkpoint(args.classifier or classifier_dir())
-    subjects = read_simulated(args.cohort)[: args.n]
+    subjects = read_simulated(args.cohort)
+    if args.n is not None:
+        by_class = {c: [s for s in subjects if s.label == c] for c in sorted({s.label for s in subjects})}
+        half = {c: args.n // len(by_class) + (i < args.n % len(by_class)) for i, c in enumerate(by_class)}
+        subjects = [s for c, ss in by_class.items() for s in ss[: half[c]]]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -53,9 +69,14 @@ def main() -> None:
             sampling = SamplingConfig(steps=args.steps, start_strength=strength)
             if args.no_injection:
                 sampling = SamplingConfig(steps=args.steps, start_strength=strength, injection=None)
+            shown = set()
             for i, s in enumerate(subjects):
-                for r in evaluate_subject(model, classifier, s, args.w, sampling, seed=i):
+                images: dict = {}
+                for r in evaluate_subject(model, classifier, s, args.w, sampling, seed=i, images=images):
                     rows.append({"start_strength": strength, **r})
+                if s.label not in shown:  # one picture per direction and start strength
+                    shown.add(s.label)
+                    _picture(out / f"{s.label}_to_{s.target}_start{strength:g}.png", s, images, rows[-len(args.w) :])
                 bar.update(1)
     with open(out / "rows.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
