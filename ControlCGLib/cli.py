@@ -340,6 +340,10 @@ def _command(sub, name: str, help: str, func) -> argparse.ArgumentParser:
 
 
 DEFAULT_W = 4.0  # the product's default guidance scale (see README, "Decisions the paper leaves open")
+# The product starts from the input noised to 30 % of the trajectory rather than from pure noise (the paper, and
+# SamplingConfig's default): measured on held-out simulated subjects with the embedded model, it keeps more of the
+# input (SSIM) and matches the true counterfactual better at the same flip rate, in 30 % of the time (README).
+DEFAULT_START_STRENGTH = 0.3
 
 
 def _main_job_options(p: argparse.ArgumentParser, default_w: list[float]) -> None:
@@ -358,8 +362,8 @@ def _main_job_options(p: argparse.ArgumentParser, default_w: list[float]) -> Non
     p.add_argument(
         "--start-strength",
         type=float,
-        default=SamplingConfig.start_strength,
-        help="1 starts from pure noise (the paper); below 1 from the noised input (keeps more of the input)",
+        default=DEFAULT_START_STRENGTH,
+        help="1 starts from pure noise (the paper); below 1 from the input noised that far (keeps more of the input)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")

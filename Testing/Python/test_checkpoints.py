@@ -1,10 +1,12 @@
 import json
 import pickle
+from datetime import datetime
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
+from ControlCGLib import __version__
 from ControlCGLib.checkpoints import CONFIG, WEIGHTS, CheckpointError, load_checkpoint, save_checkpoint
 from ControlCGLib.config import CLASSIFIER_PRESETS, FORMAT_VERSION
 from ControlCGLib.networks import build_classifier
@@ -16,7 +18,9 @@ def test_round_trip_gives_identical_outputs(tmp_path, tiny_model, tiny_input):
     x, t, lab = tiny_input[None, None], torch.tensor([10]), torch.tensor([1])
     assert loaded.config == tiny_model.config
     assert torch.equal(loaded(x, t, lab), tiny_model(x, t, lab))
-    assert json.loads((tmp_path / "m" / CONFIG).read_text())["provenance"] == {"steps": 3}
+    provenance = json.loads((tmp_path / "m" / CONFIG).read_text())["provenance"]
+    assert provenance["steps"] == 3 and provenance["code_version"] == __version__
+    assert datetime.fromisoformat(provenance["saved"]).tzinfo is not None
 
 
 def test_classifier_round_trip(tmp_path):

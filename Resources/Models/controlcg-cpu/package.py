@@ -1,0 +1,25 @@
+"""Copy a finished diffusion run and classifier run into this folder and draw the diffusion loss curve.
+
+    python Resources/Models/controlcg-cpu/package.py RUN_DIFFUSION RUN_CLASSIFIER
+
+Only the model folders (weights.safetensors + config.json) and the logs are copied; training states stay behind.
+"""
+
+import shutil
+import sys
+from pathlib import Path
+
+from ControlCGLib.checkpoints import load_checkpoint
+from ControlCGLib.figures import loss_curve
+
+here = Path(__file__).resolve().parent
+diffusion_run, classifier_run = (Path(a) for a in sys.argv[1:3])
+for name, run in (("diffusion", diffusion_run), ("classifier", classifier_run)):
+    target = here / name
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(run / "model", target)
+    shutil.copy(run / "metrics.csv", here / f"{name}_metrics.csv")
+    load_checkpoint(target)  # refuse to package anything that does not load
+loss_curve(here / "loss_curve.png", here / "diffusion_metrics.csv", title="embedded diffusion model (cpu preset)")
+print(f"packaged into {here}")
