@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ControlCGLib.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,9 +27,10 @@ def test_unknown_preset_is_a_clean_error(capsys):
     assert "unknown preset 'huge'" in capsys.readouterr().err
 
 
-def test_demo_refuses_to_overwrite(tmp_path, capsys):
+@pytest.mark.parametrize("command", [["demo"], ["toy-demo", "--train-steps", "1"]])
+def test_demos_refuse_to_overwrite(tmp_path, capsys, command):
     (tmp_path / "keep.txt").write_text("user data")
-    assert main(["demo", "--out", str(tmp_path), "--train-steps", "1"]) == 2
+    assert main([*command, "--out", str(tmp_path)]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (tmp_path / "keep.txt").read_text() == "user data"
 
