@@ -351,11 +351,7 @@ def _main_job_options(p: argparse.ArgumentParser, default_w: list[float]) -> Non
 
     p.add_argument("--w", type=float, nargs="+", default=default_w, help="guidance scales (one run computes them all)")
     p.add_argument("--model", default=None, help="diffusion model folder; unset: the embedded model")
-    p.add_argument(
-        "--classifier",
-        default=None,
-        help="classifier folder for verdicts (default: the embedded one with --model unset)",
-    )
+    p.add_argument("--classifier", default=None, help="classifier folder for verdicts; unset: the embedded one")
     p.add_argument("--no-classifier", action="store_true", help="skip the classifier's verdicts")
     p.add_argument("--preprocessed", action="store_true", help="input is skull-stripped and in MNI space already")
     p.add_argument("--steps", type=int, default=SamplingConfig.steps, help="DDIM steps")

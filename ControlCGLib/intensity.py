@@ -35,13 +35,20 @@ def normalize(volume: np.ndarray, mask: np.ndarray | None = None, config: Intens
     return np.clip((np.asarray(volume, dtype=np.float32) - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
-def normalize_brain(volume: np.ndarray, mask: np.ndarray, config: IntensityConfig | None = None) -> np.ndarray:
+def normalize_brain(
+    volume: np.ndarray, mask: np.ndarray, config: IntensityConfig | None = None
+) -> tuple[np.ndarray, tuple[float, float]]:
     """The one intensity routine of training, simulation and inference: min-max inside the brain ``mask`` of a scan
     already on the model grid, zero outside it. Returns the unit volume and the (low, high) it used."""
     low, high = normalization_range(volume, mask, config)
+    return scale_brain(volume, mask, low, high), (low, high)
+
+
+def scale_brain(volume: np.ndarray, mask: np.ndarray, low: float, high: float) -> np.ndarray:
+    """``volume`` mapped with a given (low, high) to [0, 1] inside ``mask``, zero outside (e.g. a subject's true
+    counterfactual scaled like its scan, so that their difference is a true intensity change)."""
     v = np.asarray(volume, dtype=np.float32)
-    unit = np.where(mask, np.clip((v - low) / (high - low), 0.0, 1.0), 0.0).astype(np.float32)
-    return unit, (low, high)
+    return np.where(mask, np.clip((v - low) / (high - low), 0.0, 1.0), 0.0).astype(np.float32)
 
 
 def to_model_range(unit, config: IntensityConfig | None = None):

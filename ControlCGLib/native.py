@@ -17,7 +17,7 @@ import SimpleITK as sitk
 
 from .config import IntensityConfig
 from .geometry import anti_alias, model_grid, resample
-from .intensity import normalize_brain
+from .intensity import normalize_brain, scale_brain
 from .registration import as_affine, register_affine
 from .template import Template, load_template
 
@@ -53,11 +53,7 @@ class Prepared:
     def same_scaling(self, image: sitk.Image) -> np.ndarray:
         """Another image of this subject in the same native space (e.g. its true counterfactual) on the model grid,
         scaled with this scan's (low, high), so that differences to ``model_input`` are true intensity changes."""
-        on_grid = resample(anti_alias(image, self.grid.GetSpacing()), self.grid, self.transform)
-        array = sitk.GetArrayFromImage(on_grid)
-        return np.where(self.mask, np.clip((array - self.low) / (self.high - self.low), 0.0, 1.0), 0.0).astype(
-            np.float32
-        )
+        return scale_brain(_on_grid(image, self.grid, self.transform), self.mask, self.low, self.high)
 
     def to_native(self, counterfactual: np.ndarray) -> NativeResult:
         """Bring a model-grid counterfactual (z, y, x, in [0, 1]) back onto the input's grid."""
@@ -78,6 +74,11 @@ class Prepared:
         mask_img = sitk.Cast(mask_native, sitk.sitkUInt8)
         mask_img.CopyInformation(self.native)
         return NativeResult(detail=detail, resampled=resampled, saliency=saliency, mask=mask_img)
+
+
+def _on_grid(image: sitk.Image, grid: sitk.Image, transform: sitk.Transform) -> np.ndarray:
+    """(z, y, x) array of ``image`` anti-aliased and sampled on the model grid (``transform``: grid -> image points)."""
+    return sitk.GetArrayFromImage(resample(anti_alias(image, grid.GetSpacing()), grid, transform))
 
 
 def check_scan(image: sitk.Image) -> None:
@@ -113,8 +114,6 @@ def prepare(
     else:
         reg = register_affine(native, template.t1, template.mask, on_iteration=on_iteration)
         transform, metric = reg.transform, reg.metric
-    on_grid = resample(anti_alias(native, reference.GetSpacing()), reference, transform)
     mask = sitk.GetArrayFromImage(resample(template.mask, reference, None, sitk.sitkNearestNeighbor)) > 0.5
-    array = sitk.GetArrayFromImage(on_grid)
-    unit, (low, high) = normalize_brain(array, mask, intensity)
+    unit, (low, high) = normalize_brain(_on_grid(native, reference, transform), mask, intensity)
     return Prepared(unit, mask, reference, native, transform, low, high, metric)

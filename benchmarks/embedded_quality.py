@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ControlCGLib.checkpoints import load_checkpoint
-from ControlCGLib.config import SamplingConfig
+from ControlCGLib.config import InjectionConfig, SamplingConfig
 from ControlCGLib.embedded import classifier_dir, diffusion_dir
 from ControlCGLib.evaluation import evaluate_subject, read_simulated, summarise
 from ControlCGLib.figures import montage
@@ -66,9 +66,8 @@ def main() -> None:
     t0 = time.perf_counter()
     with tqdm(total=len(subjects) * len(args.start_strength), desc="held-out subjects", unit="run") as bar:
         for strength in args.start_strength:
-            sampling = SamplingConfig(steps=args.steps, start_strength=strength)
-            if args.no_injection:
-                sampling = SamplingConfig(steps=args.steps, start_strength=strength, injection=None)
+            injection = None if args.no_injection else InjectionConfig()
+            sampling = SamplingConfig(steps=args.steps, start_strength=strength, injection=injection)
             shown = set()
             for i, s in enumerate(subjects):
                 images: dict = {}

@@ -25,15 +25,12 @@ class _Toy:
         return self.items[i]
 
 
+def _toy_classifier(**sizes) -> ClassifierConfig:
+    return ClassifierConfig(grid=(16, 16, 16), class_names=("small", "large"), growth_rate=4, **sizes)
+
+
 def test_classifier_learns_and_judges(tmp_path):
-    cfg = ClassifierConfig(
-        grid=(16, 16, 16),
-        class_names=("small", "large"),
-        init_features=8,
-        growth_rate=4,
-        block_config=(2, 2),
-        norm="batch",
-    )
+    cfg = _toy_classifier(init_features=8, block_config=(2, 2), norm="batch")
     train = ClassifierTrainConfig(steps=60, batch_size=8, lr=3e-2, eval_every=20, augment=False)
     folder = train_classifier(cfg, _Toy(32, 0), _Toy(16, 1), tmp_path, train)
     model = load_checkpoint(folder)
@@ -48,15 +45,7 @@ def test_classifier_learns_and_judges(tmp_path):
 
 
 def test_interrupted_classifier_run_resumes_exactly(tmp_path):
-    cfg = ClassifierConfig(
-        grid=(16, 16, 16),
-        class_names=("small", "large"),
-        init_features=4,
-        growth_rate=4,
-        block_config=(1,),
-        norm="group",
-        dropout_prob=0.2,
-    )
+    cfg = _toy_classifier(init_features=4, block_config=(1,), norm="group", dropout_prob=0.2)
     data, val = _Toy(8, 0), _Toy(4, 1)
     run = {"batch_size": 4, "lr": 1e-2, "eval_every": 2}
     train_classifier(cfg, data, val, tmp_path / "straight", ClassifierTrainConfig(steps=6, **run))
@@ -71,9 +60,7 @@ def test_interrupted_classifier_run_resumes_exactly(tmp_path):
 
 
 def test_missing_class_is_refused(tmp_path):
-    cfg = ClassifierConfig(
-        grid=(16, 16, 16), class_names=("small", "large"), init_features=4, growth_rate=4, block_config=(1,)
-    )
+    cfg = _toy_classifier(init_features=4, block_config=(1,))
     only_small = _Toy(8, 0)
     only_small.items = [(v, 0) for v, _ in only_small.items]
     with pytest.raises(ValueError, match=r"no scan of class\(es\) \['large'\]"):
