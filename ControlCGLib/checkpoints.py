@@ -8,7 +8,6 @@ A model folder holds::
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ from torch import nn
 
 from . import __version__
 from .config import ClassifierConfig, ConfigError, ModelConfig, from_dict, to_dict
+from .hashing import file_sha256  # noqa: F401  (re-exported)
 from .networks import ClassConditionalUNet, build_classifier
 
 WEIGHTS = "weights.safetensors"
@@ -68,14 +68,6 @@ def read_checkpoint_config(folder: str | Path) -> tuple[ModelConfig | Classifier
         return from_dict(kinds[kind], data), provenance
     except ConfigError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_checkpoint(folder: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:

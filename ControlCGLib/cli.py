@@ -205,7 +205,39 @@ def _cmd_demo(args) -> int:
     return _main_job(args)
 
 
+EXIT_CANCELLED = 130  # the conventional code of an interrupted command; the Slicer panel reads it as "cancelled"
+
+
 def _main_job(args) -> int:
+    import os
+
+    from .progress import Cancelled
+
+    if args.pid_file:  # lets a parent behind a launcher (Slicer's PythonSlicer) end this very process if it must
+        Path(args.pid_file).write_text(f"{os.getpid()}\n")
+    cancel_file = args.cancel_file
+
+    def should_stop() -> bool:
+        return bool(cancel_file) and os.path.exists(cancel_file)
+
+    try:
+        return _run_main_job(args, should_stop)
+    except (Cancelled, KeyboardInterrupt) as exc:
+        print(f"cancelled: {exc or 'interrupted'}; nothing was written", file=sys.stderr, flush=True)
+        return EXIT_CANCELLED
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: this torch sees no CUDA GPU (use --device cpu or auto)")
+    return name
+
+
+def _run_main_job(args, should_stop) -> int:
     import shutil
     import tempfile
 
@@ -216,23 +248,24 @@ def _main_job(args) -> int:
     from .checkpoints import WEIGHTS, file_sha256, load_checkpoint
     from .config import ClassifierConfig, ModelConfig, SamplingConfig
     from .embedded import classifier_dir, diffusion_dir
-    from .figures import montage
     from .pipeline import run_counterfactual
-    from .progress import TqdmProgress
+    from .progress import Cancelled, LineProgress, TqdmProgress
 
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     out = _output_folder(args.out, args.overwrite, create=False)  # checked now, created once results exist
+    device = _device(args.device)
+    lines = LineProgress() if args.progress == "lines" else None
     embedded = args.model is None
     model_path = Path(args.model) if args.model else diffusion_dir()
     classifier_path = Path(args.classifier) if args.classifier else None
     if classifier_path is None and embedded and not args.no_classifier:
         classifier_path = classifier_dir()  # the embedded classifier explains the embedded model's world
-    model = load_checkpoint(model_path)
+    model = load_checkpoint(model_path, map_location=device)
     if not isinstance(model.config, ModelConfig):
         raise ValueError(f"{model_path} holds a classifier, not a diffusion model; pass it as --classifier")
-    classifier = load_checkpoint(classifier_path) if classifier_path else None
+    classifier = load_checkpoint(classifier_path, map_location=device) if classifier_path else None
     if classifier is not None and not isinstance(classifier.config, ClassifierConfig):
         raise ValueError(f"{classifier_path} holds a diffusion model, not a classifier")
     try:
@@ -240,7 +273,7 @@ def _main_job(args) -> int:
     except RuntimeError as exc:
         raise ValueError(f"cannot read {args.input}: {str(exc).strip().splitlines()[-1]}") from None
     sampling = SamplingConfig(steps=args.steps, start_strength=args.start_strength)
-    with TqdmProgress(f"counterfactual -> {args.target}") as progress:
+    with TqdmProgress(f"counterfactual -> {args.target}", disable=lines is not None) as bar:
         run = run_counterfactual(
             model,
             image,
@@ -250,12 +283,18 @@ def _main_job(args) -> int:
             seed=args.seed,
             preprocessed=args.preprocessed,
             classifier=classifier,
-            on_step=progress,
+            on_step=lines or bar,
+            should_stop=should_stop,
+            on_stage=lines.stage if lines else None,
         )
+    if should_stop():
+        raise Cancelled("cancelled before writing")
+    if lines:
+        lines.stage("writing")
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out) as tmp:  # nothing half-written lands in --out
         tmp = Path(tmp)
-        files = {}
+        outputs: dict[str, dict[str, str]] = {}
         for w, res in run.native.items():
             for kind, img in (
                 ("counterfactual", res.detail),
@@ -264,21 +303,12 @@ def _main_job(args) -> int:
             ):
                 name = f"{kind}_w{w:g}.nii.gz"
                 sitk.WriteImage(img, str(tmp / name), useCompression=True)
-                files[name] = kind
+                outputs.setdefault(f"{w:g}", {})[kind] = name
         sitk.WriteImage(next(iter(run.native.values())).mask, str(tmp / "brain_mask.nii.gz"), useCompression=True)
-        grid_input = run.prepared.model_input
-        columns = {"input": grid_input, **{f"w={w:g}": cf for w, cf in run.model_grid.items()}}
-        sal = {f"w={w:g}": cf - grid_input for w, cf in run.model_grid.items()}
-        if run.verdicts:
-            columns = {_verdict_label(k, run.verdicts[k]): v for k, v in columns.items()}
-            sal = {_verdict_label(k, run.verdicts[k]): v for k, v in sal.items()}
-        montage(
-            tmp / "montage.png",
-            columns,
-            sal,
-            title=f"counterfactuals toward {args.target} (model grid; signed saliency, red = brighter)",
-            spacing=run.prepared.grid.GetSpacing()[::-1],
-        )
+        extra = ["brain_mask.nii.gz"]
+        if not args.no_montage:
+            _write_montage(tmp / "montage.png", run, args.target)
+            extra.append("montage.png")
         record = {
             "input": str(args.input),
             "target": args.target,
@@ -286,21 +316,45 @@ def _main_job(args) -> int:
             "model_sha256": file_sha256(model_path / WEIGHTS),
             "classifier": str(classifier_path) if classifier_path else None,
             "classifier_sha256": file_sha256(classifier_path / WEIGHTS) if classifier_path else None,
+            "class_names": list(model.config.class_names),
             "verdicts": run.verdicts,
-            "settings": run.settings,
-            "files": sorted([*files, "brain_mask.nii.gz", "montage.png"]),
+            "settings": {**run.settings, "device": device},
+            "outputs": outputs,
+            "files": sorted([*(f for kinds in outputs.values() for f in kinds.values()), *extra]),
         }
         (tmp / "result.json").write_text(json.dumps(record, indent=2, default=float) + "\n")
+        if should_stop():  # last chance: --out still holds nothing of this run
+            raise Cancelled("cancelled before writing")
         for f in tmp.iterdir():
             shutil.move(str(f), out / f.name)
     if run.verdicts:
         for key, verdict in run.verdicts.items():
             print(f"{key:8s} " + "  ".join(f"{k}={v:.3f}" for k, v in verdict.items()))
+    if lines:
+        lines.stage("done")
     print(
         f"wrote {out} ({len(run.native)} counterfactuals, max |saliency| "
         f"{max(float(np.abs(c - run.prepared.model_input).max()) for c in run.model_grid.values()):.3f})"
     )
     return 0
+
+
+def _write_montage(path: Path, run, target: str) -> None:
+    from .figures import montage
+
+    grid_input = run.prepared.model_input
+    columns = {"input": grid_input, **{f"w={w:g}": cf for w, cf in run.model_grid.items()}}
+    sal = {f"w={w:g}": cf - grid_input for w, cf in run.model_grid.items()}
+    if run.verdicts:
+        columns = {_verdict_label(k, run.verdicts[k]): v for k, v in columns.items()}
+        sal = {_verdict_label(k, run.verdicts[k]): v for k, v in sal.items()}
+    montage(
+        path,
+        columns,
+        sal,
+        title=f"counterfactuals toward {target} (model grid; signed saliency, red = brighter)",
+        spacing=run.prepared.grid.GetSpacing()[::-1],
+    )
 
 
 def _verdict_label(key: str, verdict: dict[str, float]) -> str:
@@ -364,6 +418,13 @@ def _main_job_options(p: argparse.ArgumentParser, default_w: list[float]) -> Non
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where the model runs")
+    p.add_argument("--no-montage", action="store_true", help="skip montage.png (no matplotlib needed)")
+    p.add_argument(
+        "--progress", choices=["bar", "lines"], default="bar", help="a progress bar, or one parseable line per event"
+    )
+    p.add_argument("--cancel-file", default=None, help="stop within one step (writing nothing) once this file exists")
+    p.add_argument("--pid-file", default=None, help="write this process's id here when it starts")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@ the classifier, when one is given, what it thinks of the input and of each count
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,7 @@ from .classifier import classify
 from .config import SamplingConfig, to_dict
 from .intensity import from_model_range, to_model_range
 from .native import NativeResult, Prepared, prepare
-from .progress import StepCallback, StopCallback
+from .progress import Cancelled, StepCallback, StopCallback
 from .sampler import counterfactual
 
 
@@ -45,21 +45,38 @@ def run_counterfactual(
     classifier=None,
     on_step: StepCallback | None = None,
     should_stop: StopCallback | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> CounterfactualRun:
-    """Counterfactuals of ``image`` toward ``target`` for each w; see the module docstring."""
+    """Counterfactuals of ``image`` toward ``target`` for each w; see the module docstring.
+
+    ``on_stage(name)`` announces "preparing", "sampling", "mapping back" and "verdicts"; ``should_stop`` is asked
+    before each of them and before every sampling step (:class:`~ControlCGLib.progress.Cancelled` when it says yes).
+    """
+
+    def stage(name: str) -> None:
+        if should_stop is not None and should_stop():
+            raise Cancelled(f"cancelled before {name}")
+        if on_stage is not None:
+            on_stage(name)
+
     config = model.config
     if classifier is not None and tuple(classifier.config.grid) != tuple(config.grid):
         raise ValueError(f"the classifier's grid {classifier.config.grid} differs from the model's {config.grid}")
+    config.class_index(target)  # an unknown class is refused before the (slow) registration
+    stage("preparing")
     prepared = prepare(image, config.grid, preprocessed=preprocessed, intensity=config.intensity)
     y0 = torch.from_numpy(np.asarray(to_model_range(prepared.model_input, config.intensity), dtype=np.float32))
+    stage("sampling")
     result = counterfactual(model, y0, target, scales, sampling, seed=seed, on_step=on_step, should_stop=should_stop)
     grid_cf = {
         w: np.clip(from_model_range(x.numpy(), config.intensity), 0.0, 1.0) * prepared.mask
         for w, x in result.images.items()
     }
+    stage("mapping back")
     native = {w: prepared.to_native(cf) for w, cf in grid_cf.items()}
     verdicts = {}
     if classifier is not None:
+        stage("verdicts")
         names, scale = classifier.config.class_names, classifier.config.intensity
         verdicts["input"] = classify(classifier, to_model_range(prepared.model_input, scale), names)
         for w, cf in grid_cf.items():

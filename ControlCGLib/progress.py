@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch only for annotations: the Slicer panel reads progress lines before torch is installed
+    import torch
 
 
 class Cancelled(Exception):
@@ -55,3 +57,56 @@ class TqdmProgress:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# A line protocol for a parent process that reads our output (the Slicer panel): one flushed line per event, so
+# that progress arrives while the work runs, whatever the pipe's buffering. Both ends live here.
+PROGRESS_PREFIX = "controlcg-progress"
+
+
+@dataclass(frozen=True)
+class ProgressLine:
+    stage: str  # "preparing", "sampling", "mapping back", "verdicts", "writing", "done"
+    index: int = 0  # sampling steps done (0 outside sampling)
+    total: int = 0
+
+    @property
+    def fraction(self) -> float:
+        """Overall completion in [0, 1]: sampling is the long part, the stages around it share the rest."""
+        share = {"preparing": 0.0, "sampling": 0.1, "mapping back": 0.9, "verdicts": 0.95, "writing": 0.97, "done": 1.0}
+        base = share.get(self.stage, 0.0)
+        if self.stage == "sampling" and self.total:
+            return round(base + 0.8 * self.index / self.total, 6)
+        return base
+
+
+def format_progress(stage: str, index: int = 0, total: int = 0) -> str:
+    return f"{PROGRESS_PREFIX} stage={stage.replace(' ', '_')} step={index}/{total}"
+
+
+def parse_progress(line: str) -> ProgressLine | None:
+    """The event a line of our output announces, or None for any other line (logs, warnings, tqdm)."""
+    parts = line.strip().split()
+    if len(parts) != 3 or parts[0] != PROGRESS_PREFIX:
+        return None
+    try:
+        stage = parts[1].removeprefix("stage=").replace("_", " ")
+        index, total = (int(v) for v in parts[2].removeprefix("step=").split("/"))
+    except ValueError:
+        return None
+    return ProgressLine(stage, index, total)
+
+
+class LineProgress:
+    """``on_step`` / ``on_stage`` callbacks printing protocol lines (flushed) instead of a bar."""
+
+    def __init__(self, stream=None):
+        import sys
+
+        self.stream = stream or sys.stdout
+
+    def stage(self, name: str, index: int = 0, total: int = 0) -> None:
+        print(format_progress(name, index, total), file=self.stream, flush=True)
+
+    def __call__(self, info: StepInfo) -> None:
+        self.stage("sampling", info.index, info.total)

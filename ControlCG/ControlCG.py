@@ -1,0 +1,782 @@
+"""ControlCG: counterfactual explanations of an Alzheimer's diagnosis model, in 3D Slicer.
+
+Qt and MRML plumbing only. The numbers live in ControlCGLib: its command line does the work in a child process, and
+ControlCGLib.slicer_bridge turns volumes into files and files back into arrays (tested without Slicer).
+"""
+
+import importlib.util
+import inspect
+import json
+import logging
+import os
+import pathlib
+import shutil
+import sys
+import time
+from typing import Annotated
+
+import ctk
+import qt
+import slicer
+import vtk
+from slicer import vtkMRMLNode, vtkMRMLScalarVolumeNode, vtkMRMLSequenceNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+
+def findLibrary(moduleDir):
+    """(folder holding ControlCGLib, Resources folder): next to this file in a built extension (CMake installs both
+    there), one level up in a source checkout added with "Add module path" -> ControlCG/."""
+    moduleDir = pathlib.Path(moduleDir).resolve()
+    for root in (moduleDir, moduleDir.parent):
+        if (root / "ControlCGLib" / "__init__.py").is_file() and (root / "Resources" / "Models").is_dir():
+            return str(root), str(root / "Resources")
+    raise ImportError(
+        f"ControlCG: cannot find ControlCGLib and Resources next to {moduleDir} or one level up; "
+        "reinstall the extension, or add the ControlCG folder of a complete source checkout"
+    )
+
+
+LIBRARY_ROOT, RESOURCES = findLibrary(os.path.dirname(__file__))
+if LIBRARY_ROOT not in sys.path:
+    sys.path.insert(0, LIBRARY_ROOT)
+
+from ControlCGLib import __version__  # noqa: E402  (found through the path set just above)
+from ControlCGLib import slicer_bridge as bridge  # noqa: E402
+from ControlCGLib.cli import EXIT_CANCELLED  # noqa: E402
+from ControlCGLib.overlay import diverging_rgba, symmetric_window  # noqa: E402
+
+EMBEDDED_MODEL = pathlib.Path(RESOURCES) / "Models" / "controlcg-cpu" / "diffusion"
+SAMPLE = pathlib.Path(RESOURCES) / "Sample" / "sample_T1.nii.gz"
+COLOR_TABLE_NAME = "ControlCG saliency"
+TORCH_REQUIREMENT = ">=2.8"  # monai 1.6's own floor; tested with torch 2.13
+PAPER_URL = "https://doi.org/10.1007/978-3-031-72117-5_13"
+
+
+#
+# ControlCG
+#
+
+
+class ControlCG(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("ControlCG")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Quantification")]
+        self.parent.dependencies = ["Sequences"]
+        self.parent.contributors = ["ControlCG developers"]
+        self.parent.helpText = _(
+            "Counterfactual explanations of an Alzheimer's disease diagnosis model for a T1-weighted brain MRI: a "
+            "class-conditional diffusion model rewrites the scan toward a hypothetical class (CN or AD) while keeping "
+            "the patient's anatomy; the signed difference is shown as a saliency overlay (red = brighter, blue = "
+            "darker in the counterfactual). The guidance slider w sets how strongly the class is imposed.<br><br>"
+            "A counterfactual is the model's explanation, not a prognosis. Method: "
+            f'<a href="{PAPER_URL}">Controllable counterfactual generation for interpretable medical image '
+            "classification (MICCAI 2024)</a>."
+        )
+        self.parent.acknowledgementText = _(
+            "ControlCG is an independent implementation of the MICCAI 2024 paper; its authors released no code. "
+            "The bundled template is the MNI ICBM152 2009a nonlinear symmetric atlas (Fonov et al., 2011)."
+        )
+        iconPath = os.path.join(RESOURCES, "Icons", "ControlCG.png")
+        if os.path.isfile(iconPath):  # a source checkout has no Resources next to this file for the default lookup
+            self.parent.icon = qt.QIcon(iconPath)
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData():
+    """The bundled sample T1 in the Sample Data module: copied from the extension's own files, nothing downloaded."""
+    import SampleData
+
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category="ControlCG",
+        sampleName="ControlCGSampleT1",
+        thumbnailFileName=os.path.join(RESOURCES, "Icons", "ControlCGSample.png"),
+        uris=SAMPLE.as_uri(),
+        fileNames="ControlCGSampleT1.nii.gz",
+        nodeNames="ControlCGSampleT1",
+        checksums="SHA256:" + bridge.sha256(SAMPLE),
+        loadFileTypes="VolumeFile",
+    )
+
+
+#
+# Parameters (saved with the scene, so that reopening a scene restores the panel)
+#
+
+
+@parameterNodeWrapper
+class ControlCGParameterNode:
+    inputVolume: vtkMRMLScalarVolumeNode
+    targetClass: str = "AD"
+    w: Annotated[float, WithinRange(0.0, 10.0)] = 4.0
+    sweep: str = "0 2 4 6 8 10"
+    steps: Annotated[int, WithinRange(1, 1000)] = 50
+    startStrength: Annotated[float, WithinRange(0.05, 1.0)] = 0.3
+    seed: Annotated[int, WithinRange(0, 2147483647)] = 0
+    device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
+    modelPath: pathlib.Path = EMBEDDED_MODEL
+    preprocessed: bool = False
+    overlayOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.6
+    # changes below this fraction of the largest one are transparent: at 0.05 the embedded model's redrawn noise
+    # (median |change| in the brain ~9 % of the window on the sample) covered the whole brain; 0.2 keeps the anatomy
+    saliencyThreshold: Annotated[float, WithinRange(0.0, 0.5)] = 0.2
+    showInput: bool = False
+    # outputs
+    counterfactualSequence: vtkMRMLSequenceNode
+    saliencySequence: vtkMRMLSequenceNode
+    sequenceBrowser: vtkMRMLNode
+    results: str = ""  # JSON: target, settings, verdict per w and on the input
+
+
+#
+# Widget
+#
+
+
+class ControlCGWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._started = 0.0
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(os.path.join(RESOURCES, "UI", "ControlCG.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = ControlCGLogic()
+
+        self.ui.wSliderWidget.tracking = False  # valueIsChanging while dragging, valueChanged on release
+        self.ui.modelPathLineEdit.filters = ctk.ctkPathLineEdit.Dirs
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        self.ui.wSliderWidget.connect("valueIsChanging(double)", self.onWChanging)
+        self.ui.wSliderWidget.connect("valueChanged(double)", self.onWReleased)
+        self.ui.targetClassComboBox.connect("currentTextChanged(QString)", self.onTargetChanged)
+        self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelChanged)
+        self.ui.overlayOpacitySliderWidget.connect("valueChanged(double)", self.onDisplayChanged)
+        self.ui.saliencyThresholdSliderWidget.connect("valueChanged(double)", self.onDisplayChanged)
+        self.ui.showInputCheckBox.connect("toggled(bool)", self.onDisplayChanged)
+
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+        if self.logic:
+            self.logic.cancel()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        if self.logic:
+            self.logic.cancel()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolumeNode and not firstVolumeNode.IsA("vtkMRMLLabelMapVolumeNode"):
+                self._parameterNode.inputVolume = firstVolumeNode
+        self.onModelChanged()
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
+            self._updateGui()
+
+    # -- GUI state --------------------------------------------------------------------------------------------------
+
+    def _updateGui(self, caller=None, event=None) -> None:
+        p = self._parameterNode
+        busy = self.logic.busy
+        ready = bool(p and p.inputVolume) and not busy and self.ui.targetClassComboBox.count > 0
+        self.ui.applyButton.enabled = ready
+        self.ui.applyButton.toolTip = (
+            _("Compute counterfactuals for every w of the sweep") if ready else _("Select an input T1 volume")
+        )
+        self.ui.cancelButton.enabled = busy
+        results = self.logic.resultsOf(p) if p else {}
+        computed = sorted(float(w) for w in results.get("verdicts", {}))
+        self.ui.sweepLabel.text = ", ".join(f"{w:g}" for w in computed) if computed else _("none yet")
+        self.ui.inputVerdictLabel.text = bridge.format_verdict(results.get("input_verdict", {}))
+        if p is not None:
+            shown = bridge.nearest_computed(p.w, computed)
+            verdict = results.get("verdicts", {}).get(f"{shown:g}", {}) if shown is not None else {}
+            self.ui.counterfactualVerdictLabel.text = (
+                f"w={shown:g}: {bridge.format_verdict(verdict)}" if verdict else _("-")
+            )
+
+    def onModelChanged(self, path=None) -> None:
+        """Fill the target class combo box from the chosen model's class names."""
+        p = self._parameterNode
+        if p is None:
+            return
+        combo = self.ui.targetClassComboBox
+        wasBlocked = combo.blockSignals(True)
+        try:
+            combo.clear()
+            info = bridge.model_info(self.logic.modelFolder(p))
+            for name in info.class_names:
+                combo.addItem(name)
+            if p.targetClass not in info.class_names:
+                p.targetClass = info.class_names[-1]
+            combo.currentIndex = combo.findText(p.targetClass)
+            self.ui.wSliderWidget.toolTip = _(
+                "Guidance scale (Eq. 5 of the paper): larger w = more change toward the class; model default {w:g}"
+            ).format(w=info.default_w)
+            self.ui.statusLabel.text = ""
+        except ValueError as exc:
+            self.ui.statusLabel.text = str(exc)
+        finally:
+            combo.blockSignals(wasBlocked)
+        self._updateGui()
+
+    def onTargetChanged(self, text) -> None:
+        if self._parameterNode and text:
+            self._parameterNode.targetClass = text
+
+    # -- running ----------------------------------------------------------------------------------------------------
+
+    def onApplyButton(self) -> None:
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(_("ControlCG could not start."), waitCursor=True):
+            scales = bridge.parse_sweep(p.sweep, p.w)
+            self._run(scales)
+
+    def _run(self, scales) -> None:
+        p = self._parameterNode
+        if not self.logic.ensurePythonPackages():
+            self.ui.statusLabel.text = _("The Python packages ControlCG needs are not installed.")
+            return
+        self._started = time.monotonic()
+        self.ui.progressBar.value = 0
+        self.ui.statusLabel.text = _("Starting...")
+        self.logic.start(
+            p,
+            self.logic.request(p, scales),
+            onProgress=self._onProgress,
+            onFinished=self._onFinished,
+        )
+        self._updateGui()
+
+    def onCancelButton(self) -> None:
+        self.logic.cancel()
+        self.ui.statusLabel.text = _("Cancelling (within one step)...")
+
+    def _onProgress(self, progress) -> None:
+        self.ui.progressBar.value = int(round(100 * progress.fraction))
+        if progress.stage == "sampling" and progress.total:
+            self.ui.statusLabel.text = _("Sampling step {i} of {n}").format(i=progress.index, n=progress.total)
+        else:
+            self.ui.statusLabel.text = progress.stage.capitalize() + "..."
+
+    def _onFinished(self, outcome, message) -> None:
+        seconds = time.monotonic() - self._started
+        if outcome == "done":
+            self.ui.progressBar.value = 100
+            self.ui.statusLabel.text = message + _(" ({s:.0f} s). Drag w to switch between results.").format(s=seconds)
+        elif outcome == "cancelled":
+            self.ui.progressBar.value = 0
+            self.ui.statusLabel.text = _("Cancelled: the scene is unchanged.")
+        else:
+            self.ui.progressBar.value = 0
+            self.ui.statusLabel.text = _("Failed: ") + message
+            slicer.util.errorDisplay(message, windowTitle=_("ControlCG"))
+        self._updateGui()
+
+    # -- the slider and display ---------------------------------------------------------------------------------------
+
+    def onWChanging(self, w) -> None:
+        """While dragging: show a precomputed w at once; anything else waits for the release."""
+        self.logic.showW(self._parameterNode, w)
+        self._updateGui()
+
+    def onWReleased(self, w) -> None:
+        p = self._parameterNode
+        if p is None or self.logic.busy:
+            return
+        if self.logic.showW(p, w):
+            self._updateGui()
+            return
+        if p.counterfactualSequence and p.inputVolume:  # a result exists but not for this w: compute just this one
+            with slicer.util.tryWithErrorDisplay(_("ControlCG could not start."), waitCursor=True):
+                self._run([float(w)])
+
+    def onDisplayChanged(self, *args) -> None:
+        self.logic.updateDisplay(self._parameterNode)
+
+
+#
+# Logic
+#
+
+
+class ControlCGLogic(ScriptedLoadableModuleLogic):
+    """Runs ``controlcg counterfactual`` in a child process and turns its files into scene nodes.
+
+    Usable without the widget: ``start(parameterNode, request, onProgress, onFinished)`` returns at once;
+    ``runSync`` waits (for tests and scripts).
+    """
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.process = None
+        self.work = None
+        self._lines = []
+        self._cancelRequested = False
+        self._lastStep = None
+        self._stepSeconds = 1.0
+
+    def getParameterNode(self):
+        return ControlCGParameterNode(super().getParameterNode())
+
+    @property
+    def busy(self) -> bool:
+        return self.process is not None
+
+    # -- the array + geometry boundary (ControlCGLib.slicer_bridge does the rest) ------------------------------------
+
+    @staticmethod
+    def arrayAndGeometry(volumeNode):
+        """A copy of the voxels (K, J, I) and the 4x4 IJK->RAS matrix, exactly what slicer_bridge expects."""
+        if volumeNode is None or volumeNode.GetImageData() is None:
+            raise ValueError(_("The input volume holds no image."))
+        if volumeNode.IsA("vtkMRMLLabelMapVolumeNode"):
+            raise ValueError(_("{name} is a label map, not a T1-weighted image.").format(name=volumeNode.GetName()))
+        if volumeNode.GetImageData().GetNumberOfScalarComponents() != 1:
+            raise ValueError(_("{name} is not a scalar volume (RGB or vector).").format(name=volumeNode.GetName()))
+        matrix = vtk.vtkMatrix4x4()
+        volumeNode.GetIJKToRASMatrix(matrix)
+        return slicer.util.arrayFromVolume(volumeNode).copy(), slicer.util.arrayFromVTKMatrix(matrix)
+
+    @staticmethod
+    def modelFolder(parameterNode) -> str:
+        path = str(parameterNode.modelPath or "")
+        return str(EMBEDDED_MODEL) if path in ("", ".") else path
+
+    def request(self, parameterNode, scales):
+        p = parameterNode
+        model = self.modelFolder(p)
+        return bridge.RunRequest(
+            target=p.targetClass,
+            scales=tuple(scales),
+            steps=p.steps,
+            seed=p.seed,
+            start_strength=p.startStrength,
+            device=p.device,
+            model="" if pathlib.Path(model) == EMBEDDED_MODEL else model,
+            preprocessed=p.preprocessed,
+        )
+
+    # -- dependencies -------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def missingPackages():
+        return [m for m in ("torch", "monai", "einops", "safetensors", "tqdm") if importlib.util.find_spec(m) is None]
+
+    def ensurePythonPackages(self) -> bool:
+        """Install what the child needs on first use, after asking: torch through the PyTorch extension (it picks
+        the build matching the GPU driver), the rest from Resources/requirements.txt without touching SimpleITK."""
+        if not self.missingPackages():
+            return True
+        if importlib.util.find_spec("torch") is None:
+            try:
+                import PyTorchUtils
+            except ModuleNotFoundError:
+                raise RuntimeError(
+                    _("ControlCG needs PyTorch: install the PyTorch extension from the Extensions Manager, restart.")
+                ) from None
+            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+                askConfirmation=True, torchVersionRequirement=TORCH_REQUIREMENT
+            )
+            if torch is None:
+                return False
+        requirements = os.path.join(RESOURCES, "requirements.txt")
+        try:
+            import slicer.packaging as packaging
+        except ImportError:  # Slicer 5.10: no slicer.packaging
+            packaging = None
+        if packaging is not None:
+            try:
+                packaging.pip_ensure(
+                    packaging.load_requirements(requirements),
+                    skip_packages=["torch", "SimpleITK"],
+                    requester="ControlCG",
+                )
+            except RuntimeError:  # the user declined
+                return False
+        else:
+            names = [line.strip() for line in open(requirements) if line.strip() and not line.startswith("#")]
+            if not slicer.util.confirmOkCancelDisplay(
+                _("ControlCG needs these Python packages:\n{names}\nInstall them now?").format(names="\n".join(names))
+            ):
+                return False
+            slicer.util.pip_install(" ".join(names))
+        return not self.missingPackages()
+
+    # -- the child process --------------------------------------------------------------------------------------------
+
+    def start(self, parameterNode, request, onProgress=None, onFinished=None) -> None:
+        if self.busy:
+            raise RuntimeError(_("A computation is already running."))
+        if "blocking" not in inspect.signature(slicer.util.launchConsoleProcess).parameters:
+            raise RuntimeError(
+                _("ControlCG runs its computation in the background, which needs 3D Slicer 5.12 or newer.")
+            )
+        inputVolume = parameterNode.inputVolume
+        if inputVolume is None:
+            raise ValueError(_("Select an input volume."))
+        array, ijkToRAS = self.arrayAndGeometry(inputVolume)
+        work = bridge.WorkFolder.create()
+        try:
+            bridge.write_input(array, ijkToRAS, work)
+            python = shutil.which("PythonSlicer") or sys.executable
+            command = bridge.build_command(python, work, request)
+        except Exception:
+            work.remove()
+            raise
+        self.work, self._lines, self._cancelRequested = work, [], False
+        self._lastStep, self._stepSeconds = None, 1.0
+        self._onProgress, self._onFinished = onProgress, onFinished
+        self._target = (parameterNode, inputVolume, request, array.shape, ijkToRAS)
+        logging.info("ControlCG: " + " ".join(command))
+        self.process = slicer.util.launchConsoleProcess(
+            command,
+            updateEnvironment=bridge.child_environment(LIBRARY_ROOT, RESOURCES),
+            cwd=LIBRARY_ROOT,
+            blocking=False,
+            logCallback=self._onLine,
+            completedCallback=self._onCompleted,
+        )
+
+    def _onLine(self, line) -> None:
+        self._lines = self._lines[-200:] + [line]
+        progress = bridge.parse_progress(line)
+        if progress is None:
+            logging.debug("ControlCG: " + line)
+            return
+        if progress.stage == "sampling" and progress.index:
+            now = time.monotonic()
+            if self._lastStep is not None:
+                self._stepSeconds = now - self._lastStep
+            self._lastStep = now
+        if self._onProgress:
+            self._onProgress(progress)
+
+    def cancel(self) -> None:
+        """Ask the child to stop before its next step; if it has not ended after a few steps' time, end it."""
+        if not self.busy or self._cancelRequested:
+            return
+        self._cancelRequested = True
+        self.work.request_cancel()
+        graceMs = int(1000 * max(10.0, 3 * self._stepSeconds))
+        process = self.process
+        qt.QTimer.singleShot(graceMs, lambda: self._forceStop(process))
+
+    def _forceStop(self, process) -> None:
+        if self.process is process and process.poll() is None:
+            logging.warning("ControlCG: the computation did not stop when asked; ending it")
+            bridge.end_process_tree(process, self.work.pid_file)
+
+    def _onCompleted(self, returnCode) -> None:
+        parameterNode, inputVolume, request, shape, ijkToRAS = self._target
+        try:
+            if self._cancelRequested or returnCode == EXIT_CANCELLED:
+                outcome, message = "cancelled", ""
+            elif returnCode != 0:
+                outcome, message = "failed", bridge.error_message(self._lines, returnCode)
+            else:
+                results = bridge.read_results(self.work.output)
+                for r in results.by_w.values():
+                    if not bridge.same_grid(r.counterfactual.shape, r.ijk_to_ras, shape, ijkToRAS):
+                        raise ValueError(_("the result is not on the input's grid"))
+                self.addResults(parameterNode, inputVolume, results)
+                n = len(results.by_w)
+                outcome = "done"
+                message = _("{n} counterfactual(s) toward {target}").format(n=n, target=request.target)
+        except Exception as exc:  # reading results: report, never leave a traceback dialog
+            logging.exception("ControlCG: reading the results failed")
+            outcome, message = "failed", str(exc)
+        finally:
+            self.work.remove()
+            self.process = None
+        if self._onFinished:
+            self._onFinished(outcome, message)
+
+    def runSync(self, parameterNode, request, timeout=3600.0, onProgress=None):
+        """Start and wait (keeping Slicer's event loop running); returns (outcome, message)."""
+        finished = []
+        self.start(parameterNode, request, onProgress, lambda outcome, message: finished.append((outcome, message)))
+        deadline = time.monotonic() + timeout
+        while not finished and time.monotonic() < deadline:
+            slicer.app.processEvents()
+            time.sleep(0.02)
+        if not finished:
+            self.cancel()
+            raise TimeoutError("ControlCG: the computation did not finish in time")
+        return finished[0]
+
+    # -- results in the scene -----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def resultsOf(parameterNode) -> dict:
+        try:
+            return json.loads(parameterNode.results) if parameterNode and parameterNode.results else {}
+        except ValueError:
+            return {}
+
+    def addResults(self, parameterNode, inputVolume, results) -> None:
+        """One counterfactual and one saliency per w, as two Sequences browsed together; a run that adds a w to the
+        same input and class extends the existing sequences."""
+        p = parameterNode
+        target = results.record.get("target", p.targetClass)
+        previous = self.resultsOf(p)
+        extend = (
+            p.counterfactualSequence is not None
+            and p.saliencySequence is not None
+            and p.sequenceBrowser is not None
+            and previous.get("input") == inputVolume.GetID()
+            and previous.get("target") == target
+        )
+        name = inputVolume.GetName()
+        if not extend:
+            p.counterfactualSequence = self._newSequence(bridge.node_name(name, "counterfactual", target))
+            p.saliencySequence = self._newSequence(bridge.node_name(name, "saliency", target))
+            previous = {"input": inputVolume.GetID(), "target": target, "verdicts": {}}
+        scratch = slicer.vtkMRMLScalarVolumeNode()  # not in the scene: the sequence keeps a deep copy
+        for w, r in results.by_w.items():
+            for kind, array, sequence in (
+                ("counterfactual", r.counterfactual, p.counterfactualSequence),
+                ("saliency", r.saliency, p.saliencySequence),
+            ):
+                slicer.util.updateVolumeFromArray(scratch, array)
+                scratch.CopyOrientation(inputVolume)  # the input's exact geometry, not a float round trip
+                scratch.SetName(bridge.node_name(name, kind, target, w))
+                for key, value in results.attributes(w, kind).items():
+                    scratch.SetAttribute(key, value)
+                sequence.SetDataNodeAtValue(scratch, f"{w:g}")
+            previous["verdicts"][f"{w:g}"] = r.verdict
+        previous["input_verdict"] = results.input_verdict
+        previous["settings"] = results.record.get("settings", {})
+        p.results = json.dumps(previous)
+
+        if not extend:
+            browser = slicer.mrmlScene.AddNewNodeByClass(
+                "vtkMRMLSequenceBrowserNode",
+                slicer.mrmlScene.GenerateUniqueName(bridge.node_name(name, "ControlCG sweep", target)),
+            )
+            for sequence in (p.counterfactualSequence, p.saliencySequence):
+                browser.AddSynchronizedSequenceNode(sequence)
+                browser.SetOverwriteProxyName(sequence, True)
+                browser.SetSaveChanges(sequence, False)
+            browser.SetPlaybackRateFps(2.0)
+            browser.SetPlaybackLooped(True)
+            p.sequenceBrowser = browser
+            self._placeInStudy(inputVolume, [p.counterfactualSequence, p.saliencySequence, browser])
+        browser = p.sequenceBrowser
+        for sequence in (p.counterfactualSequence, p.saliencySequence):
+            proxy = browser.GetProxyNode(sequence)
+            if proxy is not None:
+                proxy.SetAndObserveTransformNodeID(inputVolume.GetTransformNodeID())
+        self._placeInStudy(
+            inputVolume, [browser.GetProxyNode(p.counterfactualSequence), browser.GetProxyNode(p.saliencySequence)]
+        )
+        last = list(results.by_w)[-1] if len(results.by_w) == 1 else p.w
+        self.showW(p, last)
+        if slicer.app.layoutManager() is not None:
+            slicer.modules.sequences.setToolBarActiveBrowserNode(browser)
+            slicer.modules.sequences.showSequenceBrowser(browser)
+
+    @staticmethod
+    def _newSequence(name):
+        sequence = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSequenceNode", slicer.mrmlScene.GenerateUniqueName(name))
+        sequence.SetIndexName("w")
+        sequence.SetIndexUnit("")
+        return sequence
+
+    @staticmethod
+    def _placeInStudy(inputVolume, nodes) -> None:
+        """Results go into the input's study in the Data module, as Slicer's own segmentation extensions do."""
+        sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+        parent = sh.GetItemParent(sh.GetItemByDataNode(inputVolume))
+        for node in nodes:
+            if node is not None:
+                sh.SetItemParent(sh.GetItemByDataNode(node), parent)
+
+    def showW(self, parameterNode, w) -> bool:
+        """Show the result for ``w`` if it was computed (no new run); False when it needs one."""
+        p = parameterNode
+        if p is None or p.counterfactualSequence is None or p.sequenceBrowser is None:
+            return False
+        computed = [float(v) for v in self.resultsOf(p).get("verdicts", {})]
+        shown = bridge.nearest_computed(float(w), computed)
+        if shown is None:
+            return False
+        item = p.counterfactualSequence.GetItemNumberFromIndexValue(f"{shown:g}")
+        if item < 0:
+            return False
+        p.sequenceBrowser.SetSelectedItemNumber(item)
+        self.updateDisplay(p)
+        return True
+
+    def updateDisplay(self, parameterNode) -> None:
+        """Background = counterfactual (or the input), foreground = the signed saliency with a transparent centre, in
+        a window symmetric around zero shared by all w, in every slice view."""
+        p = parameterNode
+        if p is None or p.sequenceBrowser is None or p.saliencySequence is None:
+            return
+        browser = p.sequenceBrowser
+        counterfactual = browser.GetProxyNode(p.counterfactualSequence)
+        saliency = browser.GetProxyNode(p.saliencySequence)
+        if counterfactual is None or saliency is None:
+            return
+        if saliency.GetDisplayNode() is None:
+            saliency.CreateDefaultDisplayNodes()
+        colors = self.saliencyColorTable(p.saliencyThreshold)
+        display = saliency.GetDisplayNode()
+        half = symmetric_window(
+            slicer.util.arrayFromVolume(p.saliencySequence.GetNthDataNode(i))
+            for i in range(p.saliencySequence.GetNumberOfDataNodes())
+        )
+        display.AutoWindowLevelOff()
+        display.SetWindowLevelMinMax(-half, half)
+        display.SetAndObserveColorNodeID(colors.GetID())
+        slicer.modules.colors.logic().AddDefaultColorLegendDisplayNode(saliency)
+        background = p.inputVolume if (p.showInput and p.inputVolume) else counterfactual
+        slicer.util.setSliceViewerLayers(background=background, foreground=saliency, foregroundOpacity=p.overlayOpacity)
+
+    @staticmethod
+    def saliencyColorTable(threshold):
+        node = slicer.mrmlScene.GetFirstNodeByName(COLOR_TABLE_NAME)
+        if node is None:
+            node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLColorTableNode", COLOR_TABLE_NAME)
+            node.SetTypeToUser()
+        rows = diverging_rgba(256, threshold)
+        node.SetNumberOfColors(len(rows))
+        for i, (r, g, b, a) in enumerate(rows):
+            node.SetColor(i, float(r), float(g), float(b), float(a))
+        return node
+
+
+#
+# Test (run inside Slicer: the Reload and Test button, or ctest in an extension build)
+#
+
+
+class ControlCGTest(ScriptedLoadableModuleTest):
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_geometry_boundary()
+        self.setUp()
+        self.test_counterfactual_on_sample()
+        self.setUp()
+        self.test_cancel_leaves_scene_unchanged()
+
+    def _sampleVolume(self):
+        return slicer.util.loadVolume(str(SAMPLE), {"name": "ControlCGSampleT1", "show": False})
+
+    def _modelReady(self) -> bool:
+        missing = ControlCGLogic.missingPackages()
+        if missing:
+            self.delayDisplay("Skipping the model part: missing " + ", ".join(missing))
+            return False
+        return True
+
+    def test_geometry_boundary(self):
+        """An oblique volume goes through the same arrays and matrices as a real run and comes back identical."""
+        import numpy as np
+
+        array = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+        ijkToRAS = np.array([[0.9, -0.2, 0.0, 10.0], [0.2, 0.9, 0.1, -20.0], [0.0, -0.1, 1.5, 5.0], [0, 0, 0, 1]])
+        node = slicer.util.addVolumeFromArray(array, ijkToRAS=ijkToRAS, name="oblique")
+        gotArray, gotMatrix = ControlCGLogic.arrayAndGeometry(node)
+        image = bridge.image_from_array(gotArray, gotMatrix)
+        backArray, backMatrix = bridge.array_from_image(image)
+        np.testing.assert_array_equal(backArray, array)
+        np.testing.assert_allclose(backMatrix, ijkToRAS, atol=1e-9)
+        self.delayDisplay("geometry boundary ok")
+
+    def test_counterfactual_on_sample(self):
+        if not self._modelReady():
+            return
+        import numpy as np
+
+        logic = ControlCGLogic()
+        p = logic.getParameterNode()
+        p.inputVolume = self._sampleVolume()
+        before = slicer.util.arrayFromVolume(p.inputVolume).copy()
+        p.targetClass, p.steps, p.w = "AD", 10, 4.0
+        outcome, message = logic.runSync(p, logic.request(p, [2.0, 4.0]))
+        self.assertEqual(outcome, "done", message)
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(p.inputVolume), before)  # input untouched
+        self.assertEqual(p.counterfactualSequence.GetNumberOfDataNodes(), 2)
+        inputMatrix, outputMatrix = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
+        p.inputVolume.GetIJKToRASMatrix(inputMatrix)
+        for sequence in (p.counterfactualSequence, p.saliencySequence):
+            for i in range(sequence.GetNumberOfDataNodes()):
+                node = sequence.GetNthDataNode(i)
+                node.GetIJKToRASMatrix(outputMatrix)
+                np.testing.assert_allclose(
+                    slicer.util.arrayFromVTKMatrix(outputMatrix), slicer.util.arrayFromVTKMatrix(inputMatrix)
+                )
+                self.assertEqual(slicer.util.arrayFromVolume(node).shape, before.shape)
+                self.assertEqual(node.GetAttribute("ControlCG.Steps"), "10")
+                self.assertEqual(len(node.GetAttribute("ControlCG.ModelSHA256")), 64)
+                self.assertEqual(node.GetAttribute("ControlCG.CodeVersion"), __version__)
+        self.assertTrue(logic.showW(p, 2.0))
+        self.assertFalse(logic.showW(p, 3.0))
+        self.delayDisplay("counterfactual on the sample ok")
+
+    def test_cancel_leaves_scene_unchanged(self):
+        if not self._modelReady():
+            return
+        logic = ControlCGLogic()
+        p = logic.getParameterNode()
+        p.inputVolume = self._sampleVolume()
+        nodesBefore = slicer.mrmlScene.GetNumberOfNodes()
+
+        def cancelAtFirstStep(progress):
+            if progress.stage == "sampling" and progress.index >= 1:
+                logic.cancel()
+
+        outcome, _message = logic.runSync(p, logic.request(p, [4.0]), onProgress=cancelAtFirstStep)
+        self.assertEqual(outcome, "cancelled")
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodesBefore)
+        self.assertFalse(logic.busy)
+        self.delayDisplay("cancel ok")

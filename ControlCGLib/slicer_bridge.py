@@ -1,0 +1,367 @@
+"""Everything the Slicer module does that is not Qt or MRML plumbing, testable without Slicer.
+
+The module (ControlCG/ControlCG.py) hands this file a volume as Slicer holds it -- a numpy array in (K, J, I) order
+plus its 4x4 IJK->RAS matrix -- and gets back the same for every result. Between the two sits the library's own
+command line, run in a child process on temporary files: :func:`build_command` writes that command,
+:func:`~ControlCGLib.progress.parse_progress` reads its progress lines, :func:`read_results` reads what it wrote,
+:func:`end_process_tree` is the fallback when a cooperative cancel is not obeyed.
+
+Imports numpy and SimpleITK only (both ship with Slicer), never torch: the panel must open before torch exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .hashing import file_sha256 as sha256  # noqa: F401  (re-exported for the module)
+from .progress import parse_progress  # noqa: F401  (re-exported: the module reads progress lines through here)
+
+LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])  # Slicer is RAS, ITK is LPS; the flip is its own inverse
+ATTRIBUTE_PREFIX = "ControlCG."
+W_RANGE = (0.0, 10.0)
+
+
+# --- geometry: Slicer's (array, IJK->RAS) <-> SimpleITK image -------------------------------------------------------
+
+
+def image_from_array(array: np.ndarray, ijk_to_ras: np.ndarray) -> sitk.Image:
+    """A SimpleITK image (LPS) holding ``array`` (Slicer's K, J, I order) on the grid ``ijk_to_ras`` describes."""
+    a = np.asarray(array)
+    if a.ndim != 3:
+        raise ValueError(f"expected a 3D scalar volume, got an array of shape {a.shape}")
+    m = np.asarray(ijk_to_ras, dtype=float)
+    if m.shape != (4, 4):
+        raise ValueError(f"IJK->RAS must be a 4x4 matrix, got shape {m.shape}")
+    linear = LPS_FROM_RAS @ m[:3, :3]
+    spacing = np.linalg.norm(linear, axis=0)
+    if np.any(spacing <= 0) or abs(np.linalg.det(linear)) < 1e-12:
+        raise ValueError("the volume's IJK->RAS matrix is singular (a zero spacing or collapsed axes)")
+    image = sitk.GetImageFromArray(np.ascontiguousarray(a))  # sitk index (i, j, k) = array[k, j, i], as in Slicer
+    image.SetSpacing([float(s) for s in spacing])
+    image.SetDirection([float(v) for v in (linear / spacing).ravel()])
+    image.SetOrigin([float(v) for v in LPS_FROM_RAS @ m[:3, 3]])
+    return image
+
+
+def ijk_to_ras_of(image: sitk.Image) -> np.ndarray:
+    """The 4x4 IJK->RAS matrix Slicer would give a node holding ``image``."""
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    m = np.eye(4)
+    m[:3, :3] = LPS_FROM_RAS @ direction @ np.diag(image.GetSpacing())
+    m[:3, 3] = LPS_FROM_RAS @ np.asarray(image.GetOrigin(), dtype=float)
+    return m
+
+
+def array_from_image(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+    """``(array in K, J, I order as float32, IJK->RAS)``: what ``slicer.util.updateVolumeFromArray`` takes."""
+    return sitk.GetArrayFromImage(image).astype(np.float32, copy=False), ijk_to_ras_of(image)
+
+
+def same_grid(shape_a, ijk_to_ras_a, shape_b, ijk_to_ras_b, tolerance: float = 1e-4) -> bool:
+    """Whether two volumes share a grid (shape and IJK->RAS, within ``tolerance`` mm or per direction cosine)."""
+    return tuple(shape_a) == tuple(shape_b) and np.allclose(ijk_to_ras_a, ijk_to_ras_b, atol=tolerance, rtol=0)
+
+
+# --- the child process -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What the panel asks for; turned into one command line by :func:`build_command`."""
+
+    target: str
+    scales: tuple[float, ...]
+    steps: int = 50
+    seed: int = 0
+    start_strength: float = 0.3
+    device: str = "auto"
+    model: str = ""  # empty: the embedded model and its classifier
+    preprocessed: bool = False
+    threads: int = 0  # 0: all but one of this machine's cores (the GUI keeps one)
+
+
+@dataclass
+class WorkFolder:
+    """A private temporary folder per run: the input written for the child, its output, the cancel and pid files."""
+
+    root: Path
+    input: Path = field(init=False)
+    output: Path = field(init=False)
+    cancel_flag: Path = field(init=False)
+    pid_file: Path = field(init=False)
+
+    def __post_init__(self):
+        self.root = Path(self.root)
+        self.input = self.root / "input.nii.gz"
+        self.output = self.root / "output"
+        self.cancel_flag = self.root / "cancel.flag"
+        self.pid_file = self.root / "worker.pid"
+
+    @classmethod
+    def create(cls, parent: str | os.PathLike | None = None) -> WorkFolder:
+        return cls(Path(tempfile.mkdtemp(prefix="ControlCG-", dir=parent)))
+
+    def request_cancel(self) -> None:
+        self.cancel_flag.write_text("cancel\n")
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def write_input(array: np.ndarray, ijk_to_ras: np.ndarray, work: WorkFolder) -> Path:
+    """Write the volume for the child; refuses what the model cannot mean anything for before a process starts."""
+    a = np.asarray(array)
+    if a.ndim != 3:
+        raise ValueError(f"the input must be a 3D scalar volume; this one has shape {a.shape}")
+    if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+        raise ValueError(f"the input must hold real numbers, not {a.dtype}")
+    if not np.isfinite(a).all():
+        raise ValueError("the input volume contains NaN or infinite voxels")
+    if float(a.max()) == float(a.min()):
+        raise ValueError("the input volume is constant (empty): there is no anatomy to explain")
+    sitk.WriteImage(image_from_array(a.astype(np.float32, copy=False), ijk_to_ras), str(work.input), True)
+    return work.input
+
+
+def default_threads() -> int:
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def build_command(python: str, work: WorkFolder, request: RunRequest) -> list[str]:
+    """The argument list that runs ``controlcg counterfactual`` on the work folder's input (no shell involved)."""
+    scales = [float(w) for w in request.scales]
+    if not scales:
+        raise ValueError("no w value to compute")
+    command = [
+        python,
+        "-m",
+        "ControlCGLib.cli",
+        "counterfactual",
+        str(work.input),
+        "--out",
+        str(work.output),
+        "--target",
+        request.target,
+        "--w",
+        *[f"{w:g}" for w in scales],
+        "--steps",
+        str(int(request.steps)),
+        "--seed",
+        str(int(request.seed)),
+        "--start-strength",
+        f"{float(request.start_strength):g}",
+        "--device",
+        request.device,
+        "--threads",
+        str(request.threads or default_threads()),
+        "--progress",
+        "lines",
+        "--no-montage",
+        "--cancel-file",
+        str(work.cancel_flag),
+        "--pid-file",
+        str(work.pid_file),
+    ]
+    if request.model:
+        command += ["--model", str(request.model)]
+    if request.preprocessed:
+        command.append("--preprocessed")
+    return command
+
+
+def child_environment(library_root: str | os.PathLike, resources: str | os.PathLike) -> dict[str, str]:
+    """Variables the child needs: where ControlCGLib and the Resources are, and unbuffered output."""
+    path = os.environ.get("PYTHONPATH", "")
+    root = str(library_root)
+    return {
+        "PYTHONPATH": root + (os.pathsep + path if path else ""),
+        "CONTROLCG_RESOURCES": str(resources),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def error_message(lines: list[str], return_code: int) -> str:
+    """The child's own explanation of a failure: its ``error:`` line, else the last lines of its output."""
+    for line in reversed(lines):
+        if line.startswith("error: "):
+            return line.removeprefix("error: ")
+    tail = [line for line in lines if line.strip() and parse_progress(line) is None][-3:]
+    return f"the computation stopped with code {return_code}" + (": " + " / ".join(tail) if tail else "")
+
+
+def end_process_tree(process: subprocess.Popen, pid_file: str | os.PathLike | None, wait: float = 5.0) -> None:
+    """Stop the worker for good: the Python that computes (its id from ``pid_file``; Slicer's ``PythonSlicer`` is a
+    launcher with that Python as its child) and the launched process itself. psutil ends whole trees when present."""
+    pids = []
+    try:
+        pids.append(int(Path(pid_file).read_text().strip()))
+    except (OSError, ValueError, TypeError):
+        pass
+    try:
+        import psutil  # not bundled with Slicer; monai[psutil] brings it
+
+        try:
+            pids += [c.pid for c in psutil.Process(process.pid).children(recursive=True)]
+        except psutil.Error:
+            pass
+    except ImportError:
+        pass
+    for pid in dict.fromkeys(pids):
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, signal.SIGTERM if sys.platform == "win32" else signal.SIGKILL)
+        except OSError:
+            pass  # already gone
+    if process.poll() is None:
+        process.kill()
+    deadline = time.monotonic() + wait
+    while process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+# --- results ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class WResult:
+    w: float
+    counterfactual: np.ndarray  # (K, J, I) on the input's grid
+    saliency: np.ndarray
+    ijk_to_ras: np.ndarray
+    verdict: dict[str, float]
+
+
+@dataclass
+class RunResults:
+    record: dict
+    by_w: dict[float, WResult]
+
+    @property
+    def input_verdict(self) -> dict[str, float]:
+        return self.record.get("verdicts", {}).get("input", {})
+
+    def attributes(self, w: float, kind: str) -> dict[str, str]:
+        """Node attributes recording how a result was made (model checksum, w, steps, seed, code version...)."""
+        settings = self.record.get("settings", {})
+        sampling = settings.get("sampling", {})
+        return {
+            ATTRIBUTE_PREFIX + k: str(v)
+            for k, v in {
+                "Kind": kind,
+                "Target": self.record.get("target", ""),
+                "w": f"{w:g}",
+                "Steps": sampling.get("steps", ""),
+                "StartStrength": sampling.get("start_strength", ""),
+                "Seed": settings.get("seed", ""),
+                "Device": settings.get("device", ""),
+                "Model": self.record.get("model", ""),
+                "ModelSHA256": self.record.get("model_sha256", ""),
+                "ClassifierSHA256": self.record.get("classifier_sha256") or "",
+                "CodeVersion": settings.get("code_version", ""),
+                "Verdict": format_verdict(self.by_w[w].verdict) if w in self.by_w else "",
+            }.items()
+        }
+
+
+def read_results(output: str | os.PathLike) -> RunResults:
+    """Read what the child wrote (result.json and the per-w NIfTI files) into arrays on the input's grid."""
+    output = Path(output)
+    try:
+        record = json.loads((output / "result.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"the computation wrote no readable result.json in {output}: {exc}") from None
+    verdicts = record.get("verdicts", {})
+    by_w = {}
+    for key, files in record.get("outputs", {}).items():
+        w = float(key)
+        cf = sitk.ReadImage(str(output / files["counterfactual"]))
+        sal = sitk.ReadImage(str(output / files["saliency"]))
+        cf_array, geometry = array_from_image(cf)
+        sal_array, sal_geometry = array_from_image(sal)
+        if not same_grid(cf_array.shape, geometry, sal_array.shape, sal_geometry):
+            raise ValueError(f"w={key}: the counterfactual and its saliency are on different grids")
+        by_w[w] = WResult(w, cf_array, sal_array, geometry, verdicts.get(f"w={w:g}", {}))
+    if not by_w:
+        raise ValueError(f"{output / 'result.json'} lists no outputs")
+    return RunResults(record, dict(sorted(by_w.items())))
+
+
+# --- small decisions the panel makes ---------------------------------------------------------------------------------
+
+
+def parse_sweep(text: str, current: float | None = None) -> list[float]:
+    """The w values one run computes: the sweep field (numbers separated by spaces or commas) plus the slider's w."""
+    values = []
+    for token in text.replace(",", " ").split():
+        try:
+            values.append(float(token))
+        except ValueError:
+            raise ValueError(f"w sweep: {token!r} is not a number (write e.g. '0 2 4 6 8 10')") from None
+    if current is not None:
+        values.append(float(current))
+    lo, hi = W_RANGE
+    bad = [v for v in values if not lo <= v <= hi]
+    if bad:
+        raise ValueError(f"w sweep: {bad[0]:g} is outside the slider's range {lo:g} to {hi:g}")
+    if not values:
+        raise ValueError("w sweep: give at least one w value")
+    return sorted(set(values))
+
+
+def nearest_computed(w: float, computed, tolerance: float = 1e-6) -> float | None:
+    """The computed w the slider's value stands for, or None when it needs a new run."""
+    for v in computed:
+        if abs(v - w) <= tolerance:
+            return v
+    return None
+
+
+def format_verdict(verdict: dict[str, float]) -> str:
+    """'AD 0.97 · CN 0.03': most probable class first."""
+    if not verdict:
+        return "-"
+    return " · ".join(f"{name} {p:.2f}" for name, p in sorted(verdict.items(), key=lambda kv: -kv[1]))
+
+
+def node_name(input_name: str, kind: str, target: str, w: float | None = None) -> str:
+    """Names of the result nodes: the input's name, what it is, the class and (for single volumes) w."""
+    suffix = f" w={w:g}" if w is not None else ""
+    return f"{input_name} {kind} {target}{suffix}"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    class_names: list[str]
+    default_w: float
+
+
+def model_info(model_folder: str | os.PathLike) -> ModelInfo:
+    """A diffusion model folder's class names and default w (from config.json, without torch) for the panel."""
+    from .cli import DEFAULT_W
+
+    path = Path(model_folder) / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read the model's configuration {path}: {exc}") from None
+    if not isinstance(config, dict) or config.get("kind") != "ModelConfig":
+        kind = config.get("kind") if isinstance(config, dict) else type(config).__name__
+        raise ValueError(f"{path} describes {kind!r}, not a ControlCG diffusion model (ModelConfig)")
+    names = config.get("class_names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{path} names no classes")
+    default_w = (config.get("provenance") or {}).get("default_w", DEFAULT_W)
+    return ModelInfo(list(names), float(default_w))

@@ -1,0 +1,266 @@
+"""The Slicer module's testable half (ControlCGLib.slicer_bridge): Slicer's (K, J, I) arrays and IJK->RAS matrices
+to SimpleITK and back, the command line the module launches -- run for real, through a stand-in for Slicer's
+PythonSlicer launcher, with its progress lines parsed -- cooperative cancel, the process-tree fallback, results."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from ControlCGLib import slicer_bridge as bridge
+from ControlCGLib.cli import EXIT_CANCELLED
+from ControlCGLib.embedded import classifier_dir, diffusion_dir, sample_scan
+from ControlCGLib.progress import format_progress, parse_progress
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def oblique_matrix(spacing=(0.9, 1.1, 2.5), degrees=(12.0, -7.0, 20.0), origin=(-30.0, 12.5, 40.0)) -> np.ndarray:
+    """An IJK->RAS with three rotations and anisotropic spacing, as an oblique clinical acquisition has."""
+    a, b, c = (math.radians(d) for d in degrees)
+    rx = np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
+    ry = np.array([[math.cos(b), 0, math.sin(b)], [0, 1, 0], [-math.sin(b), 0, math.cos(b)]])
+    rz = np.array([[math.cos(c), -math.sin(c), 0], [math.sin(c), math.cos(c), 0], [0, 0, 1]])
+    m = np.eye(4)
+    m[:3, :3] = rz @ ry @ rx @ np.diag(spacing)
+    m[:3, 3] = origin
+    return m
+
+
+# --- geometry ---------------------------------------------------------------------------------------------------------
+
+
+def test_identity_volume_maps_ras_to_lps():
+    """Voxel i=1 of an identity-geometry Slicer volume is at RAS (1, 0, 0), which ITK calls LPS (-1, 0, 0)."""
+    image = bridge.image_from_array(np.zeros((2, 3, 4), np.float32), np.eye(4))
+    assert image.GetSize() == (4, 3, 2)  # (I, J, K): the array's axes reversed
+    assert image.TransformIndexToPhysicalPoint((1, 0, 0)) == pytest.approx((-1.0, 0.0, 0.0))
+    assert image.TransformIndexToPhysicalPoint((0, 1, 0)) == pytest.approx((0.0, -1.0, 0.0))
+    assert image.TransformIndexToPhysicalPoint((0, 0, 1)) == pytest.approx((0.0, 0.0, 1.0))
+
+
+def test_oblique_geometry_and_kji_order_survive_the_round_trip():
+    rng = np.random.default_rng(0)
+    array = rng.normal(size=(5, 6, 7)).astype(np.float32)  # (K, J, I) as slicer.util.arrayFromVolume gives it
+    m = oblique_matrix()
+    image = bridge.image_from_array(array, m)
+    for i, j, k in [(0, 0, 0), (6, 0, 0), (0, 5, 0), (0, 0, 4), (3, 2, 1)]:
+        ras = m @ np.array([i, j, k, 1.0])
+        lps = image.TransformIndexToPhysicalPoint((i, j, k))
+        assert lps == pytest.approx((-ras[0], -ras[1], ras[2]), abs=1e-9)
+        assert image.GetPixel(i, j, k) == array[k, j, i]
+    back, matrix = bridge.array_from_image(image)
+    np.testing.assert_array_equal(back, array)
+    np.testing.assert_allclose(matrix, m, atol=1e-12)
+
+
+def test_geometry_survives_the_file_the_child_reads(tmp_path):
+    """The module hands the child a NIfTI file: its geometry comes back equal within the float32 of the header."""
+    array = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6) + 1
+    work = bridge.WorkFolder(tmp_path)
+    bridge.write_input(array, oblique_matrix(), work)
+    back, matrix = bridge.array_from_image(sitk.ReadImage(str(work.input)))
+    np.testing.assert_array_equal(back, array)
+    assert bridge.same_grid(back.shape, matrix, array.shape, oblique_matrix())
+    assert not bridge.same_grid(back.shape, matrix, array.shape, oblique_matrix(origin=(-30, 12.5, 40.01)))
+
+
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (np.zeros((4, 4), np.float32), "3D scalar volume"),
+        (np.zeros((2, 3, 4, 3), np.float32), "3D scalar volume"),
+        (np.full((3, 3, 3), np.nan, np.float32), "NaN"),
+        (np.ones((3, 3, 3), np.float32), "constant"),
+        (np.ones((3, 3, 3), np.complex64), "real numbers"),
+    ],
+)
+def test_inputs_the_model_cannot_explain_are_refused_before_a_process_starts(tmp_path, array, message):
+    work = bridge.WorkFolder(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        bridge.write_input(array, np.eye(4), work)
+    assert not work.input.exists()
+
+
+def test_singular_geometry_is_refused():
+    m = np.eye(4)
+    m[2, 2] = 0.0
+    with pytest.raises(ValueError, match="singular"):
+        bridge.image_from_array(np.zeros((2, 2, 2)), m)
+
+
+# --- small decisions --------------------------------------------------------------------------------------------------
+
+
+def test_sweep_parsing():
+    assert bridge.parse_sweep("0 2, 4 6", 3.5) == [0.0, 2.0, 3.5, 4.0, 6.0]
+    assert bridge.parse_sweep("4", 4.0) == [4.0]
+    with pytest.raises(ValueError, match="'x' is not a number"):
+        bridge.parse_sweep("0 x")
+    with pytest.raises(ValueError, match="outside the slider's range"):
+        bridge.parse_sweep("0 12")
+    with pytest.raises(ValueError, match="at least one"):
+        bridge.parse_sweep(" ")
+
+
+def test_slider_matches_only_computed_values():
+    assert bridge.nearest_computed(4.0, [0.0, 2.0, 4.0]) == 4.0
+    assert bridge.nearest_computed(4.5, [0.0, 2.0, 4.0]) is None
+
+
+def test_verdict_and_names():
+    assert bridge.format_verdict({"CN": 0.031, "AD": 0.969}) == "AD 0.97 · CN 0.03"
+    assert bridge.format_verdict({}) == "-"
+    assert bridge.node_name("T1", "saliency", "AD", 4.0) == "T1 saliency AD w=4"
+    assert bridge.node_name("T1", "counterfactual", "CN") == "T1 counterfactual CN"
+
+
+def test_model_info_reads_classes_without_torch():
+    info = bridge.model_info(diffusion_dir())
+    assert info.class_names == ["CN", "AD"] and info.default_w == 4.0
+    with pytest.raises(ValueError, match="not a ControlCG diffusion model"):
+        bridge.model_info(classifier_dir())
+    with pytest.raises(ValueError, match="cannot read"):
+        bridge.model_info(ROOT)
+
+
+def test_progress_protocol_round_trip():
+    line = format_progress("mapping back", 0, 0)
+    assert parse_progress(line).stage == "mapping back"
+    p = parse_progress(format_progress("sampling", 3, 12))
+    assert (p.index, p.total) == (3, 12) and 0.1 < p.fraction < 0.9
+    assert parse_progress("sampling: 25%|##  | 3/12") is None  # a tqdm bar is not a progress event
+    assert parse_progress("controlcg-progress stage=x step=a/b") is None
+
+
+def test_error_message_prefers_the_childs_own_words():
+    lines = ["controlcg-progress stage=preparing step=0/0", "error: the input contains NaN values"]
+    assert bridge.error_message(lines, 2) == "the input contains NaN values"
+    assert "code 1" in bridge.error_message(["Traceback ...", "KeyError: 'x'"], 1)
+
+
+# --- the real command line, launched the way Slicer launches it -------------------------------------------------------
+
+LAUNCHER = """
+import subprocess, sys
+# Stand-in for Slicer's PythonSlicer: a launcher process whose child is the Python that computes.
+sys.exit(subprocess.call([sys.executable, *sys.argv[1:]]))
+"""
+
+
+@pytest.fixture(scope="module")
+def slicer_like_input(tmp_path_factory):
+    """The bundled sample's voxels as Slicer holds them, (K, J, I), on an oblique grid (an acquisition tilted in all
+    three planes) so that any axis-order or RAS/LPS slip would move or mirror the result."""
+    array, sample_geometry = bridge.array_from_image(sitk.ReadImage(str(sample_scan())))
+    assert len(set(array.shape)) == 3, "a non-cubic volume, so that a swapped axis order would show"
+    ijk_to_ras = oblique_matrix(spacing=(2.0, 2.0, 2.0), degrees=(8.0, -5.0, 10.0), origin=sample_geometry[:3, 3])
+    return array, ijk_to_ras
+
+
+def _launch(tmp_path: Path, work: bridge.WorkFolder, request: bridge.RunRequest) -> subprocess.Popen:
+    launcher = tmp_path / "PythonSlicer.py"
+    launcher.write_text(LAUNCHER)
+    command = bridge.build_command(sys.executable, work, request)
+    command = [sys.executable, str(launcher), *command[1:]]  # "PythonSlicer" -m ControlCGLib.cli ...
+    env = {**os.environ, **bridge.child_environment(ROOT, ROOT / "Resources")}
+    return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_module_command_runs_reports_progress_and_returns_results_on_the_input_grid(tmp_path, slicer_like_input):
+    array, ijk_to_ras = slicer_like_input
+    work = bridge.WorkFolder.create(tmp_path)
+    bridge.write_input(array, ijk_to_ras, work)
+    request = bridge.RunRequest(target="AD", scales=(0.0, 4.0), steps=10, seed=3, threads=2)
+    process = _launch(tmp_path, work, request)
+    lines = [line.rstrip() for line in process.stdout]
+    assert process.wait(timeout=300) == 0, "\n".join(lines)
+    events = [p for p in map(parse_progress, lines) if p is not None]
+    stages = [e.stage for e in events]
+    assert stages[0] == "preparing" and stages[-1] == "done"
+    steps = [e.index for e in events if e.stage == "sampling" and e.index]
+    assert steps == [1, 2, 3]  # 10 steps started at 30 %: one line per step, in order
+    fractions = [e.fraction for e in events]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+    results = bridge.read_results(work.output)
+    assert sorted(results.by_w) == [0.0, 4.0]
+    assert results.record["settings"]["seed"] == 3
+    for r in results.by_w.values():
+        assert bridge.same_grid(r.counterfactual.shape, r.ijk_to_ras, array.shape, ijk_to_ras)
+        brain = array > np.percentile(array, 60)
+        corr = np.corrcoef(r.counterfactual[brain], array[brain])[0, 1]
+        assert corr > 0.8, "the counterfactual is the same anatomy in the same (K, J, I) order"
+        assert np.abs(r.saliency).max() > 0
+        assert set(r.verdict) == {"CN", "AD"}
+    attributes = results.attributes(4.0, "saliency")
+    assert attributes["ControlCG.w"] == "4" and attributes["ControlCG.Steps"] == "10"
+    assert attributes["ControlCG.Seed"] == "3" and len(attributes["ControlCG.ModelSHA256"]) == 64
+    assert attributes["ControlCG.CodeVersion"]
+    work.remove()
+    assert not work.root.exists()
+
+
+def test_cancel_flag_stops_the_real_command_within_one_step_and_writes_nothing(tmp_path, slicer_like_input):
+    array, ijk_to_ras = slicer_like_input
+    work = bridge.WorkFolder.create(tmp_path)
+    bridge.write_input(array, ijk_to_ras, work)
+    request = bridge.RunRequest(target="AD", scales=(4.0,), steps=50, threads=2)  # 15 steps
+    process = _launch(tmp_path, work, request)
+    cancelled_at = None
+    last_step = 0
+    for line in process.stdout:
+        event = parse_progress(line)
+        if event and event.stage == "sampling" and event.index:
+            last_step = event.index
+            if cancelled_at is None:
+                work.request_cancel()
+                cancelled_at = event.index
+    assert process.wait(timeout=120) == EXIT_CANCELLED
+    assert cancelled_at == 1 and last_step <= cancelled_at + 1, "stopped within one step of the request"
+    assert not work.output.exists(), "a cancelled run leaves no output folder"
+    assert work.input.exists()  # the module removes the whole work folder itself
+    work.remove()
+    assert not work.root.exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process states from /proc")
+def test_process_tree_fallback_ends_the_computing_child_behind_the_launcher(tmp_path):
+    """A worker that ignores the cancel flag: killing the launcher alone would leave it running."""
+    pid_file = tmp_path / "worker.pid"
+    stubborn = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(300)"
+    launcher = tmp_path / "PythonSlicer.py"
+    launcher.write_text(LAUNCHER)
+    process = subprocess.Popen([sys.executable, str(launcher), "-c", stubborn])
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() or not pid_file.read_text().strip():
+        assert time.monotonic() < deadline, "the worker did not start"
+        time.sleep(0.05)
+    worker = int(pid_file.read_text())
+    assert worker != process.pid and _alive(worker)
+    bridge.end_process_tree(process, pid_file)
+    deadline = time.monotonic() + 10
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(worker) and process.poll() is not None
+
+
+def test_read_results_refuses_a_folder_without_a_result(tmp_path):
+    with pytest.raises(ValueError, match="no readable result.json"):
+        bridge.read_results(tmp_path)
