@@ -123,7 +123,7 @@ class ControlCGParameterNode:
     startStrength: Annotated[float, WithinRange(0.05, 1.0)] = 0.3
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
-    modelPath: pathlib.Path = EMBEDDED_MODEL
+    modelPath: pathlib.Path = pathlib.Path()  # empty: the embedded model (no install path saved in scenes)
     preprocessed: bool = False
     overlayOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.6
     # changes below this fraction of the largest one are transparent: at 0.05 the embedded model's redrawn noise
@@ -150,6 +150,8 @@ class ControlCGWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._started = 0.0
+        self._dragging = False
+        self._seen = {}  # parameter values last acted on: model folder, display settings
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -169,10 +171,6 @@ class ControlCGWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.wSliderWidget.connect("valueIsChanging(double)", self.onWChanging)
         self.ui.wSliderWidget.connect("valueChanged(double)", self.onWReleased)
         self.ui.targetClassComboBox.connect("currentTextChanged(QString)", self.onTargetChanged)
-        self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelChanged)
-        self.ui.overlayOpacitySliderWidget.connect("valueChanged(double)", self.onDisplayChanged)
-        self.ui.saliencyThresholdSliderWidget.connect("valueChanged(double)", self.onDisplayChanged)
-        self.ui.showInputCheckBox.connect("toggled(bool)", self.onDisplayChanged)
 
         self.initializeParameterNode()
 
@@ -205,13 +203,13 @@ class ControlCGWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
             if firstVolumeNode and not firstVolumeNode.IsA("vtkMRMLLabelMapVolumeNode"):
                 self._parameterNode.inputVolume = firstVolumeNode
-        self.onModelChanged()
 
     def setParameterNode(self, inputParameterNode) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
         self._parameterNode = inputParameterNode
+        self._seen = {}  # a new parameter node: fill the class list and draw the display once
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
@@ -221,6 +219,17 @@ class ControlCGWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _updateGui(self, caller=None, event=None) -> None:
         p = self._parameterNode
+        if p is not None:
+            # React to the parameter node, not to widget signals: the wrapper updates the node after our own slots
+            # would run, so a slot connected to the widget would read the previous value.
+            model = self.logic.modelFolder(p)
+            if self._seen.get("model") != model:
+                self._seen["model"] = model
+                self.onModelChanged()
+            display = (p.overlayOpacity, p.saliencyThreshold, p.showInput)
+            if self._seen.get("display") != display:
+                self._seen["display"] = display
+                self.logic.updateDisplay(p)
         busy = self.logic.busy
         ready = bool(p and p.inputVolume) and not busy and self.ui.targetClassComboBox.count > 0
         self.ui.applyButton.enabled = ready
@@ -239,7 +248,7 @@ class ControlCGWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 f"w={shown:g}: {bridge.format_verdict(verdict)}" if verdict else _("-")
             )
 
-    def onModelChanged(self, path=None) -> None:
+    def onModelChanged(self) -> None:
         """Fill the target class combo box from the chosen model's class names."""
         p = self._parameterNode
         if p is None:
@@ -253,6 +262,8 @@ class ControlCGWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 combo.addItem(name)
             if p.targetClass not in info.class_names:
                 p.targetClass = info.class_names[-1]
+            if not p.results:  # nothing computed yet: start the slider at the model's own default w
+                p.w = info.default_w
             combo.currentIndex = combo.findText(p.targetClass)
             self.ui.wSliderWidget.toolTip = _(
                 "Guidance scale (Eq. 5 of the paper): larger w = more change toward the class; model default {w:g}"
@@ -278,6 +289,7 @@ class ControlCGWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _run(self, scales) -> None:
         p = self._parameterNode
+        self.logic.checkSlicerVersion()  # before anything is installed
         if not self.logic.ensurePythonPackages():
             self.ui.statusLabel.text = _("The Python packages ControlCG needs are not installed.")
             return
@@ -321,6 +333,7 @@ class ControlCGWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onWChanging(self, w) -> None:
         """While dragging: show a precomputed w at once; anything else waits for the release."""
+        self._dragging = True
         self.logic.showW(self._parameterNode, w)
         self._updateGui()
 
@@ -328,15 +341,16 @@ class ControlCGWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         if p is None or self.logic.busy:
             return
+        dragged, self._dragging = self._dragging, False
         if self.logic.showW(p, w):
             self._updateGui()
             return
-        if p.counterfactualSequence and p.inputVolume:  # a result exists but not for this w: compute just this one
+        # Only a slider the user dragged computes on release: the wrapper also sets the value (scene load, scripts).
+        if (
+            dragged and p.counterfactualSequence and p.inputVolume
+        ):  # a result exists but not for this w: compute just this one
             with slicer.util.tryWithErrorDisplay(_("ControlCG could not start."), waitCursor=True):
                 self._run([float(w)])
-
-    def onDisplayChanged(self, *args) -> None:
-        self.logic.updateDisplay(self._parameterNode)
 
 
 #
@@ -407,12 +421,27 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
     def missingPackages():
         return [m for m in ("torch", "monai", "einops", "safetensors", "tqdm") if importlib.util.find_spec(m) is None]
 
+    @staticmethod
+    def checkTorchVersion() -> None:
+        import importlib.metadata
+
+        version = importlib.metadata.version("torch")
+        if not bridge.version_at_least(version, TORCH_REQUIREMENT.removeprefix(">=")):
+            raise RuntimeError(
+                _(
+                    "The installed torch {v} is older than {req}, which monai 1.6 needs: update it in the "
+                    "PyTorch Utils module, then restart Slicer."
+                ).format(v=version, req=TORCH_REQUIREMENT)
+            )
+
     def ensurePythonPackages(self) -> bool:
         """Install what the child needs on first use, after asking: torch through the PyTorch extension (it picks
         the build matching the GPU driver), the rest from Resources/requirements.txt without touching SimpleITK."""
         if not self.missingPackages():
             return True
-        if importlib.util.find_spec("torch") is None:
+        if importlib.util.find_spec("torch") is not None:
+            self.checkTorchVersion()
+        else:
             try:
                 import PyTorchUtils
             except ModuleNotFoundError:
@@ -436,8 +465,10 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
                     skip_packages=["torch", "SimpleITK"],
                     requester="ControlCG",
                 )
-            except RuntimeError:  # the user declined
-                return False
+            except RuntimeError as exc:
+                if "declined" in str(exc):  # slicer.packaging's message when the user says no
+                    return False
+                raise
         else:
             names = [line.strip() for line in open(requirements) if line.strip() and not line.startswith("#")]
             if not slicer.util.confirmOkCancelDisplay(
@@ -449,13 +480,17 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
 
     # -- the child process --------------------------------------------------------------------------------------------
 
-    def start(self, parameterNode, request, onProgress=None, onFinished=None) -> None:
-        if self.busy:
-            raise RuntimeError(_("A computation is already running."))
+    @staticmethod
+    def checkSlicerVersion() -> None:
         if "blocking" not in inspect.signature(slicer.util.launchConsoleProcess).parameters:
             raise RuntimeError(
                 _("ControlCG runs its computation in the background, which needs 3D Slicer 5.12 or newer.")
             )
+
+    def start(self, parameterNode, request, onProgress=None, onFinished=None) -> None:
+        if self.busy:
+            raise RuntimeError(_("A computation is already running."))
+        self.checkSlicerVersion()
         inputVolume = parameterNode.inputVolume
         if inputVolume is None:
             raise ValueError(_("Select an input volume."))
@@ -473,16 +508,27 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
         self._onProgress, self._onFinished = onProgress, onFinished
         self._target = (parameterNode, inputVolume, request, array.shape, ijkToRAS)
         logging.info("ControlCG: " + " ".join(command))
-        self.process = slicer.util.launchConsoleProcess(
-            command,
-            updateEnvironment=bridge.child_environment(LIBRARY_ROOT, RESOURCES),
-            cwd=LIBRARY_ROOT,
-            blocking=False,
-            logCallback=self._onLine,
-            completedCallback=self._onCompleted,
-        )
+        try:
+            self.process = slicer.util.launchConsoleProcess(
+                command,
+                updateEnvironment=bridge.child_environment(LIBRARY_ROOT, RESOURCES),
+                cwd=LIBRARY_ROOT,
+                blocking=False,
+                logCallback=self._onLine,
+                completedCallback=self._onCompleted,
+            )
+        except Exception:
+            work.remove()
+            self.work = None
+            raise
 
     def _onLine(self, line) -> None:
+        try:  # an exception here would stop Slicer's polling for good (and the completion callback with it)
+            self._handleLine(line)
+        except Exception:
+            logging.exception("ControlCG: could not handle the line %r", line)
+
+    def _handleLine(self, line) -> None:
         self._lines = self._lines[-200:] + [line]
         progress = bridge.parse_progress(line)
         if progress is None:
@@ -512,8 +558,9 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
             bridge.end_process_tree(process, self.work.pid_file)
 
     def _onCompleted(self, returnCode) -> None:
-        parameterNode, inputVolume, request, shape, ijkToRAS = self._target
+        outcome, message = "failed", ""
         try:
+            parameterNode, inputVolume, request, shape, ijkToRAS = self._target
             if self._cancelRequested or returnCode == EXIT_CANCELLED:
                 outcome, message = "cancelled", ""
             elif returnCode != 0:
@@ -534,7 +581,10 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
             self.work.remove()
             self.process = None
         if self._onFinished:
-            self._onFinished(outcome, message)
+            try:
+                self._onFinished(outcome, message)
+            except Exception:
+                logging.exception("ControlCG: the completion handler failed")
 
     def runSync(self, parameterNode, request, timeout=3600.0, onProgress=None):
         """Start and wait (keeping Slicer's event loop running); returns (outcome, message)."""
@@ -590,6 +640,10 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
                 sequence.SetDataNodeAtValue(scratch, f"{w:g}")
             previous["verdicts"][f"{w:g}"] = r.verdict
         previous["input_verdict"] = results.input_verdict
+        # One window for every w (the same colour = the same change), computed here once rather than on every redraw.
+        previous["window"] = max(
+            previous.get("window", 0.0), symmetric_window(r.saliency for r in results.by_w.values())
+        )
         previous["settings"] = results.record.get("settings", {})
         p.results = json.dumps(previous)
 
@@ -633,8 +687,9 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
         sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
         parent = sh.GetItemParent(sh.GetItemByDataNode(inputVolume))
         for node in nodes:
-            if node is not None:
-                sh.SetItemParent(sh.GetItemByDataNode(node), parent)
+            item = sh.GetItemByDataNode(node) if node is not None else 0
+            if item:  # sequences and browsers have no subject hierarchy item of their own
+                sh.SetItemParent(item, parent)
 
     def showW(self, parameterNode, w) -> bool:
         """Show the result for ``w`` if it was computed (no new run); False when it needs one."""
@@ -667,10 +722,7 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
             saliency.CreateDefaultDisplayNodes()
         colors = self.saliencyColorTable(p.saliencyThreshold)
         display = saliency.GetDisplayNode()
-        half = symmetric_window(
-            slicer.util.arrayFromVolume(p.saliencySequence.GetNthDataNode(i))
-            for i in range(p.saliencySequence.GetNumberOfDataNodes())
-        )
+        half = self.resultsOf(p).get("window", 1.0)
         display.AutoWindowLevelOff()
         display.SetWindowLevelMinMax(-half, half)
         display.SetAndObserveColorNodeID(colors.GetID())
@@ -684,10 +736,15 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
         if node is None:
             node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLColorTableNode", COLOR_TABLE_NAME)
             node.SetTypeToUser()
+        if node.GetAttribute("ControlCG.Threshold") == f"{threshold:g}":
+            return node
         rows = diverging_rgba(256, threshold)
+        wasModifying = node.StartModify()  # one Modified event for the whole table
         node.SetNumberOfColors(len(rows))
         for i, (r, g, b, a) in enumerate(rows):
             node.SetColor(i, float(r), float(g), float(b), float(a))
+        node.SetAttribute("ControlCG.Threshold", f"{threshold:g}")
+        node.EndModify(wasModifying)
         return node
 
 

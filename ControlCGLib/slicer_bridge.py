@@ -321,6 +321,21 @@ def parse_sweep(text: str, current: float | None = None) -> list[float]:
     return sorted(set(values))
 
 
+def version_at_least(version: str, minimum: str) -> bool:
+    """'2.13.0+cpu' >= '2.8': numeric release parts compared, local and pre-release suffixes ignored."""
+
+    def release(v: str) -> tuple[int, ...]:
+        parts = []
+        for piece in v.split("+")[0].split("."):
+            digits = "".join(c for c in piece if c.isdigit()) if piece[:1].isdigit() else ""
+            if not digits:
+                break
+            parts.append(int(digits))
+        return tuple(parts)
+
+    return release(version) >= release(minimum)
+
+
 def nearest_computed(w: float, computed, tolerance: float = 1e-6) -> float | None:
     """The computed w the slider's value stands for, or None when it needs a new run."""
     for v in computed:

@@ -264,3 +264,10 @@ def test_process_tree_fallback_ends_the_computing_child_behind_the_launcher(tmp_
 def test_read_results_refuses_a_folder_without_a_result(tmp_path):
     with pytest.raises(ValueError, match="no readable result.json"):
         bridge.read_results(tmp_path)
+
+
+def test_version_comparison_for_the_torch_floor():
+    assert bridge.version_at_least("2.13.0+cpu", "2.8")
+    assert bridge.version_at_least("2.8.0", "2.8")
+    assert not bridge.version_at_least("2.7.1+cu118", "2.8")
+    assert bridge.version_at_least("2.10.0rc1", "2.8")
