@@ -1,17 +1,30 @@
-"""Stand-ins for Slicer's ``slicer``, ``qt``, ``ctk`` and ``vtk`` modules, so that tests can import ControlCG.py.
+"""Stand-ins for Slicer's ``slicer``, ``qt``, ``ctk`` and ``vtk`` modules, so that tests can import and drive
+ControlCG.py outside Slicer.
 
-Just enough for ``import ControlCG`` to run its module body: base classes to inherit from, decorators that return
-the class, annotation markers, and auto-created attributes for everything else.
+They imitate, in plain Python, just the behaviour the module's Logic relies on -- a scene of nodes, volumes with a
+(K, J, I) array and an IJK->RAS matrix, sequences that deep-copy their items, a browser with proxy nodes, colour
+tables, and ``slicer.util.launchConsoleProcess(blocking=False)`` with its callbacks delivered from the event loop
+(``slicer.app.processEvents``), as Slicer 5.12's util.py does. They are not Slicer: every Slicer name the module uses
+is checked against Slicer's own source separately (test_slicer_names.py). ``slicer.util`` is strict (an unknown name
+raises), node classes only have the methods written here, so a typo in the module fails a test instead of passing.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
+import queue
+import subprocess
 import sys
+import threading
+import time
 import types
+
+import numpy as np
 
 
 class _Anything:
-    """An attribute sink: any attribute or call returns another sink (for qt.QIcon, slicer.app.connect, ...)."""
+    """An attribute sink for Qt/CTK names the Logic does not depend on (qt.QIcon, ctk.ctkPathLineEdit.Dirs...)."""
 
     def __init__(self, name="stub"):
         self._name = name
@@ -26,7 +39,7 @@ class _Anything:
         return self
 
 
-class _Module(types.ModuleType):
+class _LooseModule(types.ModuleType):
     def __getattr__(self, item):
         if item.startswith("__"):
             raise AttributeError(item)
@@ -35,17 +48,417 @@ class _Module(types.ModuleType):
         return value
 
 
-def _node_class(name):
-    return type(name, (), {})
+# --- event loop: QTimer.singleShot and processEvents ---------------------------------------------------------------
+
+_timers: list[tuple[float, int, object]] = []
+_counter = itertools.count()
 
 
-def install() -> None:
-    slicer = _Module("slicer")
-    slicer.__path__ = []  # a package, so that "import slicer.packaging" style imports resolve
-    for name in ("vtkMRMLNode", "vtkMRMLScalarVolumeNode", "vtkMRMLSequenceNode"):
-        setattr(slicer, name, _node_class(name))
+def single_shot(msec, callback):
+    _timers.append((time.monotonic() + msec / 1000.0, next(_counter), callback))
 
-    slm = _Module("slicer.ScriptedLoadableModule")
+
+def process_events():
+    now = time.monotonic()
+    due = sorted(t for t in _timers if t[0] <= now)
+    for entry in due:
+        _timers.remove(entry)
+        entry[2]()
+
+
+# --- VTK / MRML -------------------------------------------------------------------------------------------------------
+
+
+class vtkMatrix4x4:
+    def __init__(self):
+        self.a = np.eye(4)
+
+
+class _ImageData:
+    def __init__(self, components=1):
+        self.components = components
+
+    def GetNumberOfScalarComponents(self):
+        return self.components
+
+
+class vtkMRMLNode:
+    _classes = ("vtkMRMLNode",)
+
+    def __init__(self):
+        self._id = None
+        self._name = ""
+        self._attributes = {}
+        self.scene = None
+
+    def GetID(self):
+        return self._id
+
+    def GetName(self):
+        return self._name
+
+    def SetName(self, name):
+        self._name = name
+
+    def SetAttribute(self, key, value):
+        self._attributes[key] = value
+
+    def GetAttribute(self, key):
+        return self._attributes.get(key)
+
+    def IsA(self, class_name):
+        return class_name in type(self)._classes
+
+    def StartModify(self):
+        return 0
+
+    def EndModify(self, previous):
+        return previous
+
+
+class vtkMRMLScalarVolumeDisplayNode(vtkMRMLNode):
+    _classes = ("vtkMRMLNode", "vtkMRMLDisplayNode", "vtkMRMLScalarVolumeDisplayNode")
+
+    def __init__(self):
+        super().__init__()
+        self.auto_window_level = True
+        self.window = None
+        self.color_node_id = None
+
+    def AutoWindowLevelOff(self):
+        self.auto_window_level = False
+
+    def SetWindowLevelMinMax(self, lo, hi):
+        self.window = (lo, hi)
+
+    def SetAndObserveColorNodeID(self, node_id):
+        self.color_node_id = node_id
+
+
+class vtkMRMLScalarVolumeNode(vtkMRMLNode):
+    _classes = ("vtkMRMLNode", "vtkMRMLVolumeNode", "vtkMRMLScalarVolumeNode")
+
+    def __init__(self):
+        super().__init__()
+        self.array = None
+        self.ijk_to_ras = np.eye(4)
+        self.transform_id = None
+        self.display = None
+        self.components = 1
+
+    def GetImageData(self):
+        return None if self.array is None else _ImageData(self.components)
+
+    def GetIJKToRASMatrix(self, matrix):
+        matrix.a = self.ijk_to_ras.copy()
+
+    def CopyOrientation(self, other):
+        self.ijk_to_ras = other.ijk_to_ras.copy()
+
+    def GetTransformNodeID(self):
+        return self.transform_id
+
+    def SetAndObserveTransformNodeID(self, node_id):
+        self.transform_id = node_id
+
+    def CreateDefaultDisplayNodes(self):
+        if self.display is None:
+            self.display = vtkMRMLScalarVolumeDisplayNode()
+
+    def GetDisplayNode(self):
+        return self.display
+
+    def copy_content_from(self, other):
+        self.array = None if other.array is None else other.array.copy()
+        self.ijk_to_ras = other.ijk_to_ras.copy()
+        self._name = other._name
+        self._attributes = dict(other._attributes)
+
+
+class vtkMRMLLabelMapVolumeNode(vtkMRMLScalarVolumeNode):
+    _classes = (*vtkMRMLScalarVolumeNode._classes, "vtkMRMLLabelMapVolumeNode")
+
+
+class vtkMRMLSequenceNode(vtkMRMLNode):
+    _classes = ("vtkMRMLNode", "vtkMRMLSequenceNode")
+
+    def __init__(self):
+        super().__init__()
+        self.index_name = ""
+        self.index_unit = ""
+        self.items: list[tuple[str, vtkMRMLScalarVolumeNode]] = []
+
+    def SetIndexName(self, name):
+        self.index_name = name
+
+    def SetIndexUnit(self, unit):
+        self.index_unit = unit
+
+    def SetDataNodeAtValue(self, node, value):
+        """Deep copy, inserted in numeric order (the default numeric index), replacing an equal value."""
+        copy = type(node)()
+        copy.copy_content_from(node)
+        self.items = [(v, n) for v, n in self.items if abs(float(v) - float(value)) > 1e-3]
+        self.items.append((value, copy))
+        self.items.sort(key=lambda item: float(item[0]))
+        return copy
+
+    def GetNumberOfDataNodes(self):
+        return len(self.items)
+
+    def GetNthDataNode(self, i):
+        return self.items[i][1]
+
+    def GetItemNumberFromIndexValue(self, value, exact=True):
+        for i, (v, _) in enumerate(self.items):
+            if abs(float(v) - float(value)) <= 1e-3:
+                return i
+        return -1
+
+
+class vtkMRMLSequenceBrowserNode(vtkMRMLNode):
+    _classes = ("vtkMRMLNode", "vtkMRMLSequenceBrowserNode")
+
+    def __init__(self):
+        super().__init__()
+        self.sequences = []
+        self.proxies = {}
+        self.selected = -1
+        self.overwrite_name = {}
+        self.save_changes = {}
+
+    def AddSynchronizedSequenceNode(self, sequence):
+        self.sequences.append(sequence)
+        proxy = self.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", sequence.GetName())
+        self.proxies[sequence.GetID()] = proxy
+        return sequence.GetID()
+
+    def SetOverwriteProxyName(self, sequence, value):
+        self.overwrite_name[sequence.GetID()] = value
+
+    def SetSaveChanges(self, sequence, value):
+        self.save_changes[sequence.GetID()] = value
+
+    def SetPlaybackRateFps(self, fps):
+        self.fps = fps
+
+    def SetPlaybackLooped(self, looped):
+        self.looped = looped
+
+    def GetProxyNode(self, sequence):
+        return self.proxies.get(sequence.GetID())
+
+    def SetSelectedItemNumber(self, i):
+        self.selected = i
+        for sequence in self.sequences:
+            proxy = self.proxies[sequence.GetID()]
+            name = proxy.GetName()
+            proxy.copy_content_from(sequence.GetNthDataNode(i))
+            if not self.overwrite_name.get(sequence.GetID()):
+                proxy.SetName(name)
+
+
+class vtkMRMLColorTableNode(vtkMRMLNode):
+    _classes = ("vtkMRMLNode", "vtkMRMLColorNode", "vtkMRMLColorTableNode")
+
+    def __init__(self):
+        super().__init__()
+        self.user = False
+        self.colors = []
+
+    def SetTypeToUser(self):
+        self.user = True
+
+    def SetNumberOfColors(self, n):
+        self.colors = [None] * n
+
+    def SetColor(self, i, r, g, b, a):
+        assert self.user, "only a User table can be edited"
+        self.colors[i] = (r, g, b, a)
+        return 1
+
+
+class vtkMRMLScriptedModuleNode(vtkMRMLNode):
+    _classes = ("vtkMRMLNode", "vtkMRMLScriptedModuleNode")
+
+
+_NODE_CLASSES = {
+    cls.__name__: cls
+    for cls in (
+        vtkMRMLScalarVolumeNode,
+        vtkMRMLLabelMapVolumeNode,
+        vtkMRMLSequenceNode,
+        vtkMRMLSequenceBrowserNode,
+        vtkMRMLColorTableNode,
+        vtkMRMLScriptedModuleNode,
+    )
+}
+
+
+class Scene:
+    StartCloseEvent = "StartCloseEvent"
+    EndCloseEvent = "EndCloseEvent"
+
+    def __init__(self):
+        self.nodes = []
+        self._ids = itertools.count(1)
+
+    def AddNewNodeByClass(self, class_name, name=""):
+        node = _NODE_CLASSES[class_name]()
+        node._id = f"{class_name}{next(self._ids)}"
+        node._name = name
+        node.scene = self
+        self.nodes.append(node)
+        return node
+
+    def GenerateUniqueName(self, base):
+        names = {n.GetName() for n in self.nodes}
+        if base not in names:
+            return base
+        return next(f"{base}_{i}" for i in itertools.count(1) if f"{base}_{i}" not in names)
+
+    def GetFirstNodeByName(self, name):
+        return next((n for n in self.nodes if n.GetName() == name), None)
+
+    def GetFirstNodeByClass(self, class_name):
+        return next((n for n in self.nodes if n.IsA(class_name)), None)
+
+    def GetNumberOfNodes(self):
+        return len(self.nodes)
+
+    def RemoveNode(self, node):
+        self.nodes.remove(node)
+
+    def Clear(self, remove_singletons=0):
+        self.nodes.clear()
+
+
+class SubjectHierarchy:
+    """Items for volumes only (no plugin takes sequences or browsers), all under one study."""
+
+    def __init__(self, scene):
+        self.scene = scene
+        self.parents = {}
+
+    @staticmethod
+    def GetSubjectHierarchyNode(scene):
+        if not hasattr(scene, "_sh"):
+            scene._sh = SubjectHierarchy(scene)
+        return scene._sh
+
+    def GetItemByDataNode(self, node):
+        if node is None or not node.IsA("vtkMRMLVolumeNode"):
+            return 0
+        return 1000 + self.scene.nodes.index(node)
+
+    def GetItemParent(self, item):
+        return self.parents.get(item, 1)  # 1 = the study
+
+    def SetItemParent(self, item, parent):
+        assert item, "Invalid item ID given"
+        self.parents[item] = parent
+
+
+# --- slicer.util ------------------------------------------------------------------------------------------------------
+
+
+class _StrictModule(types.ModuleType):
+    def __getattr__(self, item):
+        raise AttributeError(f"the stand-in {self.__name__} has no {item!r} (is it a real Slicer name?)")
+
+
+def _launch_console_process(
+    args,
+    useStartupEnvironment=True,
+    updateEnvironment=None,
+    cwd=None,
+    blocking=True,
+    logCallback=None,
+    completedCallback=None,
+):
+    """Slicer 5.12's behaviour: Popen with merged, text-mode output; a reader thread; callbacks from the event loop."""
+    env = dict(os.environ)
+    env.update(updateEnvironment or {})
+    proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if blocking:
+        return proc
+    lines: queue.Queue = queue.Queue()
+
+    def read():
+        for line in proc.stdout:
+            lines.put(("line", line.rstrip()))
+        proc.wait()
+        lines.put(("done", proc.returncode))
+
+    threading.Thread(target=read, daemon=True).start()
+
+    def check():
+        while True:
+            try:
+                kind, data = lines.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "line":
+                logCallback(data)
+            else:
+                completedCallback(data)
+                return
+        single_shot(100, check)
+
+    single_shot(0, check)
+    return proc
+
+
+def _update_volume_from_array(node, array):
+    node.array = np.array(array, copy=True)
+
+
+def _set_slice_viewer_layers(
+    background="keep-current",
+    foreground="keep-current",
+    label="keep-current",
+    foregroundOpacity=None,
+    labelOpacity=None,
+    fit=False,
+    rotateToVolumePlane=False,
+):
+    _state["layers"] = {"background": background, "foreground": foreground, "foregroundOpacity": foregroundOpacity}
+
+
+_state: dict = {}
+
+
+def install() -> types.ModuleType:
+    """Put the stand-ins into ``sys.modules``; returns the fake ``slicer`` (with ``.state`` for inspections)."""
+    _timers.clear()
+    _state.clear()
+    scene = Scene()
+    slicer = _LooseModule("slicer")
+    slicer.__path__ = []
+    slicer.state = _state
+    slicer.mrmlScene = scene
+    for name, cls in _NODE_CLASSES.items():
+        setattr(slicer, name, cls)
+    slicer.vtkMRMLNode = vtkMRMLNode
+    slicer.vtkMRMLSubjectHierarchyNode = SubjectHierarchy
+
+    app = types.SimpleNamespace(
+        processEvents=process_events,
+        layoutManager=lambda: None,
+        testingEnabled=lambda: True,
+        connect=lambda *args: None,
+    )
+    slicer.app = app
+
+    legends = []
+    colors_logic = types.SimpleNamespace(AddDefaultColorLegendDisplayNode=lambda node: legends.append(node))
+    _state["legends"] = legends
+    slicer.modules = types.SimpleNamespace(
+        colors=types.SimpleNamespace(logic=lambda: colors_logic),
+        sequences=types.SimpleNamespace(setToolBarActiveBrowserNode=None, showSequenceBrowser=None),
+    )
+
+    slm = _LooseModule("slicer.ScriptedLoadableModule")
 
     class ScriptedLoadableModule:
         def __init__(self, parent):
@@ -60,7 +473,9 @@ def install() -> None:
             pass
 
         def getParameterNode(self):
-            return None
+            return scene.GetFirstNodeByClass("vtkMRMLScriptedModuleNode") or scene.AddNewNodeByClass(
+                "vtkMRMLScriptedModuleNode", "ControlCG"
+            )
 
     class ScriptedLoadableModuleTest:
         pass
@@ -73,35 +488,60 @@ def install() -> None:
     ):
         setattr(slm, cls.__name__, cls)
 
-    pnw = _Module("slicer.parameterNodeWrapper")
-    pnw.parameterNodeWrapper = lambda cls: cls
+    pnw = _LooseModule("slicer.parameterNodeWrapper")
+
+    def parameterNodeWrapper(cls):
+        """Fields with their defaults on a plain object (Slicer's wrapper stores them in a MRML node instead)."""
+        fields = {name: getattr(cls, name, None) for name in cls.__annotations__}
+
+        def __init__(self, node=None):
+            self.node = node
+            for name, default in fields.items():
+                setattr(self, name, default)
+
+        cls.__init__ = __init__
+        return cls
+
+    pnw.parameterNodeWrapper = parameterNodeWrapper
     pnw.WithinRange = lambda lo, hi: ("WithinRange", lo, hi)
     pnw.Choice = lambda choices: ("Choice", tuple(choices))
 
-    util = _Module("slicer.util")
+    util = _StrictModule("slicer.util")
 
     class VTKObservationMixin:
         def __init__(self):
             pass
 
     util.VTKObservationMixin = VTKObservationMixin
+    util.arrayFromVolume = lambda node: node.array
+    util.arrayFromVTKMatrix = lambda matrix: matrix.a.copy()
+    util.updateVolumeFromArray = _update_volume_from_array
+    util.launchConsoleProcess = _launch_console_process
+    util.setSliceViewerLayers = _set_slice_viewer_layers
 
-    i18n = _Module("slicer.i18n")
+    i18n = _LooseModule("slicer.i18n")
     i18n.tr = lambda text: text
     i18n.translate = lambda context, text: text
+
+    qt = _LooseModule("qt")
+    qt.QTimer = types.SimpleNamespace(singleShot=single_shot)
+    vtk = _LooseModule("vtk")
+    vtk.vtkMatrix4x4 = vtkMatrix4x4
 
     slicer.ScriptedLoadableModule = slm
     slicer.parameterNodeWrapper = pnw
     slicer.util = util
     slicer.i18n = i18n
-    modules = {
-        "slicer": slicer,
-        "slicer.ScriptedLoadableModule": slm,
-        "slicer.parameterNodeWrapper": pnw,
-        "slicer.util": util,
-        "slicer.i18n": i18n,
-        "qt": _Module("qt"),
-        "ctk": _Module("ctk"),
-        "vtk": _Module("vtk"),
-    }
-    sys.modules.update(modules)
+    sys.modules.update(
+        {
+            "slicer": slicer,
+            "slicer.ScriptedLoadableModule": slm,
+            "slicer.parameterNodeWrapper": pnw,
+            "slicer.util": util,
+            "slicer.i18n": i18n,
+            "qt": qt,
+            "ctk": _LooseModule("ctk"),
+            "vtk": vtk,
+        }
+    )
+    return slicer

@@ -1,0 +1,175 @@
+"""ControlCGLogic driven end to end outside Slicer: the module's own code, with stand-ins for the scene and for
+Slicer 5.12's non-blocking launchConsoleProcess (slicer_stubs.py), running the real command line on an oblique volume.
+
+What it proves: the Logic reads the volume through the (K, J, I) + IJK->RAS boundary, runs in the background with
+progress, puts the results into the scene as two sequences on the input's exact geometry with their attributes,
+switches w without a new run, extends the sweep, and leaves the scene untouched on cancel and on failure, removing
+its temporary folder every time. What it cannot prove: that Slicer itself behaves like the stand-ins.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from ControlCGLib import slicer_bridge as bridge
+from ControlCGLib.embedded import sample_scan
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import slicer_stubs  # noqa: E402
+
+
+@pytest.fixture
+def module(monkeypatch):
+    saved = {k: sys.modules.get(k) for k in ("slicer", "qt", "ctk", "vtk")}
+    for name in list(sys.modules):
+        if name == "slicer" or name.startswith("slicer.") or name in ("qt", "ctk", "vtk"):
+            monkeypatch.delitem(sys.modules, name, raising=False)
+    slicer = slicer_stubs.install()
+    spec = importlib.util.spec_from_file_location("ControlCG_under_test", ROOT / "ControlCG" / "ControlCG.py")
+    controlcg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(controlcg)
+    yield controlcg, slicer
+    for name in list(sys.modules):
+        if name == "slicer" or name.startswith("slicer.") or name in ("qt", "ctk", "vtk"):
+            del sys.modules[name]
+    sys.modules.update({k: v for k, v in saved.items() if v is not None})
+
+
+def _oblique_sample(slicer):
+    """The sample's voxels on an oblique grid with a parent transform, as a loaded volume node."""
+    from test_slicer_bridge import oblique_matrix
+
+    array, geometry = bridge.array_from_image(sitk.ReadImage(str(sample_scan())))
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "patient T1")
+    node.array = array.copy()
+    node.ijk_to_ras = oblique_matrix(spacing=(2.0, 2.0, 2.0), degrees=(8.0, -5.0, 10.0), origin=geometry[:3, 3])
+    node.SetAndObserveTransformNodeID("vtkMRMLLinearTransformNode7")
+    return node
+
+
+def _run(logic, p, scales, **kwargs):
+    works = []
+    original = bridge.WorkFolder.create
+
+    def remember(*args):
+        works.append(original(*args))
+        return works[-1]
+
+    bridge.WorkFolder.create = remember
+    try:
+        outcome, message = logic.runSync(p, logic.request(p, scales), timeout=600, **kwargs)
+    finally:
+        bridge.WorkFolder.create = original
+    assert works and not works[0].root.exists(), "the temporary folder is removed in every case"
+    return outcome, message
+
+
+def test_logic_runs_shows_switches_and_extends(module):
+    controlcg, slicer = module
+    logic = controlcg.ControlCGLogic()
+    p = logic.getParameterNode()
+    p.inputVolume = _oblique_sample(slicer)
+    p.steps = 10
+    before = p.inputVolume.array.copy()
+    events = []
+    outcome, message = _run(logic, p, [2.0, 4.0], onProgress=events.append)
+    assert outcome == "done", message
+    assert [e.index for e in events if e.stage == "sampling" and e.index] == [1, 2, 3]
+    np.testing.assert_array_equal(p.inputVolume.array, before)  # the input is never modified
+
+    for sequence, kind in ((p.counterfactualSequence, "counterfactual"), (p.saliencySequence, "saliency")):
+        assert sequence.GetName() == f"patient T1 {kind} AD" and sequence.index_name == "w"
+        assert [v for v, _ in sequence.items] == ["2", "4"]
+        for value, node in sequence.items:
+            np.testing.assert_array_equal(node.ijk_to_ras, p.inputVolume.ijk_to_ras)  # exact, via CopyOrientation
+            assert node.array.shape == before.shape and node.array.dtype == np.float32
+            assert node.GetName() == f"patient T1 {kind} AD w={value}"
+            assert node.GetAttribute("ControlCG.w") == value and node.GetAttribute("ControlCG.Steps") == "10"
+            assert len(node.GetAttribute("ControlCG.ModelSHA256")) == 64
+            assert node.GetAttribute("ControlCG.CodeVersion") == controlcg.__version__
+            assert node.GetAttribute("ControlCG.Kind") == kind
+    results = logic.resultsOf(p)
+    assert set(results["verdicts"]) == {"2", "4"} and set(results["input_verdict"]) == {"CN", "AD"}
+
+    browser = p.sequenceBrowser
+    cf_proxy, sal_proxy = browser.GetProxyNode(p.counterfactualSequence), browser.GetProxyNode(p.saliencySequence)
+    assert cf_proxy.GetTransformNodeID() == sal_proxy.GetTransformNodeID() == "vtkMRMLLinearTransformNode7"
+    assert browser.selected == 1 and cf_proxy.GetAttribute("ControlCG.w") == "4"  # p.w = 4 is shown
+    layers = slicer.state["layers"]
+    assert layers["background"] is cf_proxy and layers["foreground"] is sal_proxy
+    assert layers["foregroundOpacity"] == p.overlayOpacity
+    display = sal_proxy.GetDisplayNode()
+    lo, hi = display.window
+    assert lo == -hi and hi == pytest.approx(max(np.abs(n.array).max() for _, n in p.saliencySequence.items))
+    table = slicer.mrmlScene.GetFirstNodeByName(controlcg.COLOR_TABLE_NAME)
+    assert display.color_node_id == table.GetID() and len(table.colors) == 256
+    alphas = np.array([c[3] for c in table.colors])
+    assert alphas[128] == 0 and alphas[0] == alphas[-1] == 1  # transparent centre
+    assert slicer.state["legends"][-1] is sal_proxy
+
+    assert logic.showW(p, 2.0) and browser.selected == 0 and cf_proxy.GetAttribute("ControlCG.w") == "2"
+    assert not logic.showW(p, 3.0)  # not computed: the widget re-runs on release
+    p.showInput = True
+    logic.updateDisplay(p)
+    assert slicer.state["layers"]["background"] is p.inputVolume
+
+    nodes = slicer.mrmlScene.GetNumberOfNodes()
+    outcome, message = _run(logic, p, [3.0])
+    assert outcome == "done", message
+    assert [v for v, _ in p.counterfactualSequence.items] == ["2", "3", "4"]  # the same sequences, extended
+    assert slicer.mrmlScene.GetNumberOfNodes() == nodes
+    assert browser.selected == 1  # the new w is shown
+
+
+def test_cancel_and_failure_leave_the_scene_unchanged(module):
+    controlcg, slicer = module
+    logic = controlcg.ControlCGLogic()
+    p = logic.getParameterNode()
+    p.inputVolume = _oblique_sample(slicer)
+    nodes = slicer.mrmlScene.GetNumberOfNodes()
+
+    def cancel_at_first_step(progress):
+        if progress.stage == "sampling" and progress.index >= 1:
+            logic.cancel()
+
+    outcome, _ = _run(logic, p, [4.0], onProgress=cancel_at_first_step)
+    assert outcome == "cancelled" and not logic.busy
+    assert slicer.mrmlScene.GetNumberOfNodes() == nodes and p.counterfactualSequence is None
+
+    p.targetClass = "MCI"  # the model knows CN and AD only
+    outcome, message = _run(logic, p, [4.0])
+    assert outcome == "failed" and "MCI" in message and "Traceback" not in message
+    assert slicer.mrmlScene.GetNumberOfNodes() == nodes
+
+
+def test_logic_refuses_volumes_it_cannot_explain(module):
+    controlcg, slicer = module
+    logic = controlcg.ControlCGLogic()
+    label = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "segmentation")
+    label.array = np.ones((3, 3, 3), np.int16)
+    with pytest.raises(ValueError, match="label map"):
+        logic.arrayAndGeometry(label)
+    empty = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
+    with pytest.raises(ValueError, match="holds no image"):
+        logic.arrayAndGeometry(empty)
+    rgb = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "photo")
+    rgb.array, rgb.components = np.ones((3, 3, 3)), 3
+    with pytest.raises(ValueError, match="not a scalar volume"):
+        logic.arrayAndGeometry(rgb)
+
+
+def test_model_folder_default_is_the_embedded_model(module):
+    controlcg, _ = module
+    logic = controlcg.ControlCGLogic()
+    p = logic.getParameterNode()
+    assert Path(logic.modelFolder(p)) == controlcg.EMBEDDED_MODEL
+    assert logic.request(p, [4.0]).model == ""  # the child then also uses the embedded classifier
+    p.modelPath = Path("/elsewhere/model")
+    assert logic.request(p, [4.0]).model == "/elsewhere/model"
