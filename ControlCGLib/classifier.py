@@ -62,6 +62,23 @@ def predict_proba(model: torch.nn.Module, volumes: torch.Tensor) -> torch.Tensor
         model.train(was)
 
 
+@torch.no_grad()
+def features(model: torch.nn.Module, volume) -> np.ndarray:
+    """The classifier's penultimate features of one volume (D, H, W) in model range: MONAI DenseNet's globally
+    pooled last dense block (``class_layers`` up to ``flatten``), what the evaluation's FID compares."""
+    v = torch.as_tensor(np.asarray(volume, dtype=np.float32))
+    if v.ndim != 3:
+        raise ValueError(f"expected one 3D volume, got shape {tuple(v.shape)}")
+    was = model.training
+    model.eval()
+    try:
+        x = model.features(v[None, None].to(next(model.parameters()).device))
+        layers = model.class_layers
+        return layers.flatten(layers.pool(layers.relu(x)))[0].float().cpu().numpy()
+    finally:
+        model.train(was)
+
+
 def classify(model: torch.nn.Module, volume, class_names: Sequence[str]) -> dict[str, float]:
     """The classifier's verdict on one volume (D, H, W) in model range: probability per class name."""
     v = torch.as_tensor(np.asarray(volume, dtype=np.float32))

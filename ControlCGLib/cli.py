@@ -387,6 +387,62 @@ def _cmd_train_classifier(args) -> int:
     return 0
 
 
+def _cmd_evaluate(args) -> int:
+    """Every method on a simulated cohort with ground truth; report folder with the paper's tables (see README)."""
+    import dataclasses
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from .checkpoints import load_checkpoint
+    from .embedded import classifier_dir, diffusion_dir, judge_dir
+    from .evaluation import AugmentationSettings, EvaluationSettings
+    from .evaluation_run import FAST, FAST_AUGMENTATION, run_evaluation
+
+    torch.set_num_threads(args.threads)
+    settings = FAST if args.fast else EvaluationSettings()
+    changes = {k: v for k, v in {"steps": args.steps, "default_w": args.default_w}.items() if v is not None}
+    if args.w:
+        changes["scales"] = tuple(args.w)
+    if args.seeds:
+        changes["seeds"] = tuple(args.seeds)
+        changes["axioms_seed"] = args.seeds[0]
+    settings = dataclasses.replace(settings, **changes)
+    if settings.default_w not in settings.scales:
+        settings = dataclasses.replace(settings, scales=tuple(sorted({*settings.scales, settings.default_w})))
+    augmentation = FAST_AUGMENTATION if args.fast else AugmentationSettings()
+    if args.augment_real or args.augment_steps:
+        augmentation = dataclasses.replace(
+            augmentation,
+            real=args.augment_real or augmentation.real,
+            steps=args.augment_steps or augmentation.steps,
+        )
+    n = args.n if args.n is not None else (2 if args.fast else 8)
+    out = _output_folder(args.out, args.overwrite)
+    model = load_checkpoint(args.model or diffusion_dir())
+    classifier = load_checkpoint(args.classifier or classifier_dir())
+    judge = load_checkpoint(args.judge or judge_dir())
+    bar = tqdm(total=n * len(settings.seeds), desc="subjects x seeds", unit="run", mininterval=2.0)
+    summary = run_evaluation(
+        args.cohort,
+        out,
+        model,
+        classifier,
+        judge,
+        settings,
+        n=n,
+        augment_cohort=args.augment_cohort,
+        augmentation=augmentation,
+        on_item=lambda item: bar.update(1),
+    )
+    bar.close()
+    if summary is not None:
+        ours = summary["methods"]["ours"]
+        print(f"ours at w={settings.default_w:g}: SSIM {ours['ssim']:.3f}, flip {ours['flip_rate']:.2f}")
+        print(f"wrote {out}/report.md, summary.json, rows.csv, tradeoff.png, montage_w.png, montage_methods.png")
+    return 0
+
+
 def _command(sub, name: str, help: str, func) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.set_defaults(func=func)
@@ -474,6 +530,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     _main_job_options(p, default_w=[DEFAULT_W])
 
+    p = _command(sub, "evaluate", "compare ours with ILVR and DDIM inversion on a simulated cohort", _cmd_evaluate)
+    p.add_argument(
+        "--cohort", required=True, help="simulated manifest.csv (held-out subjects with true counterfactuals)"
+    )
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--fast", action="store_true", help="tiny setting that proves the pipeline (CI)")
+    p.add_argument("--n", type=int, default=None, help="subjects, half per class (default 8; --fast 2)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="sampling seeds (default 0 1 2; --fast 0 1)")
+    p.add_argument("--w", type=float, nargs="+", default=None, help="our w sweep (default 0 2 4 6 8)")
+    p.add_argument("--default-w", type=float, default=None, help="w at which methods are compared (default 4)")
+    p.add_argument("--steps", type=int, default=None, help="DDIM grid of every method (default 20; --fast 4)")
+    p.add_argument("--augment-cohort", default=None, help="simulated training cohort for the augmentation table")
+    p.add_argument("--augment-real", type=int, default=None, help="real training scans (default 8)")
+    p.add_argument("--augment-steps", type=int, default=None, help="classifier steps per method (default 300)")
+    p.add_argument("--model", default=None, help="diffusion model folder (default: embedded)")
+    p.add_argument("--classifier", default=None, help="the explained classifier (default: embedded)")
+    p.add_argument("--judge", default=None, help="independent classifier judging the flip (default: embedded judge)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads per process")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+
     train = sub.add_parser("train", help="train models (resumes when the output folder holds a state)")
     train_sub = train.add_subparsers(dest="what", metavar="WHAT", required=True)
     p = _command(train_sub, "diffusion", "train the class-conditional diffusion model", _cmd_train_diffusion)
@@ -491,7 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(train_sub, "classifier", "train the diagnostic classifier (3D DenseNet)", _cmd_train_classifier)
     p.add_argument("--cohort", required=True, help="cohort CSV (image,label,subject[,split]) or a simulated manifest")
     p.add_argument("--out", required=True, help="run folder: model/ (best validation accuracy), metrics.csv")
-    p.add_argument("--preset", default="cpu", choices=["cpu", "paper"], help="classifier preset")
+    p.add_argument("--preset", default="cpu", choices=["cpu", "cpu-judge", "paper"], help="classifier preset")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=3e-2)

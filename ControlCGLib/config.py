@@ -229,6 +229,11 @@ CLASSIFIER_PRESETS: dict[str, ClassifierConfig] = {
     "paper": ClassifierConfig(grid=(160, 192, 160)),
     # Three dense blocks: with four, a 40x48x40 input shrinks to 1x1x1 before the last block.
     "cpu": ClassifierConfig(grid=(40, 48, 40), init_features=16, growth_rate=8, block_config=(3, 6, 12), norm="group"),
+    # An independent judge for the evaluation (other width, other seed): a change that fools only the explained
+    # classifier shows up as a flip it sees and this one does not.
+    "cpu-judge": ClassifierConfig(
+        grid=(40, 48, 40), init_features=24, growth_rate=12, block_config=(3, 6, 12), norm="group"
+    ),
 }
 
 

@@ -23,3 +23,16 @@ def init_from_env(device: str = "cpu") -> tuple[int, int]:
 def shutdown() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+def shard_map(items, fn, rank: int = 0, world: int = 1) -> list:
+    """``[fn(x) for x in items]``, each rank computing its slice ``items[rank::world]``; every rank gets the whole
+    list back, in the original order (gathered over the process group torchrun set up)."""
+    items = list(items)
+    mine = [(i, fn(items[i])) for i in range(rank, len(items), world)]
+    if world <= 1:
+        return [r for _, r in mine]
+    gathered: list = [None] * world
+    torch.distributed.all_gather_object(gathered, mine)
+    merged = dict(pair for part in gathered for pair in part)
+    return [merged[i] for i in range(len(items))]

@@ -28,6 +28,11 @@ def classifier_dir() -> Path:
     return _existing(models_dir() / "classifier")
 
 
+def judge_dir() -> Path:
+    """An independently trained classifier (other width and seed) that judges the flip in the evaluation."""
+    return _existing(models_dir() / "judge")
+
+
 def sample_scan() -> Path:
     """The bundled sample T1: a simulated cognitively normal subject, not in MNI space (registration is exercised)."""
     return _existing(resources_dir() / "Sample" / "sample_T1.nii.gz")

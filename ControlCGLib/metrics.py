@@ -7,6 +7,8 @@ counterfactual changed by more than ``CHANGED`` (5 % of the intensity range), in
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -39,3 +41,32 @@ def saliency_auroc(saliency: np.ndarray, true_change: np.ndarray, mask: np.ndarr
         raise ValueError("the true change map needs both changed and unchanged voxels inside the mask for an AUROC")
     score = np.abs(np.asarray(saliency, dtype=np.float32))[mask]
     return float(compute_roc_auc(torch.from_numpy(score), torch.from_numpy(truth.astype(np.float32))))
+
+
+def saliency_dice(saliency: np.ndarray, true_change: np.ndarray, mask: np.ndarray, threshold: float = CHANGED) -> float:
+    """MONAI's Dice of the thresholded |saliency| against the truly changed voxels (both > ``threshold``), in mask."""
+    from monai.metrics import compute_dice
+
+    mask = np.asarray(mask, dtype=bool)
+    pred = (np.abs(np.asarray(saliency)) > threshold) & mask
+    truth = (np.abs(np.asarray(true_change)) > threshold) & mask
+    if not truth.any():
+        raise ValueError("the true change map has no changed voxel inside the mask")
+    as_tensor = lambda a: torch.from_numpy(a.astype(np.float32))[None, None]  # noqa: E731
+    return float(compute_dice(as_tensor(pred), as_tensor(truth), include_background=True, ignore_empty=False))
+
+
+def fid(features_a, features_b) -> float:
+    """MONAI's Fréchet distance between two sets of feature vectors (N, D), as the paper computes its FIDs on the
+    diagnostic classifier's features. Needs at least two vectors per set."""
+    from monai.metrics import FIDMetric
+
+    a = torch.as_tensor(np.asarray(features_a, dtype=np.float64))
+    b = torch.as_tensor(np.asarray(features_b, dtype=np.float64))
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"FID needs two (N, D) feature sets of one D, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"FID needs at least two images per set, got {len(a)} and {len(b)}")
+    with warnings.catch_warnings():  # with fewer images than features the covariances are singular: expected here
+        warnings.simplefilter("ignore")
+        return float(FIDMetric()(a, b))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import numbers
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,11 +89,17 @@ def counterfactual(
     seed: int = 0,
     on_step: StepCallback | None = None,
     should_stop: StopCallback | None = None,
+    start: torch.Tensor | None = None,
+    after_step: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
 ) -> Counterfactuals:
     """Counterfactuals of ``y0`` (model grid, model intensity range) toward class ``target``, one per scale w.
 
     Raises :class:`~ControlCGLib.progress.Cancelled` when ``should_stop()`` returns True (checked before every step):
     nothing partial is returned.
+
+    Two seams for the baselines (baselines.py), so that they run this very loop: ``start`` replaces the starting
+    point (x at the first timestep, e.g. a DDIM-inverted input), and ``after_step(x_s, s)`` may correct every new
+    x_s (e.g. ILVR's low-frequency replacement).
     """
     sampling = sampling or SamplingConfig()
     config = model.config
@@ -116,11 +122,17 @@ def counterfactual(
         raise ValueError(f"the injection window {injection.window} holds none of the {len(pairs)} steps")
 
     generator = make_generator(seed)
-    # Drawn whatever the settings, so that switching injection or the noise mode never shifts the random stream.
+    # Drawn whatever the settings (and when a start is given), so that switching injection, the noise mode or the
+    # start never shifts the random stream.
+    given_start = start
     start = sample_noise(shape, generator, noise_cfg).to(device, dtype)
     reference_noise = sample_noise(shape, generator, noise_cfg).to(device, dtype)
     y = y.to(device, dtype)
-    if sampling.start_strength < 1:
+    if given_start is not None:
+        if tuple(given_start.shape[-3:]) != tuple(config.grid):
+            raise ValueError(f"the start has shape {tuple(given_start.shape)}, the model grid is {tuple(config.grid)}")
+        start = given_start.reshape(shape).to(device, dtype)
+    elif sampling.start_strength < 1:
         start = schedule.q_sample(y, timesteps[0], start)
     xs = {w: start.clone() for w in ws}
 
@@ -157,6 +169,8 @@ def counterfactual(
                         xs[w] = schedule.ddpm_step(x, x0, t, s, step_noise)
                     else:
                         xs[w] = schedule.ddim_step(x0, eps, t, s, sampling.eta, step_noise)
+                    if after_step is not None:
+                        xs[w] = after_step(xs[w], s)
                     x0s[w] = x0
                 if on_step is not None:
                     on_step(StepInfo(i + 1, len(pairs), t, time.perf_counter() - began, x0s))

@@ -24,6 +24,7 @@ from ControlCGLib.checkpoints import load_checkpoint
 from ControlCGLib.config import InjectionConfig, SamplingConfig
 from ControlCGLib.embedded import classifier_dir, diffusion_dir
 from ControlCGLib.evaluation import evaluate_subject, read_simulated, summarise
+from ControlCGLib.evaluation_run import balanced
 from ControlCGLib.figures import montage
 
 
@@ -56,10 +57,7 @@ def main() -> None:
     model = load_checkpoint(args.model or diffusion_dir())
     classifier = load_checkpoint(args.classifier or classifier_dir())
     subjects = read_simulated(args.cohort)
-    if args.n is not None:
-        by_class = {c: [s for s in subjects if s.label == c] for c in sorted({s.label for s in subjects})}
-        half = {c: args.n // len(by_class) + (i < args.n % len(by_class)) for i, c in enumerate(by_class)}
-        subjects = [s for c, ss in by_class.items() for s in ss[: half[c]]]
+    subjects = balanced(subjects, args.n)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -10,7 +10,7 @@ import SimpleITK as sitk
 from ControlCGLib.checkpoints import WEIGHTS, file_sha256, load_checkpoint, read_checkpoint_config
 from ControlCGLib.cli import main
 from ControlCGLib.config import ClassifierConfig, ModelConfig
-from ControlCGLib.embedded import classifier_dir, diffusion_dir, models_dir, sample_scan
+from ControlCGLib.embedded import classifier_dir, diffusion_dir, judge_dir, models_dir, sample_scan
 from ControlCGLib.geometry import same_geometry
 from ControlCGLib.template import resources_dir
 
@@ -27,6 +27,9 @@ def test_embedded_models_agree_on_grid_and_classes():
     assert isinstance(model.config, ModelConfig) and isinstance(classifier.config, ClassifierConfig)
     assert tuple(model.config.grid) == tuple(classifier.config.grid)
     assert tuple(model.config.class_names) == tuple(classifier.config.class_names) == ("CN", "AD")
+    judge = load_checkpoint(judge_dir())  # the evaluation's independent classifier: same world, other network
+    assert tuple(judge.config.grid) == tuple(model.config.grid) and judge.config.class_names == ("CN", "AD")
+    assert judge.config.init_features != classifier.config.init_features
     assert read_checkpoint_config(diffusion_dir())[1]["steps"] >= 1000  # a trained model, not an initialisation
 
 

@@ -1,6 +1,6 @@
 """Copy a finished diffusion run and classifier run into this folder and draw the diffusion loss curve.
 
-    python Resources/Models/controlcg-cpu/package.py RUN_DIFFUSION RUN_CLASSIFIER
+    python Resources/Models/controlcg-cpu/package.py RUN_DIFFUSION RUN_CLASSIFIER [RUN_JUDGE]
 
 Only the model folders (weights.safetensors + config.json) and the logs are copied; training states stay behind.
 """
@@ -13,8 +13,8 @@ from ControlCGLib.checkpoints import load_checkpoint
 from ControlCGLib.figures import loss_curve
 
 here = Path(__file__).resolve().parent
-diffusion_run, classifier_run = (Path(a) for a in sys.argv[1:3])
-for name, run in (("diffusion", diffusion_run), ("classifier", classifier_run)):
+runs = dict(zip(("diffusion", "classifier", "judge"), (Path(a) for a in sys.argv[1:4])))
+for name, run in runs.items():
     target = here / name
     if target.exists():
         shutil.rmtree(target)

@@ -1,0 +1,225 @@
+"""The evaluation report: summary.json, markdown tables shaped like the paper's Tables 1-3, the trade-off plot.
+
+Input: the rows of :func:`~ControlCGLib.evaluation.measure_subject` (every method, subject and seed) and the real
+scans' classifier features. Means are over subjects and seeds; "sd" is the spread of the per-seed means (how much a
+different random seed moves the figure), so it needs two seeds or more.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .metrics import fid
+
+# summary key <- row key
+METRICS = {
+    "ssim": "ssim",
+    "mse": "mse",
+    "flip_rate": "flipped",
+    "flip_rate_judge": "flipped_judge",
+    "p_target": "p_target",
+    "ssim_true_cf": "ssim_true_cf",
+    "mse_true_cf": "mse_true_cf",
+    "saliency_auroc": "saliency_auroc",
+    "saliency_dice": "saliency_dice",
+    "composition_mse": "composition_mse",
+    "reversibility_mse": "reversibility_mse",
+    "seconds": "seconds",
+}
+FIDS = ("rCN2gAD", "rAD2gAD", "rCN2gCN", "rAD2gCN")
+
+
+def _mean_sd(rows: Sequence[dict], key: str) -> tuple[float | None, float | None]:
+    values = [(r["seed"], float(r[key])) for r in rows if r.get(key) is not None]
+    if not values:
+        return None, None
+    per_seed: dict[int, list[float]] = {}
+    for seed, v in values:
+        per_seed.setdefault(seed, []).append(v)
+    means = [float(np.mean(v)) for v in per_seed.values()]
+    mean = float(np.mean([v for _, v in values]))
+    return mean, float(np.std(means, ddof=1)) if len(means) > 1 else None
+
+
+def _fid_or_none(a: list, b: list) -> float | None:
+    return fid(a, b) if len(a) >= 2 and len(b) >= 2 else None
+
+
+def entry(rows: Sequence[dict], real: Sequence[dict]) -> dict:
+    """One method at one w: every metric's mean (and sd over seeds), the FIDs, and the same per direction."""
+    out: dict = {"n": len(rows)}
+    for name, key in METRICS.items():
+        out[name], out[f"{name}_sd"] = _mean_sd(rows, key)
+    real_by = {c: [r["features"] for r in real if r["label"] == c] for c in ("CN", "AD")}
+    gen_by = {c: [r["features"] for r in rows if r["target"] == c] for c in ("CN", "AD")}
+    for name in FIDS:
+        out[name] = _fid_or_none(real_by[name[1:3]], gen_by[name[5:7]])
+    out["fid_all"] = _fid_or_none([r["features"] for r in real], [r["features"] for r in rows])
+    out["by_direction"] = {}
+    for direction in sorted({f"{r['source']}->{r['target']}" for r in rows}):
+        part = [r for r in rows if f"{r['source']}->{r['target']}" == direction]
+        d = {"n": len(part)}
+        for name, key in METRICS.items():
+            d[name], d[f"{name}_sd"] = _mean_sd(part, key)
+        out["by_direction"][direction] = d
+    return out
+
+
+def summarise_methods(
+    rows: Sequence[dict], real: Sequence[dict], default_w: float, ours: str = "ours", settings: dict | None = None
+) -> dict:
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    summary: dict = {"settings": settings or {}, "methods": {}, "w_sweep": []}
+    for m in methods:
+        at_default = [r for r in rows if r["method"] == m and float(r["w"]) == float(default_w)]
+        if at_default:
+            summary["methods"][m] = entry(at_default, real)
+    for w in sorted({float(r["w"]) for r in rows if r["method"] == ours}):
+        summary["w_sweep"].append({"w": w, **entry([r for r in rows if r["method"] == ours and r["w"] == w], real)})
+    return summary
+
+
+# --- writing ---------------------------------------------------------------------------------------------------------
+
+
+def _fmt(entry: dict, key: str, digits: int = 3) -> str:
+    v, sd = entry.get(key), entry.get(f"{key}_sd")
+    if v is None:
+        return "–"
+    text = f"{v:.{digits}f}" if abs(v) < 1000 else f"{v:.0f}"
+    return text + (f" ± {sd:.{digits}f}" if sd is not None else "")
+
+
+SIMILARITY = [("SSIM ↑", "ssim"), ("MSE ↓", "mse")]
+CLASS = [("rCN2gAD ↑", "rCN2gAD"), ("rAD2gAD ↓", "rAD2gAD"), ("rCN2gCN ↓", "rCN2gCN"), ("rAD2gCN ↑", "rAD2gCN")]
+TRUTH = [
+    ("FID ↓", "fid_all"),
+    ("flip (explained) ↑", "flip_rate"),
+    ("flip (judge) ↑", "flip_rate_judge"),
+    ("SSIM to true cf ↑", "ssim_true_cf"),
+    ("saliency AUROC ↑", "saliency_auroc"),
+    ("saliency Dice ↑", "saliency_dice"),
+]
+AXIOMS = [("composition MSE ↓", "composition_mse"), ("reversibility MSE ↓", "reversibility_mse")]
+
+
+def _table(header: list[str], lines: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(line) + " |" for line in lines]
+    return "\n".join(out)
+
+
+def markdown(summary: dict) -> str:
+    cols = SIMILARITY + CLASS + TRUTH
+    sweep = _table(
+        ["w", *[c for c, _ in cols]],
+        [[f"{e['w']:g}", *[_fmt(e, k, 4 if k == "mse" else 3) for _, k in cols]] for e in summary["w_sweep"]],
+    )
+    cols2 = cols + AXIOMS
+    methods = _table(
+        ["method", *[c for c, _ in cols2]],
+        [[m, *[_fmt(e, k, 4 if "mse" in k else 3) for _, k in cols2]] for m, e in summary["methods"].items()],
+    )
+    dir_cols = [("SSIM", "ssim"), ("flip (explained)", "flip_rate"), ("flip (judge)", "flip_rate_judge")]
+    dir_cols += [("SSIM to true cf", "ssim_true_cf"), ("AUROC", "saliency_auroc"), ("Dice", "saliency_dice")]
+    directions = _table(
+        ["method", "direction", "n", *[c for c, _ in dir_cols]],
+        [
+            [m, d, str(v["n"]), *[_fmt(v, k) for _, k in dir_cols]]
+            for m, e in summary["methods"].items()
+            for d, v in e["by_direction"].items()
+        ],
+    )
+    parts = [
+        "# ControlCG evaluation",
+        _settings_text(summary.get("settings", {})),
+        "## Table 1 — our method across w (Eq. 5's scale; larger w = stronger guidance toward the target class)",
+        sweep,
+        f"## Table 2 — methods compared at w = {summary.get('settings', {}).get('default_w', '?')}",
+        methods,
+        "### Per direction (adding disease and removing it are not equally hard)",
+        directions,
+    ]
+    if summary.get("augmentation_detail"):
+        aug = summary["augmentation_detail"]
+        gen_fid = {m: summary["methods"].get(m, {}).get("fid_all") for m in aug}
+        parts += [
+            "## Table 3 — classifier trained with generated images added (same training budget for every method)",
+            _table(
+                ["extra data", "accuracy", "balanced accuracy", "AUC", "FID of the extra data"],
+                [
+                    [
+                        m,
+                        f"{a['accuracy']:.3f}",
+                        f"{a['balanced_accuracy']:.3f}",
+                        f"{a['auc']:.3f}" if a.get("auc") is not None else "–",
+                        f"{gen_fid[m]:.1f}" if gen_fid.get(m) is not None else "–",
+                    ]
+                    for m, a in aug.items()
+                ],
+            ),
+        ]
+    parts.append(
+        "Reading guide: SSIM/MSE compare each counterfactual with its input; the four FIDs (on the explained "
+        "classifier's pooled features) compare generated sets with real ones (r = real, g = generated); 'flip' is the "
+        "share of counterfactuals assigned to the target class by the explained classifier and by an independently "
+        "trained judge; 'true cf' and the saliency scores use the simulator's ground truth; composition = MSE of a "
+        "counterfactual toward the input's own class, reversibility = MSE after going to the target and back. "
+        "Means over subjects and seeds; ± = sd of the per-seed means."
+    )
+    return "\n\n".join(parts) + "\n"
+
+
+def _settings_text(settings: dict) -> str:
+    if not settings:
+        return ""
+    return "Settings: " + ", ".join(f"{k} = {v}" for k, v in settings.items() if not isinstance(v, dict | list))
+
+
+def tradeoff_plot(path: Path, summary: dict) -> Path:
+    """Similarity to the input against class change, our w sweep as a line, every method at the default w a point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    for ax, (ykey, ylabel) in zip(
+        axes, [("p_target", "p(target class), explained classifier"), ("saliency_auroc", "saliency AUROC vs truth")]
+    ):
+        sweep = [e for e in summary["w_sweep"] if e.get(ykey) is not None]
+        ax.plot([e["ssim"] for e in sweep], [e[ykey] for e in sweep], "-o", color="black", label="ours, w sweep")
+        for e in sweep:
+            ax.annotate(f"w={e['w']:g}", (e["ssim"], e[ykey]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        for m, e in summary["methods"].items():
+            if m == "ours" or e.get(ykey) is None:
+                continue
+            ax.errorbar(e["ssim"], e[ykey], xerr=e.get("ssim_sd") or 0, yerr=e.get(f"{ykey}_sd") or 0, fmt="s", label=m)
+        ax.set_xlabel("SSIM to the input (similarity)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("similarity against class change (mean over subjects and seeds; bars: sd over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def write_report(out: Path, summary: dict, rows: Sequence[dict]) -> None:
+    import csv
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "report.md").write_text(markdown(summary))
+    fields = [k for k in rows[0] if k != "features"]
+    with open(out / "rows.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    tradeoff_plot(out / "tradeoff.png", summary)

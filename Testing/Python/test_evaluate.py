@@ -1,0 +1,153 @@
+"""``controlcg evaluate`` in its fast setting on a tiny cohort with tiny models (proves the pipeline, not the numbers:
+the full setting on the embedded model is committed as docs/evaluation/), the baselines' defining properties, the
+new metrics, and the torchrun sharding (two processes give the rows one process gives)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import randomise, tiny_config
+
+from ControlCGLib.baselines import PAPER_BASELINES, Method, ddim_invert, ilvr, low_pass, run_method
+from ControlCGLib.checkpoints import save_checkpoint
+from ControlCGLib.cli import main
+from ControlCGLib.config import ClassifierConfig, SamplingConfig
+from ControlCGLib.metrics import fid, saliency_dice
+from ControlCGLib.networks import ClassConditionalUNet, build_classifier
+
+GRID = (16, 16, 16)
+REQUIRED = {"ssim", "mse", "flip_rate", "ssim_true_cf", "mse_true_cf", "saliency_auroc", "composition_mse"}
+REQUIRED |= {"reversibility_mse", "fid_all", "rCN2gAD", "rAD2gAD", "rCN2gCN", "rAD2gCN"}
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    config = tiny_config(grid=GRID)
+    save_checkpoint(randomise(ClassConditionalUNet(config)), config, root / "diffusion", provenance={"what": "test"})
+    for name, width in (("classifier", 4), ("judge", 6)):
+        c = ClassifierConfig(grid=GRID, init_features=width, growth_rate=4, block_config=(2, 2), norm="group")
+        save_checkpoint(build_classifier(c), c, root / name, provenance={"what": "test"})
+    return root
+
+
+def _evaluate(args, models, out):
+    return [
+        "evaluate",
+        *args,
+        "--out",
+        str(out),
+        "--fast",
+        "--model",
+        str(models / "diffusion"),
+        "--classifier",
+        str(models / "classifier"),
+        "--judge",
+        str(models / "judge"),
+        "--threads",
+        "1",
+    ]
+
+
+def test_fast_evaluation_writes_the_report(simulated_manifest, tiny_models, tmp_path):
+    out = tmp_path / "report"
+    args = ["--cohort", str(simulated_manifest), "--augment-cohort", str(simulated_manifest)]
+    assert main(_evaluate(args, tiny_models, out)) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    names = ["ours", *[m.name for m in PAPER_BASELINES]]
+    assert list(summary["methods"]) == names
+    for name in names:
+        assert REQUIRED <= set(summary["methods"][name]), name
+        assert summary["methods"][name]["composition_mse"] is not None
+        assert {"CN->AD", "AD->CN"} == set(summary["methods"][name]["by_direction"])
+    assert [e["w"] for e in summary["w_sweep"]] == [0.0, 4.0]
+    assert all(REQUIRED <= set(e) for e in summary["w_sweep"])
+    assert set(summary["augmentation"]) == {"none", *names}
+    assert all(0 <= a <= 1 for a in summary["augmentation"].values())
+    report = (out / "report.md").read_text()
+    for heading in ("Table 1", "Table 2", "Table 3", "Per direction"):
+        assert heading in report
+    for picture in ("tradeoff.png", "montage_w.png", "montage_methods.png"):
+        assert (out / picture).stat().st_size > 10_000
+    with open(out / "rows.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 2 * (2 + 5)  # subjects x seeds x (two w of ours + five baselines)
+
+
+def test_torchrun_shards_give_the_rows_of_one_process(simulated_manifest, tiny_models, tmp_path):
+    args = ["--cohort", str(simulated_manifest)]
+    assert main(_evaluate(args, tiny_models, tmp_path / "one")) == 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
+    cmd += ["ControlCGLib.cli", *_evaluate(args, tiny_models, tmp_path / "two")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = ((tmp_path / d / "rows.csv").read_text().splitlines() for d in ("one", "two"))
+    strip = lambda lines: [",".join(c for i, c in enumerate(line.split(",")) if i != 17) for line in lines]  # noqa: E731
+    header = one[0].split(",")
+    assert header[17] == "seconds"
+    assert strip(one) == strip(two)
+    assert json.loads((tmp_path / "two" / "summary.json").read_text())["settings"]["processes"] == 2
+
+
+def test_low_pass_keeps_coarse_structure_only():
+    x = torch.zeros(1, 1, 8, 8, 8)
+    x[..., ::2] = 1.0  # the finest stripes: removed entirely by n = 2
+    assert torch.allclose(low_pass(x, 2), torch.full_like(x, 0.5), atol=1e-6)
+    smooth = torch.linspace(0, 1, 8).expand(1, 1, 8, 8, 8).contiguous()
+    assert (low_pass(smooth, 2) - smooth).abs().mean() < 0.05
+    with pytest.raises(ValueError, match="not divisible"):
+        low_pass(torch.zeros(1, 1, 6, 6, 6), 4)
+
+
+def test_ilvr_result_keeps_the_inputs_low_frequencies(tiny_model, tiny_input):
+    sampling = SamplingConfig(steps=10)
+    guided = ilvr(tiny_model, tiny_input, 1, [3.0], sampling, factor=2, depth=0.5, seed=0)[3.0][None, None]
+    free = run_method(Method("free", "ours", depth=0.5), tiny_model, tiny_input, 0, 1, [3.0], sampling, seed=0)
+    free = free[3.0][None, None]
+    y = tiny_input[None, None]
+    gap = lambda x: float((low_pass(x, 2) - low_pass(y, 2)).abs().mean())  # noqa: E731
+    assert gap(guided) < 0.5 * gap(free)  # the low frequencies follow the input...
+    assert float((guided - y).abs().mean()) > 1e-3  # ...the rest is the model's
+
+
+def test_ddim_inversion_start_is_deterministic_and_reaches_the_depth(tiny_model, tiny_input):
+    sampling = SamplingConfig(steps=10)
+    a = ddim_invert(tiny_model, tiny_input, 0, sampling, depth=0.5)
+    b = ddim_invert(tiny_model, tiny_input, 0, sampling, depth=0.5)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a[0, 0], tiny_input)
+    c = ddim_invert(tiny_model, tiny_input, None, sampling, depth=0.5)  # null-class encoding differs
+    assert not torch.allclose(a, c)
+
+
+def test_every_method_runs_through_one_entry_point(tiny_model, tiny_input):
+    methods = (Method("ours", "ours", depth=0.3), *PAPER_BASELINES)
+    for m in methods:
+        out = run_method(m, tiny_model, tiny_input, "CN", "AD", [2.0], SamplingConfig(steps=8), seed=1)
+        again = run_method(m, tiny_model, tiny_input, "CN", "AD", [2.0], SamplingConfig(steps=8), seed=1)
+        assert torch.equal(out[2.0], again[2.0]), m.name
+        assert torch.isfinite(out[2.0]).all()
+    with pytest.raises(ValueError, match="depth"):
+        Method("bad", "ilvr", depth=0.0)
+
+
+def test_dice_and_fid():
+    mask = np.ones((4, 4, 4), bool)
+    truth = np.zeros((4, 4, 4))
+    truth[:2] = -0.2
+    assert saliency_dice(truth, truth, mask) == pytest.approx(1.0)
+    assert saliency_dice(np.zeros_like(truth), truth, mask) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="no changed voxel"):
+        saliency_dice(truth, np.zeros_like(truth), mask)
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(50, 4)), rng.normal(size=(50, 4))
+    assert fid(a, b) < fid(a, b + 3.0)
+    with pytest.raises(ValueError, match="at least two"):
+        fid(a[:1], b)
