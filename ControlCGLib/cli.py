@@ -237,6 +237,21 @@ def _device(name: str) -> str:
     return name
 
 
+def _precision(name: str, device: str) -> str:
+    """``auto``: bfloat16 autocast where the hardware computes it natively (measured 2.4x faster per UNet pass on
+    this project's avx512_bf16 CPU, same evaluation metrics; benchmarks/speed.py), else fp32."""
+    import torch
+
+    if name != "auto":
+        return name
+    if device.startswith("cuda"):
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    try:
+        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    except (AttributeError, RuntimeError):  # a torch without the probe: stay exact
+        return "fp32"
+
+
 def _run_main_job(args, should_stop) -> int:
     import shutil
     import tempfile
@@ -272,7 +287,9 @@ def _run_main_job(args, should_stop) -> int:
         image = sitk.ReadImage(str(args.input))
     except RuntimeError as exc:
         raise ValueError(f"cannot read {args.input}: {str(exc).strip().splitlines()[-1]}") from None
-    sampling = SamplingConfig(steps=args.steps, start_strength=args.start_strength)
+    sampling = SamplingConfig(
+        steps=args.steps, start_strength=args.start_strength, precision=_precision(args.precision, device)
+    )
     with TqdmProgress(f"counterfactual -> {args.target}", disable=lines is not None) as bar:
         run = run_counterfactual(
             model,
@@ -475,6 +492,12 @@ def _main_job_options(p: argparse.ArgumentParser, default_w: list[float]) -> Non
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where the model runs")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="UNet arithmetic; auto = bfloat16 where the hardware has it natively",
+    )
     p.add_argument("--no-montage", action="store_true", help="skip montage.png (no matplotlib needed)")
     p.add_argument(
         "--progress", choices=["bar", "lines"], default="bar", help="a progress bar, or one parseable line per event"

@@ -141,6 +141,12 @@ def counterfactual(
     was_training = model.training
     model.eval()
     injector = AttentionInjector(model, injection.layers) if injection is not None else contextlib.nullcontext()
+
+    def precision():
+        if sampling.precision == "bf16":
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     began = time.perf_counter()
     try:
         with injector:
@@ -153,7 +159,7 @@ def counterfactual(
                     # Drawn even outside the window so that the window never shifts the random stream.
                     reference_noise = sample_noise(shape, generator, noise_cfg).to(device, dtype)
                 if inject:
-                    with injector.recording():
+                    with injector.recording(), precision():
                         model(schedule.q_sample(y, t, reference_noise), tt, null_labels)
                 step_noise = (
                     sample_noise(shape, generator, noise_cfg).to(device, dtype) if sampling.stochastic else None
@@ -161,9 +167,9 @@ def counterfactual(
                 x0s = {}
                 for w in ws:
                     x = xs[w]
-                    with injector.injecting() if inject else contextlib.nullcontext():
-                        cond = model(x, tt, cond_labels)
-                        uncond = model(x, tt, null_labels) if w != 0 else None
+                    with injector.injecting() if inject else contextlib.nullcontext(), precision():
+                        cond = model(x, tt, cond_labels).float()
+                        uncond = model(x, tt, null_labels).float() if w != 0 else None
                     x0, eps = schedule.split_v(x, cfg_combine(cond, uncond, w), t)
                     if sampling.method == "ddpm":
                         xs[w] = schedule.ddpm_step(x, x0, t, s, step_noise)

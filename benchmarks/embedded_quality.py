@@ -50,6 +50,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=SamplingConfig.steps)
     p.add_argument("--start-strength", type=float, nargs="+", default=[SamplingConfig.start_strength])
     p.add_argument("--no-injection", action="store_true")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
 
@@ -65,7 +66,9 @@ def main() -> None:
     with tqdm(total=len(subjects) * len(args.start_strength), desc="held-out subjects", unit="run") as bar:
         for strength in args.start_strength:
             injection = None if args.no_injection else InjectionConfig()
-            sampling = SamplingConfig(steps=args.steps, start_strength=strength, injection=injection)
+            sampling = SamplingConfig(
+                steps=args.steps, start_strength=strength, injection=injection, precision=args.precision
+            )
             shown = set()
             for i, s in enumerate(subjects):
                 images: dict = {}

@@ -46,7 +46,7 @@ def finished_run(panel: QWidget) -> None:
     ui("advancedCollapsibleButton").collapsed = False
     ui("applyButton").setEnabled(True)
     ui("progressBar").setValue(100)
-    ui("statusLabel").setText("Done in 51 s: 6 counterfactuals toward AD. Drag w to switch between them.")
+    ui("statusLabel").setText("Done in 29 s: 6 counterfactuals toward AD. Drag w to switch between them.")
 
 
 def render(out: Path, width: int = 420) -> Path:

@@ -42,6 +42,7 @@ def test_demo_runs_the_embedded_model_on_the_sample(tmp_path):
     # the embedded classifier sees the bundled (cognitively normal) sample as CN
     assert record["verdicts"]["input"]["CN"] > 0.5
     assert set(record["verdicts"]) == {"input", "w=0", "w=4"}
+    assert record["settings"]["sampling"]["precision"] in ("fp32", "bf16")  # auto resolved and recorded
     scan = sitk.ReadImage(str(sample_scan()))
     for name in ("counterfactual_w4.nii.gz", "saliency_w4.nii.gz"):
         assert same_geometry(sitk.ReadImage(str(out / name)), scan, tol=1e-5)

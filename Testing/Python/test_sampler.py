@@ -192,3 +192,15 @@ def test_empty_injection_window_and_bad_seed_are_refused(tiny_model, tiny_input)
         counterfactual(tiny_model, tiny_input, 0, 1.0, sampling)
     with pytest.raises(TypeError, match="seed"):
         counterfactual(tiny_model, tiny_input, 0, 1.0, FAST, seed="a")
+
+
+def test_bf16_autocast_is_close_to_fp32_and_only_the_unet_runs_in_bf16(tiny_model, tiny_input):
+    fp32 = counterfactual(tiny_model, tiny_input, 1, [2.0], SamplingConfig(steps=6), seed=0)[2.0]
+    bf16 = counterfactual(tiny_model, tiny_input, 1, [2.0], SamplingConfig(steps=6, precision="bf16"), seed=0)[2.0]
+    assert bf16.dtype == torch.float32  # the scheduler arithmetic and the result stay fp32
+    assert not torch.equal(fp32, bf16)
+    assert float((fp32 - bf16).abs().mean()) < 0.05 * float(fp32.abs().mean())
+    again = counterfactual(tiny_model, tiny_input, 1, [2.0], SamplingConfig(steps=6, precision="bf16"), seed=0)[2.0]
+    assert torch.equal(bf16, again)  # still deterministic
+    with pytest.raises(ConfigError, match="precision"):
+        SamplingConfig(precision="fp16")
