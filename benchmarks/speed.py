@@ -152,6 +152,11 @@ def end_to_end(threads: int) -> dict:
     return out
 
 
+def _ssim_gap(y0, images, reference) -> float:
+    ours, theirs = _ssim_to_input(y0, images), _ssim_to_input(y0, reference)
+    return max(abs(ours[w] - theirs[w]) for w in ours)
+
+
 def _ssim_to_input(y0, images) -> dict:
     from ControlCGLib.intensity import from_model_range
     from ControlCGLib.metrics import ssim
@@ -189,13 +194,15 @@ def main() -> None:
         print(f"embedded UNet forward ({d}): {s * 1000:.0f} ms, {g:.2f} GFLOP")
     print(f"sweep w = {ws}, {n_steps} steps (a {steps}-step grid from 30 %)")
 
-    runs = {k: _run(k, ws, steps, args.threads, y0) for k in ("naive", "optimised-fp32", "optimised-bf16")}
+    kinds = ("naive", "optimised-bf16") if args.quick else ("naive", "optimised-fp32", "optimised-bf16")
+    runs = {k: _run(k, ws, steps, args.threads, y0) for k in kinds}
+    if _ssim_gap(y0, runs["optimised-bf16"]["images"], runs["naive"]["images"]) >= 0.005 and args.quick:
+        runs["optimised-fp32"] = _run("optimised-fp32", ws, steps, args.threads, y0)  # bf16 changed the result
     naive = runs["naive"]
     report = {"device": device, "ws": ws, "steps": n_steps, "ceiling_gflops": ceiling, "forward": fwd, "variants": {}}
-    ssim_naive = _ssim_to_input(y0, naive["images"])
     for kind, r in runs.items():
         diff = max(float(np.abs(r["images"][w] - naive["images"][w]).max()) for w in ws)
-        ssim_gap = max(abs(v - ssim_naive[w]) for w, v in _ssim_to_input(y0, r["images"]).items())
+        ssim_gap = _ssim_gap(y0, r["images"], naive["images"])
         passes = n_steps * len(ws) * 3 if kind == "naive" else n_steps * (1 + 2 * len(ws))
         precision = "bf16" if kind.endswith("bf16") else "fp32"
         gflop = passes * fwd[precision][1]
