@@ -81,6 +81,9 @@ def _on_grid(image: sitk.Image, grid: sitk.Image, transform: sitk.Transform) -> 
     return sitk.GetArrayFromImage(resample(anti_alias(image, grid.GetSpacing()), grid, transform))
 
 
+LABEL_MAP_LEVELS = 16  # at most this many distinct values (sampled): a segmentation, not a scan
+
+
 def check_scan(image: sitk.Image) -> None:
     """Refuse what cannot be a 3D scalar scan, with a message naming the problem."""
     if image.GetDimension() != 3:
@@ -91,8 +94,17 @@ def check_scan(image: sitk.Image) -> None:
         )
     if min(image.GetSize()) < 4:
         raise ValueError(f"the image has only {min(image.GetSize())} voxels along one axis; a whole-brain T1 is needed")
-    if not np.isfinite(sitk.GetArrayViewFromImage(image)).all():
+    voxels = sitk.GetArrayViewFromImage(image)
+    if not np.isfinite(voxels).all():
         raise ValueError("the image contains NaN or infinite values")
+    if voxels.min() == voxels.max():
+        raise ValueError(f"the image is constant (every voxel is {voxels.min():g}): there is no anatomy to explain")
+    distinct = np.unique(voxels[::2, ::2, ::2]).size  # a T1 has hundreds of grey levels, a segmentation a handful
+    if distinct <= LABEL_MAP_LEVELS:
+        raise ValueError(
+            f"the image has only {distinct} distinct values: it looks like a label map (segmentation), not a "
+            "T1-weighted scan; give the T1 it was made from"
+        )
 
 
 def prepare(

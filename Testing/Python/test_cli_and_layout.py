@@ -39,3 +39,15 @@ def test_library_never_imports_slicer_or_qt():
     pattern = re.compile(r"^\s*(import|from)\s+(slicer|qt|ctk|vtk|PythonQt)\b", re.M)
     offenders = [p.name for p in (ROOT / "ControlCGLib").rglob("*.py") if pattern.search(p.read_text())]
     assert offenders == []
+
+
+def test_truncated_compressed_scan_is_refused_before_any_work(tmp_path, capsys):
+    from ControlCGLib.embedded import sample_scan
+
+    data = sample_scan().read_bytes()
+    broken = tmp_path / "broken_T1.nii.gz"
+    broken.write_bytes(data[: len(data) // 2])  # a copy that stopped half way
+    out = tmp_path / "out"
+    assert main(["counterfactual", str(broken), "--target", "AD", "--out", str(out)]) == 2
+    assert "truncated or corrupt" in capsys.readouterr().err
+    assert not out.exists()

@@ -140,6 +140,8 @@ def test_volume_on_the_model_grid_round_trips():
         (sitk.Image([8, 8], sitk.sitkFloat32), "3D"),
         (sitk.Image([8, 8, 8], sitk.sitkVectorFloat32, 3), "components"),
         (sitk.Image([8, 8, 2], sitk.sitkFloat32), "only 2 voxels"),
+        (sitk.Image([8, 8, 8], sitk.sitkFloat32) + 3.0, "constant .every voxel is 3."),
+        (sitk.Cast(sitk.GetImageFromArray(np.indices((8, 8, 8)).sum(0) % 3), sitk.sitkUInt8), "label map"),
     ],
 )
 def test_bad_scans_are_refused(image, message):
