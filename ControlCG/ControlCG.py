@@ -780,7 +780,10 @@ class ControlCGTest(ScriptedLoadableModuleTest):
         import numpy as np
 
         array = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
-        ijkToRAS = np.array([[0.9, -0.2, 0.0, 10.0], [0.2, 0.9, 0.1, -20.0], [0.0, -0.1, 1.5, 5.0], [0, 0, 0, 1]])
+        # a rotation about S (cos 0.96, sin 0.28) with anisotropic spacing 0.9, 1.1, 1.5 mm
+        ijkToRAS = np.array(
+            [[0.864, -0.308, 0.0, 10.0], [0.252, 1.056, 0.0, -20.0], [0.0, 0.0, 1.5, 5.0], [0, 0, 0, 1]]
+        )
         node = slicer.util.addVolumeFromArray(array, ijkToRAS=ijkToRAS, name="oblique")
         gotArray, gotMatrix = ControlCGLogic.arrayAndGeometry(node)
         image = bridge.image_from_array(gotArray, gotMatrix)

@@ -33,7 +33,7 @@ def image_from_array(array: np.ndarray, ijk_to_ras: np.ndarray) -> sitk.Image:
     lps = LPS_TO_RAS @ m[:3, :3]  # columns: physical step per i, j, k in LPS
     spacing = np.linalg.norm(lps, axis=0)
     if np.any(spacing <= 0):
-        raise ValueError("ijk_to_ras has a zero column: the voxel spacing would be zero")
+        raise ValueError("ijk_to_ras is singular: a zero column, the voxel spacing would be zero")
     direction = lps / spacing
     if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
         raise ValueError("ijk_to_ras is sheared; only rotations and per-axis spacings are supported")

@@ -25,48 +25,21 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .geometry import array_and_ijk_to_ras, image_from_array  # noqa: F401  (image_from_array re-exported)
 from .hashing import file_sha256 as sha256  # noqa: F401  (re-exported for the module)
 from .progress import parse_progress  # noqa: F401  (re-exported: the module reads progress lines through here)
 
-LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])  # Slicer is RAS, ITK is LPS; the flip is its own inverse
 ATTRIBUTE_PREFIX = "ControlCG."
 W_RANGE = (0.0, 10.0)
 
 
-# --- geometry: Slicer's (array, IJK->RAS) <-> SimpleITK image -------------------------------------------------------
-
-
-def image_from_array(array: np.ndarray, ijk_to_ras: np.ndarray) -> sitk.Image:
-    """A SimpleITK image (LPS) holding ``array`` (Slicer's K, J, I order) on the grid ``ijk_to_ras`` describes."""
-    a = np.asarray(array)
-    if a.ndim != 3:
-        raise ValueError(f"expected a 3D scalar volume, got an array of shape {a.shape}")
-    m = np.asarray(ijk_to_ras, dtype=float)
-    if m.shape != (4, 4):
-        raise ValueError(f"IJK->RAS must be a 4x4 matrix, got shape {m.shape}")
-    linear = LPS_FROM_RAS @ m[:3, :3]
-    spacing = np.linalg.norm(linear, axis=0)
-    if np.any(spacing <= 0) or abs(np.linalg.det(linear)) < 1e-12:
-        raise ValueError("the volume's IJK->RAS matrix is singular (a zero spacing or collapsed axes)")
-    image = sitk.GetImageFromArray(np.ascontiguousarray(a))  # sitk index (i, j, k) = array[k, j, i], as in Slicer
-    image.SetSpacing([float(s) for s in spacing])
-    image.SetDirection([float(v) for v in (linear / spacing).ravel()])
-    image.SetOrigin([float(v) for v in LPS_FROM_RAS @ m[:3, 3]])
-    return image
-
-
-def ijk_to_ras_of(image: sitk.Image) -> np.ndarray:
-    """The 4x4 IJK->RAS matrix Slicer would give a node holding ``image``."""
-    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
-    m = np.eye(4)
-    m[:3, :3] = LPS_FROM_RAS @ direction @ np.diag(image.GetSpacing())
-    m[:3, 3] = LPS_FROM_RAS @ np.asarray(image.GetOrigin(), dtype=float)
-    return m
+# --- geometry: Slicer's (array, IJK->RAS) <-> SimpleITK image; geometry.py holds the conversion --------------------
 
 
 def array_from_image(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
     """``(array in K, J, I order as float32, IJK->RAS)``: what ``slicer.util.updateVolumeFromArray`` takes."""
-    return sitk.GetArrayFromImage(image).astype(np.float32, copy=False), ijk_to_ras_of(image)
+    array, ijk_to_ras = array_and_ijk_to_ras(image)
+    return array.astype(np.float32, copy=False), ijk_to_ras
 
 
 def same_grid(shape_a, ijk_to_ras_a, shape_b, ijk_to_ras_b, tolerance: float = 1e-4) -> bool:
