@@ -53,6 +53,24 @@ def read_simulated(manifest: str | Path) -> list[SimulatedSubject]:
     ]
 
 
+def _prepared(subject: SimulatedSubject, grid, intensity):
+    """A simulated subject's scan on a model grid (already in MNI space: no registration)."""
+    return prepare(sitk.ReadImage(str(subject.image)), grid, preprocessed=True, intensity=intensity)
+
+
+def _model_tensor(unit: np.ndarray, intensity) -> torch.Tensor:
+    """A [0, 1] volume as the float32 tensor in model range the sampler takes."""
+    return torch.from_numpy(np.asarray(to_model_range(unit, intensity), dtype=np.float32))
+
+
+def training_pairs(examples, class_names) -> list:
+    """(volume (1, D, H, W), class index) pairs, what the classifier trainer and its validation read."""
+    names = list(class_names)
+    return [
+        (torch.from_numpy(np.asarray(e["volume"], dtype=np.float32))[None], names.index(e["label"])) for e in examples
+    ]
+
+
 def evaluate_subject(
     model,
     classifier,
@@ -68,10 +86,10 @@ def evaluate_subject(
     subject's true counterfactual class. ``images``, when given, receives the model-grid arrays ("input", "truth",
     and one per w) for figures."""
     config = model.config
-    prepared = prepare(sitk.ReadImage(str(subject.image)), config.grid, preprocessed=True, intensity=config.intensity)
+    prepared = _prepared(subject, config.grid, config.intensity)
     unit = prepared.model_input
     truth = prepared.same_scaling(sitk.ReadImage(str(subject.true_counterfactual)))
-    y0 = torch.from_numpy(np.asarray(to_model_range(unit, config.intensity), dtype=np.float32))
+    y0 = _model_tensor(unit, config.intensity)
     result = counterfactual(model, y0, subject.target, scales, sampling, seed=seed, on_step=on_step)
     names, scale = classifier.config.class_names, classifier.config.intensity
     p_input = classify(classifier, to_model_range(unit, scale), names)
@@ -168,10 +186,10 @@ def measure_subject(
     from .metrics import saliency_dice
 
     config = model.config
-    prepared = prepare(sitk.ReadImage(str(subject.image)), config.grid, preprocessed=True, intensity=config.intensity)
+    prepared = _prepared(subject, config.grid, config.intensity)
     unit, mask = prepared.model_input, prepared.mask
     truth = prepared.same_scaling(sitk.ReadImage(str(subject.true_counterfactual)))
-    y0 = torch.from_numpy(np.asarray(to_model_range(unit, config.intensity), dtype=np.float32))
+    y0 = _model_tensor(unit, config.intensity)
     names, scale = classifier.config.class_names, classifier.config.intensity
     sampling = SamplingConfig(steps=settings.steps)
     if images is not None:
@@ -210,7 +228,7 @@ def measure_subject(
             if seed == settings.axioms_seed and float(w) == float(settings.default_w):
                 own = run_method(method, model, y0, subject.label, subject.label, (w,), sampling, seed=seed)
                 row["composition_mse"] = mse(unit, _unit(own.images[w], config, mask))
-                back_input = torch.from_numpy(np.asarray(to_model_range(cf, config.intensity), dtype=np.float32))
+                back_input = _model_tensor(cf, config.intensity)
                 back = run_method(method, model, back_input, subject.target, subject.label, (w,), sampling, seed=seed)
                 row["reversibility_mse"] = mse(unit, _unit(back.images[w], config, mask))
             rows.append(row)
@@ -221,20 +239,12 @@ def real_features(classifier, subjects: Sequence[SimulatedSubject]) -> list[dict
     """The explained classifier's features of the real (input) scans, the FIDs' reference sets."""
     from .classifier import features
 
+    grid, intensity = classifier.config.grid, classifier.config.intensity
     out = []
     for s in subjects:
-        unit = prepare(
-            sitk.ReadImage(str(s.image)),
-            classifier.config.grid,
-            preprocessed=True,
-            intensity=classifier.config.intensity,
-        ).model_input
+        example = real_example(s, grid, intensity)
         out.append(
-            {
-                "subject": s.subject,
-                "label": s.label,
-                "features": features(classifier, to_model_range(unit, classifier.config.intensity)).tolist(),
-            }
+            {"subject": s.subject, "label": s.label, "features": features(classifier, example["volume"]).tolist()}
         )
     return out
 
@@ -256,8 +266,8 @@ def generated_example(model, method, subject: SimulatedSubject, w: float, steps:
     from .baselines import run_method
 
     config = model.config
-    prepared = prepare(sitk.ReadImage(str(subject.image)), config.grid, preprocessed=True, intensity=config.intensity)
-    y0 = torch.from_numpy(np.asarray(to_model_range(prepared.model_input, config.intensity), dtype=np.float32))
+    prepared = _prepared(subject, config.grid, config.intensity)
+    y0 = _model_tensor(prepared.model_input, config.intensity)
     result = run_method(method, model, y0, subject.label, subject.target, (w,), SamplingConfig(steps=steps), seed=seed)
     cf = _unit(result.images[float(w)], config, prepared.mask)
     return {
@@ -269,7 +279,7 @@ def generated_example(model, method, subject: SimulatedSubject, w: float, steps:
 
 
 def real_example(subject: SimulatedSubject, grid, intensity) -> dict:
-    unit = prepare(sitk.ReadImage(str(subject.image)), grid, preprocessed=True, intensity=intensity).model_input
+    unit = _prepared(subject, grid, intensity).model_input
     return {
         "method": "real",
         "subject": subject.subject,
@@ -289,7 +299,7 @@ def train_and_test(
     from .classifier import ClassifierTrainConfig, predict_proba, train_classifier
 
     names = list(classifier_config.class_names)
-    data = [(torch.from_numpy(np.asarray(e["volume"], dtype=np.float32))[None], names.index(e["label"])) for e in train]
+    data = training_pairs(train, names)
     config = ClassifierTrainConfig(
         steps=settings.steps,
         batch_size=settings.batch_size,

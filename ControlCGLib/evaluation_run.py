@@ -11,9 +11,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from .evaluation import (
     OURS,
     AugmentationSettings,
@@ -25,6 +22,7 @@ from .evaluation import (
     real_example,
     real_features,
     train_and_test,
+    training_pairs,
 )
 
 FAST = EvaluationSettings(scales=(0.0, 4.0), default_w=4.0, steps=4, seeds=(0, 1), axioms_seed=0)
@@ -135,14 +133,7 @@ def _augment(classifier_config, extra: dict, settings, aug, out: Path) -> dict:
     aug = aug or AugmentationSettings()
     examples = extra["examples"]
     real = [e for e in examples if e.get("role") == "real"]
-    val = [
-        (
-            torch.from_numpy(np.asarray(e["volume"], dtype=np.float32))[None],
-            classifier_config.class_names.index(e["label"]),
-        )
-        for e in examples
-        if e.get("role") == "val"
-    ]
+    val = training_pairs([e for e in examples if e.get("role") == "val"], classifier_config.class_names)
     test = extra["test"]
     detail = {}
     for name in ["none", *[m.name for m in settings.methods()]]:
