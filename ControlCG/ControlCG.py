@@ -125,6 +125,7 @@ class ControlCGParameterNode:
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     modelPath: pathlib.Path = pathlib.Path()  # empty: the embedded model (no install path saved in scenes)
     preprocessed: bool = False
+    acceptUnusualScan: bool = False
     overlayOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.6
     # changes below this fraction of the largest one are transparent: at 0.05 the embedded model's redrawn noise
     # (median |change| in the brain ~9 % of the window on the sample) covered the whole brain; 0.2 keeps the anatomy
@@ -282,10 +283,19 @@ class ControlCGWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # -- running ----------------------------------------------------------------------------------------------------
 
     def onApplyButton(self) -> None:
+        self._startOrExplain(None)
+
+    def _startOrExplain(self, scales) -> None:
+        """Start a run (``scales`` None: the sweep field and the slider). Whatever stops it (a refused input, a bad
+        sweep, a missing package) is shown in its own words; the traceback goes to the log only, never a dialog."""
         p = self._parameterNode
-        with slicer.util.tryWithErrorDisplay(_("ControlCG could not start."), waitCursor=True):
-            scales = bridge.parse_sweep(p.sweep, p.w)
-            self._run(scales)
+        try:
+            with slicer.util.WaitCursor():
+                self._run(bridge.parse_sweep(p.sweep, p.w) if scales is None else scales)
+        except Exception as exc:
+            logging.exception("ControlCG could not start")
+            self.ui.statusLabel.text = _("Not started: ") + str(exc)
+            slicer.util.errorDisplay(_("ControlCG could not start.") + "\n\n" + str(exc), windowTitle=_("ControlCG"))
 
     def _run(self, scales) -> None:
         p = self._parameterNode
@@ -320,6 +330,14 @@ class ControlCGWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if outcome == "done":
             self.ui.progressBar.value = 100
             self.ui.statusLabel.text = message + _(" ({s:.0f} s). Drag w to switch between results.").format(s=seconds)
+            if self.logic.lastWarnings:  # an unusual scan the user chose to accept: said loudly, once per run
+                self.ui.statusLabel.text = _("Done, with a warning about the scan: ") + self.ui.statusLabel.text
+                slicer.util.warningDisplay(
+                    _("The scan does not look like a whole-brain T1; the result may mean nothing:")
+                    + "\n\n"
+                    + "\n".join(self.logic.lastWarnings),
+                    windowTitle=_("ControlCG"),
+                )
         elif outcome == "cancelled":
             self.ui.progressBar.value = 0
             self.ui.statusLabel.text = _("Cancelled: the scene is unchanged.")
@@ -349,8 +367,7 @@ class ControlCGWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if (
             dragged and p.counterfactualSequence and p.inputVolume
         ):  # a result exists but not for this w: compute just this one
-            with slicer.util.tryWithErrorDisplay(_("ControlCG could not start."), waitCursor=True):
-                self._run([float(w)])
+            self._startOrExplain([float(w)])
 
 
 #
@@ -373,6 +390,7 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
         self._cancelRequested = False
         self._lastStep = None
         self._stepSeconds = 1.0
+        self.lastWarnings = []  # what the scan checks found in the last run's input, accepted by the user
 
     def getParameterNode(self):
         return ControlCGParameterNode(super().getParameterNode())
@@ -413,6 +431,7 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
             device=p.device,
             model="" if pathlib.Path(model) == EMBEDDED_MODEL else model,
             preprocessed=p.preprocessed,
+            accept_unusual=p.acceptUnusualScan,
         )
 
     # -- dependencies -------------------------------------------------------------------------------------------------
@@ -503,7 +522,7 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
         except Exception:
             work.remove()
             raise
-        self.work, self._lines, self._cancelRequested = work, [], False
+        self.work, self._lines, self._cancelRequested, self.lastWarnings = work, [], False, []
         self._lastStep, self._stepSeconds = None, 1.0
         self._onProgress, self._onFinished = onProgress, onFinished
         self._target = (parameterNode, inputVolume, request, array.shape, ijkToRAS)
@@ -571,6 +590,7 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
                     if not bridge.same_grid(r.counterfactual.shape, r.ijk_to_ras, shape, ijkToRAS):
                         raise ValueError(_("the result is not on the input's grid"))
                 self.addResults(parameterNode, inputVolume, results)
+                self.lastWarnings = results.warnings
                 n = len(results.by_w)
                 outcome = "done"
                 message = _("{n} counterfactual(s) toward {target}").format(n=n, target=request.target)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -19,9 +20,25 @@ def _output_folder(path: str, overwrite: bool, create: bool = True) -> Path:
     out = Path(path)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise ValueError(f"{out} exists and is not empty; pass --overwrite or choose another --out")
+    _check_writable(out)
     if create:
         out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def _check_writable(out: Path) -> None:
+    """Refuse, before any compute, an output folder that cannot be written: try a file in its nearest existing
+    folder (a permission check alone would pass for root on a read-only file system)."""
+    import tempfile
+
+    parent = out if out.exists() else next(p for p in out.absolute().parents if p.exists())
+    if not parent.is_dir():
+        raise ValueError(f"cannot write {out}: {parent} is a file, not a folder; choose another --out")
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot write into {parent} ({exc.strerror or exc}); choose another --out") from None
 
 
 def _cmd_presets(args) -> int:
@@ -209,8 +226,6 @@ EXIT_CANCELLED = 130  # the conventional code of an interrupted command; the Sli
 
 
 def _main_job(args) -> int:
-    import os
-
     from .progress import Cancelled
 
     if args.pid_file:  # lets a parent behind a launcher (Slicer's PythonSlicer) end this very process if it must
@@ -237,26 +252,6 @@ def _device(name: str) -> str:
     return name
 
 
-def _read_image(path: str):
-    """The input scan; a truncated or corrupt gzip stream is refused (ITK's NIfTI reader would read past the end)."""
-    import gzip
-    import zlib
-
-    import SimpleITK as sitk
-
-    if str(path).endswith(".gz"):
-        try:
-            with gzip.open(path, "rb") as f:
-                while f.read(1 << 20):
-                    pass
-        except (EOFError, OSError, zlib.error) as exc:
-            raise ValueError(f"{path} is truncated or corrupt ({exc}); copy it again from its source") from None
-    try:
-        return sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise ValueError(f"cannot read {path}: {str(exc).strip().splitlines()[-1]}") from None
-
-
 def _precision(name: str, device: str) -> str:
     """``auto``: bfloat16 autocast where the hardware computes it natively (measured 2.4x faster per UNet pass on
     this project's avx512_bf16 CPU, same evaluation metrics; benchmarks/speed.py), else fp32."""
@@ -273,18 +268,16 @@ def _precision(name: str, device: str) -> str:
 
 
 def _run_main_job(args, should_stop) -> int:
-    import shutil
-    import tempfile
-
     import numpy as np
-    import SimpleITK as sitk
     import torch
 
     from .checkpoints import WEIGHTS, file_sha256, load_checkpoint
     from .config import ClassifierConfig, ModelConfig, SamplingConfig
     from .embedded import classifier_dir, diffusion_dir
+    from .memory import check_fits, estimate
     from .pipeline import run_counterfactual
     from .progress import Cancelled, LineProgress, TqdmProgress
+    from .reading import read_scan
 
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
@@ -303,10 +296,12 @@ def _run_main_job(args, should_stop) -> int:
     classifier = load_checkpoint(classifier_path, map_location=device) if classifier_path else None
     if classifier is not None and not isinstance(classifier.config, ClassifierConfig):
         raise ValueError(f"{classifier_path} holds a diffusion model, not a classifier")
-    image = _read_image(args.input)
     sampling = SamplingConfig(
         steps=args.steps, start_strength=args.start_strength, precision=_precision(args.precision, device)
     )
+    # before any work on the image: a run that cannot fit is refused with its estimate
+    check_fits(estimate(model.config, len(args.w), sampling.precision, sampling.injection, device), device)
+    image = read_scan(args.input, getattr(args, "series", None))
     with TqdmProgress(f"counterfactual -> {args.target}", disable=lines is not None) as bar:
         run = run_counterfactual(
             model,
@@ -320,47 +315,34 @@ def _run_main_job(args, should_stop) -> int:
             on_step=lines or bar,
             should_stop=should_stop,
             on_stage=lines.stage if lines else None,
+            accept_unusual=args.accept_unusual_scan,
         )
+    for warning in run.settings["scan_warnings"]:  # accepted on request, but never quietly
+        print(f"WARNING: {warning}; the result is recorded with this warning", file=sys.stderr, flush=True)
     if should_stop():
         raise Cancelled("cancelled before writing")
     if lines:
         lines.stage("writing")
+    model_sha = file_sha256(model_path / WEIGHTS)
+    record = {
+        "input": str(args.input),
+        "target": args.target,
+        "model": str(model_path),
+        "model_sha256": model_sha,
+        "classifier": str(classifier_path) if classifier_path else None,
+        "classifier_sha256": file_sha256(classifier_path / WEIGHTS) if classifier_path else None,
+        "class_names": list(model.config.class_names),
+        "verdicts": run.verdicts,
+        "settings": {**run.settings, "device": device},
+    }
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out) as tmp:  # nothing half-written lands in --out
-        tmp = Path(tmp)
-        outputs: dict[str, dict[str, str]] = {}
-        for w, res in run.native.items():
-            for kind, img in (
-                ("counterfactual", res.detail),
-                ("counterfactual_resampled", res.resampled),
-                ("saliency", res.saliency),
-            ):
-                name = f"{kind}_w{w:g}.nii.gz"
-                sitk.WriteImage(img, str(tmp / name), useCompression=True)
-                outputs.setdefault(f"{w:g}", {})[kind] = name
-        sitk.WriteImage(next(iter(run.native.values())).mask, str(tmp / "brain_mask.nii.gz"), useCompression=True)
-        extra = ["brain_mask.nii.gz"]
-        if not args.no_montage:
-            _write_montage(tmp / "montage.png", run, args.target)
-            extra.append("montage.png")
-        record = {
-            "input": str(args.input),
-            "target": args.target,
-            "model": str(model_path),
-            "model_sha256": file_sha256(model_path / WEIGHTS),
-            "classifier": str(classifier_path) if classifier_path else None,
-            "classifier_sha256": file_sha256(classifier_path / WEIGHTS) if classifier_path else None,
-            "class_names": list(model.config.class_names),
-            "verdicts": run.verdicts,
-            "settings": {**run.settings, "device": device},
-            "outputs": outputs,
-            "files": sorted([*(f for kinds in outputs.values() for f in kinds.values()), *extra]),
-        }
-        (tmp / "result.json").write_text(json.dumps(record, indent=2, default=float) + "\n")
-        if should_stop():  # last chance: --out still holds nothing of this run
-            raise Cancelled("cancelled before writing")
-        for f in tmp.iterdir():
-            shutil.move(str(f), out / f.name)
+    try:
+        _write_results(out, run, record, args, should_stop)
+    except BaseException:  # a failure or a cancel while writing leaves --out as it was
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
     if run.verdicts:
         for key, verdict in run.verdicts.items():
             print(f"{key:8s} " + "  ".join(f"{k}={v:.3f}" for k, v in verdict.items()))
@@ -371,6 +353,52 @@ def _run_main_job(args, should_stop) -> int:
         f"{max(float(np.abs(c - run.prepared.model_input).max()) for c in run.model_grid.values()):.3f})"
     )
     return 0
+
+
+def _write_results(out: Path, run, record: dict, args, should_stop) -> None:
+    """Every output into a temporary folder inside ``out``, moved in only when all are written: a failure or a
+    cancel leaves nothing half-made. Each NIfTI carries its provenance in the header's description (80 characters:
+    code version, kind, w, target, seed, model checksum); result.json has the rest."""
+    import shutil
+    import tempfile
+
+    import SimpleITK as sitk
+
+    from .progress import Cancelled
+
+    with tempfile.TemporaryDirectory(dir=out) as tmp:
+        tmp = Path(tmp)
+        outputs: dict[str, dict[str, str]] = {}
+        for w, res in run.native.items():
+            for kind, img in (
+                ("counterfactual", res.detail),
+                ("counterfactual_resampled", res.resampled),
+                ("saliency", res.saliency),
+            ):
+                name = f"{kind}_w{w:g}.nii.gz"
+                img.SetMetaData("ITK_FileNotes", _provenance(kind, w, record, args.seed))
+                sitk.WriteImage(img, str(tmp / name), useCompression=True)
+                outputs.setdefault(f"{w:g}", {})[kind] = name
+        sitk.WriteImage(next(iter(run.native.values())).mask, str(tmp / "brain_mask.nii.gz"), useCompression=True)
+        extra = ["brain_mask.nii.gz"]
+        if not args.no_montage:
+            _write_montage(tmp / "montage.png", run, args.target)
+            extra.append("montage.png")
+        files = sorted([*(f for kinds in outputs.values() for f in kinds.values()), *extra])
+        record = {**record, "outputs": outputs, "files": files}
+        (tmp / "result.json").write_text(json.dumps(record, indent=2, default=float) + "\n")
+        if should_stop():  # last chance: --out still holds nothing of this run
+            raise Cancelled("cancelled before writing")
+        for f in tmp.iterdir():
+            shutil.move(str(f), out / f.name)
+
+
+def _provenance(kind: str, w: float, record: dict, seed: int) -> str:
+    """The NIfTI description (at most 79 characters are kept by the format)."""
+    text = (
+        f"ControlCG {__version__} {kind} w={w:g} to {record['target']} seed {seed} model {record['model_sha256'][:12]}"
+    )
+    return text[:79]
 
 
 def _write_montage(path: Path, run, target: str) -> None:
@@ -498,6 +526,11 @@ def _main_job_options(p: argparse.ArgumentParser, default_w: list[float]) -> Non
     p.add_argument("--classifier", default=None, help="classifier folder for verdicts; unset: the embedded one")
     p.add_argument("--no-classifier", action="store_true", help="skip the classifier's verdicts")
     p.add_argument("--preprocessed", action="store_true", help="input is skull-stripped and in MNI space already")
+    p.add_argument(
+        "--accept-unusual-scan",
+        action="store_true",
+        help="explain a scan the checks think is not a whole-brain T1 (warned, and recorded in result.json)",
+    )
     p.add_argument("--steps", type=int, default=SamplingConfig.steps, help="DDIM steps")
     p.add_argument(
         "--start-strength",
@@ -564,8 +597,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     p = _command(sub, "counterfactual", "counterfactuals of a T1 toward a class (the main job)", _cmd_counterfactual)
-    p.add_argument("input", nargs="?", help="T1 image (NIfTI, NRRD, MHA, ...)")
+    p.add_argument("input", nargs="?", help="T1 image (NIfTI, NRRD, MHA, ...) or a folder of one DICOM series")
     p.add_argument("--input", dest="input_option", default=None, help="the same, as an option")
+    p.add_argument("--series", default=None, help="DICOM series ID, when the input folder holds several")
     p.add_argument("--target", required=True, help="class to move toward, e.g. AD or CN")
     p.add_argument("--out", required=True, help="output folder")
     _main_job_options(p, default_w=[DEFAULT_W])
@@ -627,6 +661,17 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:  # clear message, no traceback, for the errors users can fix
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (RuntimeError, MemoryError) as exc:  # from deep inside torch or ITK: one line, the traceback on request
+        if os.environ.get("CONTROLCG_DEBUG"):
+            raise
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        detail = lines[-1] if lines else type(exc).__name__
+        print(
+            f"error: the computation failed ({type(exc).__name__}: {detail}). "
+            "Set CONTROLCG_DEBUG=1 for the full traceback and report it if it persists",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

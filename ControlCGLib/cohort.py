@@ -138,7 +138,7 @@ def preprocess(
     brain mask and zero outside it (:func:`ControlCGLib.native.prepare` with ``preprocessed=True``; the simulator and
     the native pipeline use the same routine). The crop is taken in physical MNI space, not in voxels, so scans of any
     resolution or axis order (FSL's LAS files, nilearn's LPS ones) land on the same grid. Returns (z, y, x) float32."""
-    return prepare(image, grid, preprocessed=True, template=template, intensity=intensity).model_input
+    return prepare(image, grid, preprocessed=True, template=template, intensity=intensity, screen="off").model_input
 
 
 class CohortDataset(torch.utils.data.Dataset):

@@ -55,7 +55,7 @@ def read_simulated(manifest: str | Path) -> list[SimulatedSubject]:
 
 def _prepared(subject: SimulatedSubject, grid, intensity):
     """A simulated subject's scan on a model grid (already in MNI space: no registration)."""
-    return prepare(sitk.ReadImage(str(subject.image)), grid, preprocessed=True, intensity=intensity)
+    return prepare(sitk.ReadImage(str(subject.image)), grid, preprocessed=True, intensity=intensity, screen="off")
 
 
 def _model_tensor(unit: np.ndarray, intensity) -> torch.Tensor:

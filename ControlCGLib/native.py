@@ -10,7 +10,7 @@ ways: *detail* = the native scan plus the up-sampled model-grid change (keeps th
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import SimpleITK as sitk
@@ -19,6 +19,7 @@ from .config import IntensityConfig
 from .geometry import anti_alias, model_grid, resample
 from .intensity import normalize_brain, scale_brain
 from .registration import as_affine, register_affine
+from .scan_checks import ScanRefused, Screening, appearance, geometry_findings
 from .template import Template, load_template
 
 
@@ -44,6 +45,8 @@ class Prepared:
     low: float  # native intensity mapped to 0
     high: float  # native intensity mapped to 1
     registration_metric: float | None = None
+    screening: Screening | None = None  # what the appearance check measured (None: checks off)
+    warnings: list[str] = field(default_factory=list)  # findings accepted with screen="warn"
 
     def _to_grid_image(self, array: np.ndarray) -> sitk.Image:
         img = sitk.GetImageFromArray(np.asarray(array, dtype=np.float32))
@@ -77,8 +80,11 @@ class Prepared:
 
 
 def _on_grid(image: sitk.Image, grid: sitk.Image, transform: sitk.Transform) -> np.ndarray:
-    """(z, y, x) array of ``image`` anti-aliased and sampled on the model grid (``transform``: grid -> image points)."""
-    return sitk.GetArrayFromImage(resample(anti_alias(image, grid.GetSpacing()), grid, transform))
+    """(z, y, x) array of ``image`` anti-aliased and sampled on the model grid (``transform``: grid -> image points).
+    Grid points outside the image's field of view get its minimum (air), never 0: 0 may be bright tissue in a scan
+    with negative intensities, and the brain's minimum sets the normalisation."""
+    air = float(np.min(sitk.GetArrayViewFromImage(image)))
+    return sitk.GetArrayFromImage(resample(anti_alias(image, grid.GetSpacing()), grid, transform, default=air))
 
 
 LABEL_MAP_LEVELS = 16  # at most this many distinct values (sampled): a segmentation, not a scan
@@ -99,12 +105,16 @@ def check_scan(image: sitk.Image) -> None:
         raise ValueError("the image contains NaN or infinite values")
     if voxels.min() == voxels.max():
         raise ValueError(f"the image is constant (every voxel is {voxels.min():g}): there is no anatomy to explain")
-    distinct = np.unique(voxels[::2, ::2, ::2]).size  # a T1 has hundreds of grey levels, a segmentation a handful
+    sample = voxels[::2, ::2, ::2] if voxels.size > 1_000_000 else voxels  # a sample only where it speaks for all
+    distinct = np.unique(sample).size  # a T1 has hundreds of grey levels, a segmentation a handful
     if distinct <= LABEL_MAP_LEVELS:
         raise ValueError(
             f"the image has only {distinct} distinct values: it looks like a label map (segmentation), not a "
             "T1-weighted scan; give the T1 it was made from"
         )
+
+
+SCREEN_MODES = ("refuse", "warn", "off")
 
 
 def prepare(
@@ -115,17 +125,33 @@ def prepare(
     template: Template | None = None,
     intensity: IntensityConfig | None = None,
     on_iteration: Callable[[int, float], None] | None = None,
+    screen: str = "refuse",
 ) -> Prepared:
-    """Register (unless ``preprocessed``: already skull-stripped and in MNI space), resample, mask, normalise."""
+    """Register (unless ``preprocessed``: already skull-stripped and in MNI space), resample, mask, normalise.
+
+    ``screen``: what the checks of scan_checks.py do with an unusual scan ("refuse": raise
+    :class:`~ControlCGLib.scan_checks.ScanRefused`, geometry before registration; "warn": keep the findings in
+    ``Prepared.warnings``; "off": skip them, for cohorts already known to be T1 brains).
+    """
+    if screen not in SCREEN_MODES:
+        raise ValueError(f"screen must be one of {SCREEN_MODES}, got {screen!r}")
     check_scan(native)
     template = template or load_template()
     reference = model_grid(grid, template.t1)
+    findings = geometry_findings(native, reference.GetSpacing()) if screen != "off" else []
+    if findings and screen == "refuse":
+        raise ScanRefused(findings)
     if preprocessed:
         transform: sitk.Transform = sitk.AffineTransform(3)
         metric = None
     else:
         reg = register_affine(native, template.t1, template.mask, on_iteration=on_iteration)
         transform, metric = reg.transform, reg.metric
+    screening = appearance(native, transform, template) if screen != "off" else None
+    if screening is not None and screening.findings:
+        findings += screening.findings
+        if screen == "refuse":
+            raise ScanRefused(findings)
     mask = sitk.GetArrayFromImage(resample(template.mask, reference, None, sitk.sitkNearestNeighbor)) > 0.5
     unit, (low, high) = normalize_brain(_on_grid(native, reference, transform), mask, intensity)
-    return Prepared(unit, mask, reference, native, transform, low, high, metric)
+    return Prepared(unit, mask, reference, native, transform, low, high, metric, screening, findings)

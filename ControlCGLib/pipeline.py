@@ -46,11 +46,14 @@ def run_counterfactual(
     on_step: StepCallback | None = None,
     should_stop: StopCallback | None = None,
     on_stage: Callable[[str], None] | None = None,
+    accept_unusual: bool = False,
 ) -> CounterfactualRun:
     """Counterfactuals of ``image`` toward ``target`` for each w; see the module docstring.
 
     ``on_stage(name)`` announces "preparing", "sampling", "mapping back" and "verdicts"; ``should_stop`` is asked
     before each of them and before every sampling step (:class:`~ControlCGLib.progress.Cancelled` when it says yes).
+    A scan that does not look like a whole-brain T1 is refused (:class:`~ControlCGLib.scan_checks.ScanRefused`)
+    unless ``accept_unusual``; then the findings are kept in ``settings["scan_warnings"]``.
     """
 
     def stage(name: str) -> None:
@@ -62,9 +65,15 @@ def run_counterfactual(
     config = model.config
     if classifier is not None and tuple(classifier.config.grid) != tuple(config.grid):
         raise ValueError(f"the classifier's grid {classifier.config.grid} differs from the model's {config.grid}")
+    if classifier is not None and tuple(classifier.config.class_names) != tuple(config.class_names):
+        raise ValueError(
+            f"the classifier's classes {list(classifier.config.class_names)} differ from the model's "
+            f"{list(config.class_names)}: its verdicts would not speak of the counterfactual's class"
+        )
     config.class_index(target)  # an unknown class is refused before the (slow) registration
     stage("preparing")
-    prepared = prepare(image, config.grid, preprocessed=preprocessed, intensity=config.intensity)
+    screen = "warn" if accept_unusual else "refuse"
+    prepared = prepare(image, config.grid, preprocessed=preprocessed, intensity=config.intensity, screen=screen)
     y0 = torch.from_numpy(np.asarray(to_model_range(prepared.model_input, config.intensity), dtype=np.float32))
     stage("sampling")
     result = counterfactual(model, y0, target, scales, sampling, seed=seed, on_step=on_step, should_stop=should_stop)
@@ -85,6 +94,8 @@ def run_counterfactual(
         **result.settings,
         "preprocessed": preprocessed,
         "registration_metric": prepared.registration_metric,
+        "scan_checks": prepared.screening.as_dict() if prepared.screening else None,
+        "scan_warnings": list(prepared.warnings),
         "code_version": __version__,
         "sampling": to_dict(sampling or SamplingConfig()),
     }

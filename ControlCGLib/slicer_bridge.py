@@ -62,6 +62,7 @@ class RunRequest:
     device: str = "auto"
     model: str = ""  # empty: the embedded model and its classifier
     preprocessed: bool = False
+    accept_unusual: bool = False  # explain a scan the checks think is not a whole-brain T1 (warned, recorded)
     threads: int = 0  # 0: all but one of this machine's cores (the GUI keeps one)
 
 
@@ -151,6 +152,8 @@ def build_command(python: str, work: WorkFolder, request: RunRequest) -> list[st
         command += ["--model", str(request.model)]
     if request.preprocessed:
         command.append("--preprocessed")
+    if request.accept_unusual:
+        command.append("--accept-unusual-scan")
     return command
 
 
@@ -226,6 +229,11 @@ class RunResults:
     def input_verdict(self) -> dict[str, float]:
         return self.record.get("verdicts", {}).get("input", {})
 
+    @property
+    def warnings(self) -> list[str]:
+        """What the scan checks found and the user accepted (empty for a scan that passed them)."""
+        return list(self.record.get("settings", {}).get("scan_warnings") or [])
+
     def attributes(self, w: float, kind: str) -> dict[str, str]:
         """Node attributes recording how a result was made (model checksum, w, steps, seed, code version...)."""
         settings = self.record.get("settings", {})
@@ -245,6 +253,7 @@ class RunResults:
                 "ClassifierSHA256": self.record.get("classifier_sha256") or "",
                 "CodeVersion": settings.get("code_version", ""),
                 "Verdict": format_verdict(self.by_w[w].verdict) if w in self.by_w else "",
+                "ScanWarnings": " | ".join(self.warnings),
             }.items()
         }
 

@@ -26,6 +26,29 @@ def tiny_config(**changes) -> ModelConfig:
     return base.replace(**changes)
 
 
+def tiny_model_files(folder, grid=(8, 12, 8)):
+    """A tiny diffusion model, a tiny classifier and a simulated CN subject's T1 (in MNI space: --preprocessed) in
+    ``folder`` as model/, classifier/ and t1.nii.gz, for command-line tests."""
+    import SimpleITK as sitk
+
+    from ControlCGLib.checkpoints import save_checkpoint
+    from ControlCGLib.config import ClassifierConfig
+    from ControlCGLib.networks import build_classifier
+    from ControlCGLib.simulator import CohortSimulator
+
+    cfg = tiny_config(grid=grid)
+    torch.manual_seed(0)
+    save_checkpoint(randomise(ClassConditionalUNet(cfg), std=0.05), cfg, folder / "model")
+    ccfg = ClassifierConfig(grid=grid, init_features=4, growth_rate=4, block_config=(1,))
+    save_checkpoint(build_classifier(ccfg).eval(), ccfg, folder / "classifier")
+    sim = CohortSimulator()
+    _, image, _, _ = sim.subject(0, seed=0, label="CN")
+    scan = sitk.GetImageFromArray(image)
+    scan.CopyInformation(sim.anatomy.reference)
+    sitk.WriteImage(scan, str(folder / "t1.nii.gz"))
+    return scan
+
+
 def randomise(model: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torch.nn.Module:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():

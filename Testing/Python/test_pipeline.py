@@ -6,28 +6,14 @@ import json
 
 import numpy as np
 import SimpleITK as sitk
-import torch
-from conftest import randomise, tiny_config
+from conftest import tiny_model_files
 
-from ControlCGLib.checkpoints import save_checkpoint
 from ControlCGLib.cli import main
-from ControlCGLib.config import ClassifierConfig
 from ControlCGLib.geometry import same_geometry
-from ControlCGLib.networks import ClassConditionalUNet, build_classifier
-from ControlCGLib.simulator import CohortSimulator
 
 
 def test_counterfactual_command(tmp_path):
-    cfg = tiny_config(grid=(8, 12, 8))
-    torch.manual_seed(0)
-    save_checkpoint(randomise(ClassConditionalUNet(cfg), std=0.05), cfg, tmp_path / "model")
-    ccfg = ClassifierConfig(grid=(8, 12, 8), init_features=4, growth_rate=4, block_config=(1,))
-    save_checkpoint(build_classifier(ccfg).eval(), ccfg, tmp_path / "classifier")
-    sim = CohortSimulator()
-    _, image, _, _ = sim.subject(0, seed=0, label="CN")
-    scan = sitk.GetImageFromArray(image)
-    scan.CopyInformation(sim.anatomy.reference)
-    sitk.WriteImage(scan, str(tmp_path / "t1.nii.gz"))
+    scan = tiny_model_files(tmp_path)
     args = [
         "counterfactual",
         "--model",

@@ -173,3 +173,29 @@ def test_model_folder_default_is_the_embedded_model(module):
     assert logic.request(p, [4.0]).model == ""  # the child then also uses the embedded classifier
     p.modelPath = Path("/elsewhere/model")
     assert logic.request(p, [4.0]).model == "/elsewhere/model"
+
+
+def test_an_unusual_scan_is_refused_in_words_or_accepted_with_a_warning(module):
+    """The CLI's refusal of another contrast reaches the panel as its own sentence (no traceback); accepted on
+    request, the run finishes and its nodes carry the warning."""
+    from ControlCGLib.scan_phantoms import contrast_scan
+
+    controlcg, slicer = module
+    logic = controlcg.ControlCGLogic()
+    p = logic.getParameterNode()
+    array, geometry = bridge.array_from_image(contrast_scan("T2"))
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "patient T2")
+    node.array, node.ijk_to_ras = array, geometry
+    p.inputVolume, p.steps = node, 4
+    nodes = slicer.mrmlScene.GetNumberOfNodes()
+    outcome, message = _run(logic, p, [4.0])
+    assert outcome == "failed" and message.startswith("the tissue contrast looks like a T2-weighted scan")
+    assert "Traceback" not in message and "--accept-unusual-scan" in message
+    assert slicer.mrmlScene.GetNumberOfNodes() == nodes and p.counterfactualSequence is None
+
+    p.acceptUnusualScan = True
+    outcome, message = _run(logic, p, [4.0])
+    assert outcome == "done", message
+    assert len(logic.lastWarnings) == 1 and "T2-weighted" in logic.lastWarnings[0]
+    for _, item in p.counterfactualSequence.items:
+        assert "T2-weighted" in item.GetAttribute("ControlCG.ScanWarnings")

@@ -80,7 +80,8 @@ def test_every_method_called_on_slicer_objects_is_declared_in_slicer():
             dotted = _dotted(node.func) or ""
             capitalised = name[:1].isupper()
             on_slicer_app = dotted.startswith(("slicer.app.", "slicer.modules."))
-            if (capitalised or on_slicer_app) and name not in own:
+            python_api = dotted in _api()  # e.g. slicer.util.WaitCursor: a Python class, checked by the test above
+            if (capitalised or on_slicer_app) and name not in own and not python_api:
                 called.add(name)
     python_side = {"Path", "RunRequest", "ControlCGParameterNode"}  # our own or pathlib's, not Slicer's
     missing = sorted(called - _methods() - python_side)

@@ -46,6 +46,7 @@ WIDGETS = {
     "deviceComboBox": ("QComboBox", "device"),
     "modelPathLineEdit": ("ctkPathLineEdit", "modelPath"),
     "preprocessedCheckBox": ("QCheckBox", "preprocessed"),
+    "acceptUnusualScanCheckBox": ("QCheckBox", "acceptUnusualScan"),
     "applyButton": ("QPushButton", None),
     "cancelButton": ("QPushButton", None),
     "progressBar": ("QProgressBar", None),
@@ -384,6 +385,7 @@ class ControlCGParameterNode:
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     modelPath: pathlib.Path
     preprocessed: bool = False
+    acceptUnusualScan: bool = False
 
 
 class ControlCGWidget:

@@ -1,0 +1,165 @@
+"""How much memory a run will take, known before it starts, so that a grid too big for the machine is refused with
+the estimate instead of dying halfway (or taking the workstation down with it).
+
+One UNet pass is *traced*, not computed: the model is built and run under PyTorch's FakeTensorMode (shapes and
+devices only, no data, no allocation) while a dispatch mode keeps the sum of the storages alive after every operator;
+its peak is what the real pass holds at its worst. Traced are the passes of one sampler step (reference pass
+recording the attention tokens, conditional and unconditional pass injecting them, so the recorded tokens and the
+conditional output are held while the unconditional pass runs), under the run's precision. Added to it: the weights
+and the volumes the sampler keeps (input, start, noise, and x_t and x_0 per w). Memory free is read from the OS
+(/proc/meminfo and the cgroup limit) or from CUDA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from .config import InjectionConfig, ModelConfig
+
+GB = 1024**3
+SAFETY = 0.9  # refuse when the estimate exceeds this share of the free memory (the OS and other programs need some)
+KEPT_VOLUMES = 4  # input, start, reference noise, step noise; plus x_t and x_0 per w
+#: What the runtime itself grows by during sampling beyond the tensors: on the CPU (oneDNN scratch pads and primitive
+#: caches, thread pools, the allocator) a constant plus a share of the passes' peak. Measured over the tensors
+#: (benchmarks/memory.py, 2-core x86 CPU): 70-250 MB on the embedded grid, 250-410 MB on the paper grid; resident
+#: memory is noisy, so both terms carry margin. On CUDA not measured yet (no GPU was lent); SAFETY stands for it.
+RUNTIME = {"cpu": (300 * 1024**2, 0.4), "cuda": (0, 0.0)}
+
+
+class PeakTracker(TorchDispatchMode):
+    """Bytes of tensor storage alive, after every operator, for tensors made inside the mode; ``peak`` the most."""
+
+    def __init__(self):
+        super().__init__()
+        self.live: dict[int, tuple[StorageWeakRef, int]] = {}
+        self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                storage = t.untyped_storage()
+                ref = StorageWeakRef(storage)
+                self.live.setdefault(ref.cdata, (ref, storage.nbytes()))
+        now = 0
+        for key, (ref, nbytes) in list(self.live.items()):
+            if ref.expired():
+                del self.live[key]
+            else:
+                now += nbytes
+        self.peak = max(self.peak, now)
+        return out
+
+
+def step_passes(model, injection: InjectionConfig | None, precision: str, device: torch.device) -> int:
+    """Peak bytes of one sampler step's UNet passes on ``model`` (real or fake), weights not counted."""
+    from .injection import AttentionInjector
+
+    config = model.config
+    x = torch.zeros((1, 1, *config.grid), device=device)
+    t = torch.full((1,), config.schedule.num_train_timesteps // 2, dtype=torch.long, device=device)
+    context = {
+        label: model.class_embedding(model.labels(label, 1, device))[:, None, :] for label in (0, model.null_class)
+    }
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    injector = AttentionInjector(model, injection.layers) if injection is not None else None
+    with torch.no_grad(), injector or contextlib.nullcontext(), PeakTracker() as tracker, autocast:
+        with injector.recording() if injector else contextlib.nullcontext():
+            model.unet(x, t, context=context[model.null_class])
+        with injector.injecting() if injector else contextlib.nullcontext():
+            cond = model.unet(x, t, context=context[0])
+            uncond = model.unet(x, t, context=context[model.null_class])
+        del cond, uncond
+    return tracker.peak
+
+
+@dataclass
+class Estimate:
+    weights: int
+    passes: int
+    volumes: int
+    runtime: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.passes + self.volumes + self.runtime
+
+    def describe(self) -> str:
+        parts = f"weights {size(self.weights)}, UNet passes {size(self.passes)}, kept volumes {size(self.volumes)}"
+        parts += f", runtime {size(self.runtime)}"
+        return f"about {size(self.total)} ({parts})"
+
+
+def size(nbytes: int) -> str:
+    return f"{nbytes / GB:.2f} GB" if nbytes >= GB else f"{nbytes / 1024**2:.0f} MB"
+
+
+def estimate(
+    config: ModelConfig, n_scales: int, precision: str = "fp32", injection: InjectionConfig | None = None, device="cpu"
+) -> Estimate:
+    """Memory a counterfactual run of ``n_scales`` w values will take on ``device``, traced without computing."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from .networks import ClassConditionalUNet
+
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        device = torch.device("cpu")  # same operators; a CPU-only torch cannot make fake CUDA tensors
+    with FakeTensorMode(), device:
+        model = ClassConditionalUNet(config).eval()
+        weights = sum(p.numel() * p.element_size() for p in model.parameters())
+        passes = step_passes(model, injection, precision, device)
+    if precision == "bf16":
+        weights += weights // 2  # autocast keeps a bfloat16 copy of the weights
+    volume = 4 * int(torch.Size(config.grid).numel())
+    constant, share = RUNTIME.get(device.type, (0, 0.0))
+    return Estimate(weights, passes, volume * (KEPT_VOLUMES + 2 * n_scales), constant + int(share * passes))
+
+
+def available(device="cpu") -> int:
+    """Bytes free for this process now: CUDA's free memory, or the OS's available memory within the cgroup's limit."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    free = _meminfo_available()
+    limit = _cgroup_room()
+    return min(v for v in (free, limit) if v is not None) if (free or limit) else 0
+
+
+def _meminfo_available() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _cgroup_room() -> int | None:
+    """cgroup v2 limit minus usage (containers: the host's MemAvailable does not know the limit)."""
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return None if limit == "max" else max(0, int(limit) - used)
+
+
+def check_fits(est: Estimate, device="cpu", free: int | None = None) -> None:
+    """Refuse (ValueError, with the estimate) a run that would not fit in the free memory of ``device``."""
+    free = available(device) if free is None else free
+    if free and est.total > SAFETY * free:
+        raise ValueError(
+            f"this run would need {est.describe()}, but only {size(free)} are free on {device}; "
+            "compute fewer w values per run, use a model with a smaller grid, close other programs, or run it on a "
+            "machine with more memory (--device cuda)"
+        )

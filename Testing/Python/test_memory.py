@@ -1,0 +1,57 @@
+"""The memory estimate: the traced (fake) passes equal the real passes byte for byte; a run that cannot fit is refused
+with its estimate before the image is even read."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from ControlCGLib import memory
+from ControlCGLib.cli import main
+from ControlCGLib.config import InjectionConfig, ModelConfig, UNetConfig
+from ControlCGLib.networks import ClassConditionalUNet
+
+TINY = ModelConfig(
+    name="tiny",
+    grid=(16, 16, 16),
+    unet=UNetConfig(channels=(8, 16), attention_levels=(False, True), norm_num_groups=4, num_head_channels=8),
+    context_dim=16,
+)
+INJECTION = InjectionConfig()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("injection", [INJECTION, None])
+def test_traced_passes_equal_the_real_ones(precision, injection):
+    torch.manual_seed(0)
+    real = memory.step_passes(ClassConditionalUNet(TINY), injection, precision, torch.device("cpu"))
+    traced = memory.estimate(TINY, 1, precision, injection).passes
+    assert traced == real > 0
+
+
+def test_the_estimate_grows_with_the_grid_and_the_number_of_w():
+    one = memory.estimate(TINY, 1)
+    assert memory.estimate(TINY, 5).volumes - one.volumes == 8 * 4 * 16**3  # x_t and x_0 for 4 more w
+    bigger = memory.estimate(dataclasses.replace(TINY, grid=(32, 32, 32)), 1)
+    assert bigger.passes > 6 * one.passes and bigger.weights == one.weights
+    assert memory.estimate(TINY, 1, "bf16").passes < one.passes
+
+
+def test_a_run_that_does_not_fit_is_refused_with_its_estimate():
+    est = memory.estimate(TINY, 2)
+    memory.check_fits(est, free=10 * est.total)  # fits: no error
+    with pytest.raises(ValueError, match=r"would need about \d+ MB \(weights \d+ MB, .*only \d+ MB are free on cpu"):
+        memory.check_fits(est, free=est.total)
+    assert memory.available() > 0
+
+
+def test_the_command_refuses_before_reading_the_image(tmp_path, capsys, monkeypatch):
+    import ControlCGLib.reading as reading
+
+    monkeypatch.setattr(memory, "available", lambda device="cpu": 1024**2)  # 1 MiB free
+    monkeypatch.setattr(reading, "read_scan", lambda *a, **k: pytest.fail("read the image of a refused run"))
+    out = tmp_path / "out"
+    code = main(["counterfactual", str(tmp_path / "any.nii.gz"), "--target", "AD", "--out", str(out), "--w", "2", "4"])
+    err = capsys.readouterr().err
+    assert code == 2 and "this run would need about" in err and "fewer w values" in err
+    assert not out.exists()
