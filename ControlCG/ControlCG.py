@@ -152,6 +152,7 @@ class ControlCGWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._started = 0.0
         self._dragging = False
+        self._warningShown = None  # (input, target, warnings) last shown in a dialog: once per scan, not per w
         self._seen = {}  # parameter values last acted on: model folder, display settings
 
     def setup(self) -> None:
@@ -330,8 +331,12 @@ class ControlCGWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if outcome == "done":
             self.ui.progressBar.value = 100
             self.ui.statusLabel.text = message + _(" ({s:.0f} s). Drag w to switch between results.").format(s=seconds)
-            if self.logic.lastWarnings:  # an unusual scan the user chose to accept: said loudly, once per run
+            p = self._parameterNode
+            shown = (p.inputVolume.GetID() if p.inputVolume else "", p.targetClass, tuple(self.logic.lastWarnings))
+            if self.logic.lastWarnings:  # an unusual scan the user chose to accept: said loudly, once per scan
                 self.ui.statusLabel.text = _("Done, with a warning about the scan: ") + self.ui.statusLabel.text
+            if self.logic.lastWarnings and shown != self._warningShown:
+                self._warningShown = shown
                 slicer.util.warningDisplay(
                     _("The scan does not look like a whole-brain T1; the result may mean nothing:")
                     + "\n\n"

@@ -274,7 +274,6 @@ def _run_main_job(args, should_stop) -> int:
     from .checkpoints import WEIGHTS, file_sha256, load_checkpoint
     from .config import ClassifierConfig, ModelConfig, SamplingConfig
     from .embedded import classifier_dir, diffusion_dir
-    from .memory import check_fits, estimate
     from .pipeline import run_counterfactual
     from .progress import Cancelled, LineProgress, TqdmProgress
     from .reading import read_scan
@@ -299,8 +298,7 @@ def _run_main_job(args, should_stop) -> int:
     sampling = SamplingConfig(
         steps=args.steps, start_strength=args.start_strength, precision=_precision(args.precision, device)
     )
-    # before any work on the image: a run that cannot fit is refused with its estimate
-    check_fits(estimate(model.config, len(args.w), sampling.precision, sampling.injection, device), device)
+    _check_memory(model, len(args.w), sampling, device, args.input)  # before any work on the image
     image = read_scan(args.input, getattr(args, "series", None))
     with TqdmProgress(f"counterfactual -> {args.target}", disable=lines is not None) as bar:
         run = run_counterfactual(
@@ -335,13 +333,16 @@ def _run_main_job(args, should_stop) -> int:
         "verdicts": run.verdicts,
         "settings": {**run.settings, "device": device},
     }
-    created = not out.exists()
+    made = [p for p in (out, *out.absolute().parents) if not p.exists()]  # deepest first
     out.mkdir(parents=True, exist_ok=True)
     try:
         _write_results(out, run, record, args, should_stop)
-    except BaseException:  # a failure or a cancel while writing leaves --out as it was
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
+    except BaseException:  # a failure or a cancel while writing leaves --out (and its parents) as they were
+        for folder in made:
+            try:
+                folder.rmdir()  # only while empty
+            except OSError:
+                break
         raise
     if run.verdicts:
         for key, verdict in run.verdicts.items():
@@ -353,6 +354,25 @@ def _run_main_job(args, should_stop) -> int:
         f"{max(float(np.abs(c - run.prepared.model_input).max()) for c in run.model_grid.values()):.3f})"
     )
     return 0
+
+
+def _check_memory(model, n_scales: int, sampling, device: str, input_path: str) -> None:
+    """Refuse, with the estimate, a run that would not fit in memory (memory.py); the scan counts from its header."""
+    import dataclasses
+
+    from .memory import check_fits, estimate, native_bytes
+    from .reading import header_voxels
+
+    try:
+        est = estimate(model.config, n_scales, sampling.precision, sampling.injection, device)
+    except Exception as exc:  # the trace leans on torch internals; it must never be what stops a run
+        print(f"WARNING: no memory estimate ({type(exc).__name__}: {exc}); running without it", file=sys.stderr)
+        return
+    voxels = header_voxels(input_path)
+    if voxels:
+        est = dataclasses.replace(est, images=native_bytes(voxels, n_scales))
+    if check_fits(est, device, resident=est.weights) is None:
+        print("note: this system does not report its free memory; the memory check was skipped", file=sys.stderr)
 
 
 def _write_results(out: Path, run, record: dict, args, should_stop) -> None:
@@ -395,10 +415,10 @@ def _write_results(out: Path, run, record: dict, args, should_stop) -> None:
 
 def _provenance(kind: str, w: float, record: dict, seed: int) -> str:
     """The NIfTI description (at most 79 characters are kept by the format)."""
-    text = (
-        f"ControlCG {__version__} {kind} w={w:g} to {record['target']} seed {seed} model {record['model_sha256'][:12]}"
-    )
-    return text[:79]
+    short = {"counterfactual": "cf", "counterfactual_resampled": "cf-resampled", "saliency": "saliency"}[kind]
+    model = record["model_sha256"][:12]
+    text = f"ControlCG {__version__} model {model} {short} w={w:g} to {record['target']} seed {seed}"
+    return text[:79]  # the checksum comes first, so that a long w or class name cannot push it out
 
 
 def _write_montage(path: Path, run, target: str) -> None:
@@ -661,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:  # clear message, no traceback, for the errors users can fix
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (RuntimeError, MemoryError) as exc:  # from deep inside torch or ITK: one line, the traceback on request
+    except Exception as exc:  # from deep inside torch, ITK or MONAI: one line, the traceback on request
         if os.environ.get("CONTROLCG_DEBUG"):
             raise
         lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]

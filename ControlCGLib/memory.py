@@ -29,8 +29,9 @@ KEPT_VOLUMES = 4  # input, start, reference noise, step noise; plus x_t and x_0 
 #: What the runtime itself grows by during sampling beyond the tensors: on the CPU (oneDNN scratch pads and primitive
 #: caches, thread pools, the allocator) a constant plus a share of the passes' peak. Measured over the tensors
 #: (benchmarks/memory.py, 2-core x86 CPU): 70-250 MB on the embedded grid, 250-410 MB on the paper grid; resident
-#: memory is noisy, so both terms carry margin. On CUDA not measured yet (no GPU was lent); SAFETY stands for it.
-RUNTIME = {"cpu": (300 * 1024**2, 0.4), "cuda": (0, 0.0)}
+#: memory is noisy, so both terms carry margin. On CUDA not measured yet (no GPU was lent): the CUDA terms are a
+#: guess for the context, cuDNN workspaces and fragmentation.
+RUNTIME = {"cpu": (300 * 1024**2, 0.4), "cuda": (512 * 1024**2, 0.25)}  # CUDA: a guess until measured
 
 
 class PeakTracker(TorchDispatchMode):
@@ -86,14 +87,15 @@ class Estimate:
     passes: int
     volumes: int
     runtime: int = 0
+    images: int = 0  # the scan and its results on the scan's own grid (see :func:`native_bytes`)
 
     @property
     def total(self) -> int:
-        return self.weights + self.passes + self.volumes + self.runtime
+        return self.weights + self.passes + self.volumes + self.runtime + self.images
 
     def describe(self) -> str:
         parts = f"weights {size(self.weights)}, UNet passes {size(self.passes)}, kept volumes {size(self.volumes)}"
-        parts += f", runtime {size(self.runtime)}"
+        parts += f", runtime {size(self.runtime)}, images {size(self.images)}"
         return f"about {size(self.total)} ({parts})"
 
 
@@ -116,22 +118,34 @@ def estimate(
         model = ClassConditionalUNet(config).eval()
         weights = sum(p.numel() * p.element_size() for p in model.parameters())
         passes = step_passes(model, injection, precision, device)
-    if precision == "bf16":
-        weights += weights // 2  # autocast keeps a bfloat16 copy of the weights
     volume = 4 * int(torch.Size(config.grid).numel())
     constant, share = RUNTIME.get(device.type, (0, 0.0))
     return Estimate(weights, passes, volume * (KEPT_VOLUMES + 2 * n_scales), constant + int(share * passes))
 
 
-def available(device="cpu") -> int:
-    """Bytes free for this process now: CUDA's free memory, or the OS's available memory within the cgroup's limit."""
+def native_bytes(voxels: int, n_scales: int) -> int:
+    """The scan (float32) and, per w, its three results on the scan's grid, plus the mask and working copies."""
+    return 4 * int(voxels) * (3 * n_scales + 4)
+
+
+def available(device="cpu") -> int | None:
+    """Bytes free for this process now: CUDA's free memory, or the OS's available memory (psutil where installed,
+    else /proc/meminfo) within the cgroup's limit; None where the system does not say."""
     device = torch.device(device)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
-    free = _meminfo_available()
-    limit = _cgroup_room()
-    return min(v for v in (free, limit) if v is not None) if (free or limit) else 0
+    known = [v for v in (_os_available(), _cgroup_room()) if v is not None]
+    return min(known) if known else None
+
+
+def _os_available() -> int | None:
+    try:
+        import psutil  # macOS and Windows (Slicer's usual homes) have no /proc
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        return _meminfo_available()
 
 
 def _meminfo_available() -> int | None:
@@ -149,17 +163,24 @@ def _cgroup_room() -> int | None:
     try:
         limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
         used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+        stat = dict(line.split() for line in Path("/sys/fs/cgroup/memory.stat").read_text().splitlines())
     except (OSError, ValueError):
         return None
-    return None if limit == "max" else max(0, int(limit) - used)
+    reclaimable = int(stat.get("inactive_file", 0))  # page cache the kernel gives back on demand
+    return None if limit == "max" else max(0, int(limit) - used + reclaimable)
 
 
-def check_fits(est: Estimate, device="cpu", free: int | None = None) -> None:
-    """Refuse (ValueError, with the estimate) a run that would not fit in the free memory of ``device``."""
+def check_fits(est: Estimate, device="cpu", free: int | None = None, resident: int = 0) -> int | None:
+    """Refuse (ValueError, with the estimate) a run that would not fit in the free memory of ``device``; ``resident``
+    bytes of the estimate (weights already loaded) are not counted again. Returns the free bytes it compared with,
+    None where the system does not say (then nothing is checked)."""
     free = available(device) if free is None else free
-    if free and est.total > SAFETY * free:
+    if free is None:
+        return None
+    if est.total - resident > SAFETY * free:
+        elsewhere = ", or run it on a machine with more memory" + (" (--device cuda)" if str(device) == "cpu" else "")
         raise ValueError(
-            f"this run would need {est.describe()}, but only {size(free)} are free on {device}; "
-            "compute fewer w values per run, use a model with a smaller grid, close other programs, or run it on a "
-            "machine with more memory (--device cuda)"
+            f"this run would need {est.describe()}, but only {size(free)} are free on {device}; compute fewer w "
+            f"values per run, use a model with a smaller grid, close other programs{elsewhere}"
         )
+    return free

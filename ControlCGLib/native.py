@@ -102,7 +102,12 @@ def check_scan(image: sitk.Image) -> None:
         raise ValueError(f"the image has only {min(image.GetSize())} voxels along one axis; a whole-brain T1 is needed")
     voxels = sitk.GetArrayViewFromImage(image)
     if not np.isfinite(voxels).all():
-        raise ValueError("the image contains NaN or infinite values")
+        raise ValueError("the image contains NaN or infinite values; export the scan again from its source")
+    if float(np.abs(voxels).max()) > float(np.finfo(np.float32).max) / 1e3:  # registration and resampling run in float32
+        raise ValueError(
+            f"the image's intensities reach {float(np.abs(voxels).max()):.3g}, beyond single precision; rescale it "
+            "(any positive scale works: the intensity range does not matter to the model)"
+        )
     if voxels.min() == voxels.max():
         raise ValueError(f"the image is constant (every voxel is {voxels.min():g}): there is no anatomy to explain")
     sample = voxels[::2, ::2, ::2] if voxels.size > 1_000_000 else voxels  # a sample only where it speaks for all

@@ -65,7 +65,7 @@ def run_counterfactual(
     config = model.config
     if classifier is not None and tuple(classifier.config.grid) != tuple(config.grid):
         raise ValueError(f"the classifier's grid {classifier.config.grid} differs from the model's {config.grid}")
-    if classifier is not None and tuple(classifier.config.class_names) != tuple(config.class_names):
+    if classifier is not None and sorted(classifier.config.class_names) != sorted(config.class_names):
         raise ValueError(
             f"the classifier's classes {list(classifier.config.class_names)} differ from the model's "
             f"{list(config.class_names)}: its verdicts would not speak of the counterfactual's class"
@@ -73,7 +73,19 @@ def run_counterfactual(
     config.class_index(target)  # an unknown class is refused before the (slow) registration
     stage("preparing")
     screen = "warn" if accept_unusual else "refuse"
-    prepared = prepare(image, config.grid, preprocessed=preprocessed, intensity=config.intensity, screen=screen)
+
+    def registration_step(i: int, metric: float) -> None:  # a cancel also stops the registration, within one step
+        if should_stop is not None and should_stop():
+            raise Cancelled(f"cancelled during registration (iteration {i})")
+
+    prepared = prepare(
+        image,
+        config.grid,
+        preprocessed=preprocessed,
+        intensity=config.intensity,
+        screen=screen,
+        on_iteration=registration_step,
+    )
     y0 = torch.from_numpy(np.asarray(to_model_range(prepared.model_input, config.intensity), dtype=np.float32))
     stage("sampling")
     result = counterfactual(model, y0, target, scales, sampling, seed=seed, on_step=on_step, should_stop=should_stop)

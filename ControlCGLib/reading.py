@@ -22,10 +22,12 @@ def read_scan(path, series: str | None = None) -> sitk.Image:
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path} does not exist")
+    if series is not None and not path.is_dir():
+        raise ValueError(f"a series ID was given but {path} is a file; pass the folder that holds the DICOM series")
     try:
         if path.is_dir():
             return _read_dicom_folder(path, series)
-        _check_gzip(path)
+        _check_complete(path)
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise ValueError(f"cannot read {path}: {_last_line(exc)}") from None
@@ -34,20 +36,63 @@ def read_scan(path, series: str | None = None) -> sitk.Image:
     return image
 
 
+def header_voxels(path) -> int | None:
+    """Number of voxels a single-file scan holds, from its header alone (None for a folder or an unreadable file):
+    lets the memory check count the scan before it is read."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        return int(np.prod(reader.GetSize())) * reader.GetNumberOfComponents()
+    except RuntimeError:
+        return None
+
+
 def _last_line(exc: Exception) -> str:
     lines = str(exc).strip().splitlines()
     return lines[-1].strip() if lines else type(exc).__name__
 
 
-def _check_gzip(path: Path) -> None:
-    if not path.name.lower().endswith(".gz"):
-        return
+def _check_complete(path: Path) -> None:
+    """Refuse a NIfTI shorter than its header says and a truncated gzip stream: ITK's NIfTI reader reads past the
+    end of either and fills the rest with zeros or garbage."""
+    name = path.name.lower()
+    compressed = name.endswith(".gz") and path.read_bytes()[:2] == b"\x1f\x8b"  # a mis-named plain file: let ITK try
     try:
-        with gzip.open(path, "rb") as f:
-            while f.read(1 << 20):
-                pass
+        length = _stream_length(path) if compressed else path.stat().st_size
     except (EOFError, OSError, zlib.error) as exc:
         raise ValueError(f"{path} is truncated or corrupt ({exc}); copy it again from its source") from None
+    if name.endswith((".nii", ".nii.gz")):
+        needed = _nifti_bytes(path)
+        if needed is not None and length < needed:
+            raise ValueError(
+                f"{path} is truncated: its header describes {needed} bytes, the file holds {length}; copy it again "
+                "from its source"
+            )
+
+
+def _stream_length(path: Path) -> int:
+    total = 0
+    with gzip.open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            total += len(chunk)
+    return total
+
+
+def _nifti_bytes(path: Path) -> int | None:
+    """Header offset plus voxel bytes of a single-file NIfTI, from the header's own fields (None when it cannot say)."""
+    try:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        field = reader.GetMetaData
+        dims = [int(field(f"dim[{i}]")) for i in range(1, int(field("dim[0]")) + 1)]
+        return int(float(field("vox_offset"))) + int(np.prod(dims)) * int(field("bitpix")) // 8
+    except (RuntimeError, ValueError):
+        return None
 
 
 def _image_io(path: Path) -> str:

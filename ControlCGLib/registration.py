@@ -8,6 +8,8 @@ counterfactual back.
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -60,10 +62,22 @@ def register_affine(
         if on_iteration is not None:
             on_iteration(count[0], reg.GetMetricValue())
 
-    reg.AddCommand(sitk.sitkIterationEvent, _iteration)
+    raised: list[BaseException] = []
+
+    def _iteration_or_stop():
+        try:
+            _iteration()
+        except BaseException as exc:  # e.g. a cancel: SimpleITK stops Execute with its own error, we raise this one
+            raised.append(exc)
+            raise
+
+    reg.AddCommand(sitk.sitkIterationEvent, _iteration_or_stop)
     try:
-        transform = reg.Execute(fixed, moving)
+        with contextlib.redirect_stderr(io.StringIO()):  # SimpleITK prints a callback's exception; it is re-raised
+            transform = reg.Execute(fixed, moving)
     except RuntimeError as exc:
+        if raised:
+            raise raised[0] from None
         raise ValueError(f"registration to the template failed (not a brain T1?): {_itk_message(exc)}") from None
     return Registration(transform=transform, metric=float(reg.GetMetricValue()), iterations=count[0])
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -173,8 +174,10 @@ def error_message(lines: list[str], return_code: int) -> str:
     for line in reversed(lines):
         if line.startswith("error: "):
             return line.removeprefix("error: ")
-    tail = [line for line in lines if line.strip() and parse_progress(line) is None][-3:]
-    return f"the computation stopped with code {return_code}" + (": " + " / ".join(tail) if tail else "")
+    said = [line.strip() for line in lines if line.strip() and parse_progress(line) is None]
+    errors = [line for line in said if re.match(r"^[\w.]*(Error|Exception|Interrupt)\b", line)]
+    last = errors[-1] if errors else (said[-1] if said else "")  # a traceback's last line, never its frames
+    return f"the computation stopped with code {return_code}" + (f": {last}" if last else "")
 
 
 def end_process_tree(process: subprocess.Popen, pid_file: str | os.PathLike | None, wait: float = 5.0) -> None:

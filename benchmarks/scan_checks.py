@@ -27,7 +27,7 @@ from ControlCGLib.embedded import sample_scan  # noqa: E402
 from ControlCGLib.registration import register_affine  # noqa: E402
 from ControlCGLib.scan_checks import THRESHOLDS, appearance  # noqa: E402
 from ControlCGLib.scan_phantoms import CONTRASTS, NON_BRAIN, contrast_scan, non_brain_scan, off_mni  # noqa: E402
-from ControlCGLib.simulator import CohortSimulator  # noqa: E402
+from ControlCGLib.simulator import CohortSimulator, SimulationConfig  # noqa: E402
 from ControlCGLib.template import load_template  # noqa: E402
 
 
@@ -44,6 +44,18 @@ def cases(template, subjects: int):
                 return off_mni(img)
 
             yield "T1 brain", f"simulated {label} {i}", simulated
+    young = CohortSimulator(
+        SimulationConfig(ventricle_push_mm=-6.0, hippocampus_pull_mm=0.0, cortex_loss=0.0), template
+    )
+    for i in range(subjects):  # "AD" with a negative push: ventricles shrunk to a few mL, as in young adults
+
+        def small(i=i):
+            _, array, _, _ = young.subject(i, seed=12, label="AD")
+            img = sitk.GetImageFromArray(array)
+            img.CopyInformation(template.t1)
+            return off_mni(img)
+
+        yield "T1 brain", f"small ventricles {i}", small
     for noise in (0.03, 0.08):
         yield "T1 brain", f"T1 from maps, noise {noise}", lambda n=noise: contrast_scan("T1", 1, n, template)
     for contrast in CONTRASTS:
@@ -78,14 +90,14 @@ def main() -> None:
                 "group": group,
                 "scan": name,
                 **s.as_dict(),
-                "order_gap": round(min(m["wm"] - m["gm"], m["gm"] - m["csf"]), 4),
+                "t1_margin": round(min(m["wm"] - m["gm"] - THRESHOLDS["min_order_gap"], m["gm"] - m["csf"]), 4),
                 "refused": bool(s.findings),
                 "seconds": round(time.perf_counter() - began, 2),
             }
         )
     print(f"{'group':15s} {'scan':28s} {'eta2':>6s} {'WM':>6s} {'GM':>6s} {'CSF':>6s}  verdict")
     for r in rows:
-        m = r["tissue_medians"]
+        m = r["tissue_levels"]
         verdict = "refused" if r["refused"] else "accepted"
         print(
             f"{r['group']:15s} {r['scan']:28s} {r['tissue_separation']:6.3f} {m['wm']:6.3f} {m['gm']:6.3f} "
@@ -105,18 +117,18 @@ def _figure(path: Path, rows: list[dict]) -> None:
     colours = {"T1 brain": "tab:green", "other contrast": "tab:orange", "not a brain": "tab:red"}
     for group, colour in colours.items():
         pts = [r for r in rows if r["group"] == group]
-        ax.scatter([r["tissue_separation"] for r in pts], [r["order_gap"] for r in pts], c=colour, label=group, s=40)
+        ax.scatter([r["tissue_separation"] for r in pts], [r["t1_margin"] for r in pts], c=colour, label=group, s=40)
         seen = set()
         for r in pts:
             label = r["scan"].rsplit(" ", 1)[0] if group == "other contrast" else r["scan"]
             if (group != "T1 brain" or label == "sample") and label not in seen:
                 seen.add(label)
-                xy = (r["tissue_separation"], r["order_gap"])
+                xy = (r["tissue_separation"], r["t1_margin"])
                 ax.annotate(label, xy, fontsize=8, xytext=(4, 2), textcoords="offset points")
     ax.axvline(THRESHOLDS["min_separation"], color="grey", ls="--", lw=1)
-    ax.axhline(THRESHOLDS["min_order_gap"], color="grey", ls=":", lw=1)
+    ax.axhline(0.0, color="grey", ls=":", lw=1)
     ax.set_xlabel("tissue separation (correlation ratio of intensity given WM / GM / CSF)")
-    ax.set_ylabel("T1 order gap: min(WM - GM, GM - CSF)")
+    ax.set_ylabel(f"T1 margin: min(WM - GM - {THRESHOLDS['min_order_gap']:g}, GM - CSF)")
     ax.set_title("scan checks: accepted only right of the dashed and above the dotted line")
     ax.legend(loc="lower right")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -187,4 +187,22 @@ def test_results_record_their_provenance_and_repeat_bit_for_bit(setup, tmp_path)
             a, b = (sitk.ReadImage(str(tmp_path / d / name)) for d in "ab")
             np.testing.assert_array_equal(sitk.GetArrayViewFromImage(a), sitk.GetArrayViewFromImage(b))
     header = sitk.ReadImage(str(tmp_path / "a" / "counterfactual_w2.nii.gz")).GetMetaData("descrip")
-    assert header == f"ControlCG {__version__} counterfactual w=2 to AD seed 0 model {sha[:12]}"
+    assert header == f"ControlCG {__version__} model {sha[:12]} cf w=2 to AD seed 0"
+
+
+def test_a_failure_removes_the_folders_the_run_made(setup, tmp_path, monkeypatch, capsys):
+    def disk_full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sitk, "WriteImage", disk_full)
+    assert main(_args(setup, tmp_path / "new" / "deeper" / "out")) == 2
+    assert list(tmp_path.iterdir()) == []  # not even the parents it created
+
+
+def test_an_unexpected_error_type_is_one_line_too(setup, tmp_path, monkeypatch, capsys):
+    import ControlCGLib.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "counterfactual", lambda *a, **k: {}["missing key"])
+    assert main(_args(setup, tmp_path / "out")) == 1
+    err = capsys.readouterr().err
+    assert "the computation failed (KeyError: 'missing key')" in err and "Traceback" not in err

@@ -55,3 +55,17 @@ def test_the_command_refuses_before_reading_the_image(tmp_path, capsys, monkeypa
     err = capsys.readouterr().err
     assert code == 2 and "this run would need about" in err and "fewer w values" in err
     assert not out.exists()
+
+
+def test_unknown_free_memory_skips_the_check_and_loaded_weights_count_once():
+    est = memory.estimate(TINY, 1)
+    assert memory.check_fits(est, free=None) is not None or memory.available() is None
+    import unittest.mock
+
+    with unittest.mock.patch.object(memory, "available", lambda device="cpu": None):
+        assert memory.check_fits(est) is None  # nothing checked where the system does not say
+    tight = int((est.total - est.weights) / memory.SAFETY) + 1
+    assert memory.check_fits(est, free=tight, resident=est.weights) == tight
+    with pytest.raises(ValueError):
+        memory.check_fits(est, free=tight)
+    assert memory.native_bytes(1000, 2) == 4 * 1000 * 10

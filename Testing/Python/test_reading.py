@@ -147,3 +147,25 @@ def test_missing_middle_slice_is_refused(tmp_path):
     write_dicom_series(synthetic(np.int16), tmp_path, "1.2.826.0.1.3680043.2.1125.5.1", skip={SHAPE[0] // 2})
     with pytest.raises(ValueError, match="unevenly spaced slices: .* from 2.5 to 5 mm"):
         read_scan(tmp_path)
+
+
+def test_truncated_uncompressed_nifti_is_refused(tmp_path):
+    """ITK reads a short .nii without complaint, the missing tail as zeros; the header's own size gives it away."""
+    path = tmp_path / "scan.nii"
+    sitk.WriteImage(synthetic(np.float32), str(path))
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * 0.6)])
+    with pytest.raises(ValueError, match=r"is truncated: its header describes \d+ bytes, the file holds \d+"):
+        read_scan(path)
+
+
+def test_an_uncompressed_file_named_gz_is_read(tmp_path):
+    sitk.WriteImage(synthetic(np.float32), str(tmp_path / "scan.nii"))
+    (tmp_path / "scan.nii.gz").write_bytes((tmp_path / "scan.nii").read_bytes())
+    assert_same(read_scan(tmp_path / "scan.nii.gz"), synthetic(np.float32), 1e-4)
+
+
+def test_a_series_id_with_a_file_is_refused(tmp_path):
+    sitk.WriteImage(synthetic(np.float32), str(tmp_path / "scan.nii"))
+    with pytest.raises(ValueError, match="a series ID was given but .* is a file"):
+        read_scan(tmp_path / "scan.nii", series="1.2.3")

@@ -89,9 +89,9 @@ def test_a_few_slices_are_refused_before_registration(sample, template, monkeypa
 
 
 def test_thick_slices_are_refused(sample, template):
-    thick = _resampled(sample, (2.0, 2.0, 10.0), (99, 117, 20))
+    thick = _resampled(sample, (4.0, 4.0, 10.0), (50, 58, 20))
     findings = geometry_findings(thick, (4.0, 4.0, 4.0))
-    assert len(findings) == 1 and "2 x 2 x 10 mm" in findings[0] and "thicker than 8 mm" in findings[0]
+    assert len(findings) == 1 and "4 x 4 x 10 mm" in findings[0] and "thicker than 8 mm" in findings[0]
     with pytest.raises(ScanRefused, match="invent the detail between slices"):
         prepare(thick, GRID, template=template)
     assert geometry_findings(thick, (8.0, 8.0, 8.0)) == []  # a coarse model grid takes it
@@ -118,3 +118,38 @@ def test_a_huge_field_of_view_is_handled(sample, sample_prepared, template):
     assert prepared.warnings == []
     r = np.corrcoef(prepared.model_input.ravel(), sample_prepared.model_input.ravel())[0, 1]
     assert r > 0.97
+
+
+def test_a_slab_of_the_brain_is_refused_after_registration(sample, template):
+    """100 mm of the brain passes the header check but leaves a fifth of it outside the field of view."""
+    array, _ = sitk.GetArrayFromImage(sample), None
+    slab = sitk.GetImageFromArray(array[20:70])
+    slab.SetSpacing(sample.GetSpacing())
+    slab.SetDirection(sample.GetDirection())
+    slab.SetOrigin(sample.TransformIndexToPhysicalPoint((0, 0, 20)))
+    assert geometry_findings(slab, (4.0, 4.0, 4.0)) == []
+    with pytest.raises(ScanRefused, match=r"holds only \d+ % of the brain"):
+        prepare(slab, GRID, template=template)
+
+
+def test_a_2d_acquisition_is_refused(sample):
+    flat = _resampled(sample, (0.5, 0.5, 3.0), (40, 40, 40))
+    findings = geometry_findings(flat, (4.0, 4.0, 4.0))
+    assert any("6.0 times longer than wide: a 2D acquisition" in f for f in findings)
+
+
+def test_intensities_beyond_single_precision_are_refused_before_registration(sample, template):
+    """Registration would hang on them (ITK's moments initializer, float32): refused by check_scan first."""
+    with pytest.raises(ValueError, match="beyond single precision; rescale it"):
+        prepare(sitk.Cast(sample, sitk.sitkFloat64) * 1e36, GRID, template=template)
+
+
+def test_a_cancel_stops_the_registration(sample, template):
+    from ControlCGLib.progress import Cancelled
+
+    def cancel(i, metric):
+        if i == 2:
+            raise Cancelled("cancelled during registration")
+
+    with pytest.raises(Cancelled, match="during registration"):
+        prepare(sample, GRID, template=template, on_iteration=cancel)

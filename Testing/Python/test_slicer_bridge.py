@@ -145,6 +145,18 @@ def test_error_message_prefers_the_childs_own_words():
     lines = ["controlcg-progress stage=preparing step=0/0", "error: the input contains NaN values"]
     assert bridge.error_message(lines, 2) == "the input contains NaN values"
     assert "code 1" in bridge.error_message(["Traceback ...", "KeyError: 'x'"], 1)
+    traceback = [
+        "Traceback (most recent call last):",
+        '  File "/x/monai/networks/nets/diffusion_model_unet.py", line 1700, in forward',
+        "    h = self.conv_in(x)",
+        "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
+        "[W1128 warnings after the error]",
+    ]
+    message = bridge.error_message(traceback, 1)  # what the panel's dialog shows: the error, never the frames
+    assert (
+        message
+        == "the computation stopped with code 1: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    )
 
 
 # --- the real command line, launched the way Slicer launches it -------------------------------------------------------
