@@ -103,9 +103,10 @@ def check_scan(image: sitk.Image) -> None:
     voxels = sitk.GetArrayViewFromImage(image)
     if not np.isfinite(voxels).all():
         raise ValueError("the image contains NaN or infinite values; export the scan again from its source")
-    if float(np.abs(voxels).max()) > float(np.finfo(np.float32).max) / 1e3:  # registration and resampling run in float32
+    peak = float(np.abs(voxels).max())
+    if peak > float(np.finfo(np.float32).max) / 1e3:  # registration and resampling run in float32
         raise ValueError(
-            f"the image's intensities reach {float(np.abs(voxels).max()):.3g}, beyond single precision; rescale it "
+            f"the image's intensities reach {peak:.3g}, beyond single precision; rescale it "
             "(any positive scale works: the intensity range does not matter to the model)"
         )
     if voxels.min() == voxels.max():
