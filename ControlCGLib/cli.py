@@ -684,10 +684,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # from deep inside torch, ITK or MONAI: one line, the traceback on request
         if os.environ.get("CONTROLCG_DEBUG"):
             raise
-        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-        detail = lines[-1] if lines else type(exc).__name__
+        from .reading import error_line
+
         print(
-            f"error: the computation failed ({type(exc).__name__}: {detail}). "
+            f"error: the computation failed ({type(exc).__name__}: {error_line(exc)}). "
             "Set CONTROLCG_DEBUG=1 for the full traceback and report it if it persists",
             file=sys.stderr,
         )

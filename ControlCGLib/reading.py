@@ -30,7 +30,7 @@ def read_scan(path, series: str | None = None) -> sitk.Image:
         _check_complete(path)
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        raise ValueError(f"cannot read {path}: {_last_line(exc)}") from None
+        raise ValueError(f"cannot read {path}: {error_line(exc)}") from None
     if _is_one_slice(image) and _image_io(path) == "GDCMImageIO":
         raise ValueError(f"{path} is a single DICOM slice; pass the folder holding its whole series")
     return image
@@ -51,16 +51,18 @@ def header_voxels(path) -> int | None:
         return None
 
 
-def _last_line(exc: Exception) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[-1].strip() if lines else type(exc).__name__
+def error_line(exc: BaseException) -> str:
+    """The last non-empty line of an error's message: what ITK and torch put after their own call stacks."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def _check_complete(path: Path) -> None:
     """Refuse a NIfTI shorter than its header says and a truncated gzip stream: ITK's NIfTI reader reads past the
     end of either and fills the rest with zeros or garbage."""
     name = path.name.lower()
-    compressed = name.endswith(".gz") and path.read_bytes()[:2] == b"\x1f\x8b"  # a mis-named plain file: let ITK try
+    with open(path, "rb") as f:
+        compressed = name.endswith(".gz") and f.read(2) == b"\x1f\x8b"  # a mis-named plain file: let ITK try
     try:
         length = _stream_length(path) if compressed else path.stat().st_size
     except (EOFError, OSError, zlib.error) as exc:

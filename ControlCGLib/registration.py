@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
+from .reading import error_line
+
 
 @dataclass
 class Registration:
@@ -39,7 +41,7 @@ def register_affine(
             fixed, moving, sitk.AffineTransform(3), sitk.CenteredTransformInitializerFilter.MOMENTS
         )
     except RuntimeError as exc:
-        raise ValueError(f"cannot register the image to the template (is it empty?): {_itk_message(exc)}") from None
+        raise ValueError(f"cannot register the image to the template (is it empty?): {error_line(exc)}") from None
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
@@ -78,13 +80,8 @@ def register_affine(
     except RuntimeError as exc:
         if raised:
             raise raised[0] from None
-        raise ValueError(f"registration to the template failed (not a brain T1?): {_itk_message(exc)}") from None
+        raise ValueError(f"registration to the template failed (not a brain T1?): {error_line(exc)}") from None
     return Registration(transform=transform, metric=float(reg.GetMetricValue()), iterations=count[0])
-
-
-def _itk_message(exc: Exception) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
 
 
 def as_affine(transform: sitk.Transform) -> sitk.AffineTransform:

@@ -31,31 +31,25 @@ from ControlCGLib.simulator import CohortSimulator, SimulationConfig  # noqa: E4
 from ControlCGLib.template import load_template  # noqa: E402
 
 
+def _subject_off_mni(sim: CohortSimulator, index: int, seed: int, label: str) -> sitk.Image:
+    """One simulated subject's T1 (template grid), placed off MNI space like the sample."""
+    _, array, _, _ = sim.subject(index, seed=seed, label=label)
+    img = sitk.GetImageFromArray(array)
+    img.CopyInformation(sim.anatomy.reference)
+    return off_mni(img)
+
+
 def cases(template, subjects: int):
     yield "T1 brain", "sample", lambda: sitk.ReadImage(str(sample_scan()))
     sim = CohortSimulator(template=template)
     for i in range(subjects):
         for label in ("CN", "AD"):
-
-            def simulated(i=i, label=label):
-                _, array, _, _ = sim.subject(i, seed=11, label=label)
-                img = sitk.GetImageFromArray(array)
-                img.CopyInformation(template.t1)
-                return off_mni(img)
-
-            yield "T1 brain", f"simulated {label} {i}", simulated
+            yield "T1 brain", f"simulated {label} {i}", lambda i=i, label=label: _subject_off_mni(sim, i, 11, label)
     young = CohortSimulator(
         SimulationConfig(ventricle_push_mm=-6.0, hippocampus_pull_mm=0.0, cortex_loss=0.0), template
     )
     for i in range(subjects):  # "AD" with a negative push: ventricles shrunk to a few mL, as in young adults
-
-        def small(i=i):
-            _, array, _, _ = young.subject(i, seed=12, label="AD")
-            img = sitk.GetImageFromArray(array)
-            img.CopyInformation(template.t1)
-            return off_mni(img)
-
-        yield "T1 brain", f"small ventricles {i}", small
+        yield "T1 brain", f"small ventricles {i}", lambda i=i: _subject_off_mni(young, i, 12, "AD")
     for noise in (0.03, 0.08):
         yield "T1 brain", f"T1 from maps, noise {noise}", lambda n=noise: contrast_scan("T1", 1, n, template)
     for contrast in CONTRASTS:
