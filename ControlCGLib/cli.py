@@ -42,7 +42,7 @@ def _check_writable(out: Path) -> None:
 
 
 def _cmd_presets(args) -> int:
-    from .config import PRESETS, preset, to_dict
+    from .model.config import PRESETS, preset, to_dict
 
     names = [args.name] if args.name else sorted(PRESETS)
     out = {n: to_dict(preset(n)) for n in names}
@@ -55,15 +55,15 @@ def _cmd_toy_demo(args) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from .checkpoints import save_checkpoint
-    from .config import SamplingConfig
+    from .data.toy import ball_brightness, ball_volume, toy_batch, train_toy
     from .figures import montage
-    from .intensity import from_model_range
-    from .noise import make_generator
+    from .imaging.intensity import from_model_range
+    from .imaging.saliency import saliency_maps
+    from .model.checkpoints import save_checkpoint
     from .progress import TqdmProgress
-    from .saliency import saliency_maps
-    from .sampler import counterfactual
-    from .toy import ball_brightness, ball_volume, toy_batch, train_toy
+    from .sampling.noise import make_generator
+    from .sampling.sampler import counterfactual
+    from .sampling.settings import SamplingConfig
 
     out = _output_folder(args.out, args.overwrite)
     torch.set_num_threads(args.threads)
@@ -117,7 +117,7 @@ def _cmd_toy_demo(args) -> int:
 
 
 def _cmd_template(args) -> int:
-    from .template import derive_template
+    from .data.template import derive_template
 
     written = derive_template(args.source, args.out, spacing=args.spacing)
     for name, path in written.items():
@@ -132,7 +132,7 @@ def _cmd_simulate(args) -> int:
 
     from tqdm.auto import tqdm
 
-    from .simulator import write_cohort
+    from .data.simulator import write_cohort
 
     out = _output_folder(args.out, args.overwrite)
     grid = None if args.template_grid else tuple(args.grid)
@@ -158,10 +158,10 @@ def _cmd_train_diffusion(args) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from .cohort import CohortDataset, read_cohort, split_by_subject
-    from .config import preset
-    from .distributed import init_from_env, shutdown
-    from .train import TrainConfig, train_diffusion
+    from .data.cohort import CohortDataset, read_cohort, split_by_subject
+    from .model.config import preset
+    from .training.diffusion_trainer import TrainConfig, train_diffusion
+    from .training.distributed import init_from_env, shutdown
 
     device = args.device
     rank, world = init_from_env(device)
@@ -216,7 +216,7 @@ def _cmd_counterfactual(args) -> int:
 
 def _cmd_demo(args) -> int:
     """The main job on the bundled sample T1 (a simulated cognitively normal subject) with the embedded model."""
-    from .embedded import sample_scan
+    from .resources import sample_scan
 
     args.input = str(sample_scan())
     return _main_job(args)
@@ -271,12 +271,13 @@ def _run_main_job(args, should_stop) -> int:
     import numpy as np
     import torch
 
-    from .checkpoints import WEIGHTS, file_sha256, load_checkpoint
-    from .config import ClassifierConfig, ModelConfig, SamplingConfig
-    from .embedded import classifier_dir, diffusion_dir
+    from .imaging.reading import read_scan
+    from .model.checkpoints import WEIGHTS, file_sha256, load_checkpoint
+    from .model.config import ClassifierConfig, ModelConfig
     from .pipeline import run_counterfactual
     from .progress import Cancelled, LineProgress, TqdmProgress
-    from .reading import read_scan
+    from .resources import classifier_dir, diffusion_dir
+    from .sampling.settings import SamplingConfig
 
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
@@ -360,8 +361,8 @@ def _check_memory(model, n_scales: int, sampling, device: str, input_path: str) 
     """Refuse, with the estimate, a run that would not fit in memory (memory.py); the scan counts from its header."""
     import dataclasses
 
-    from .memory import check_fits, estimate, native_bytes
-    from .reading import header_voxels
+    from .imaging.reading import header_voxels
+    from .sampling.memory import check_fits, estimate, native_bytes
 
     try:
         est = estimate(model.config, n_scales, sampling.precision, sampling.injection, device)
@@ -446,9 +447,9 @@ def _verdict_label(key: str, verdict: dict[str, float]) -> str:
 
 def _cmd_train_classifier(args) -> int:
     """Train the diagnostic classifier on a cohort CSV; the best validation accuracy's weights are kept."""
-    from .classifier import ClassifierTrainConfig, train_classifier
-    from .cohort import CohortDataset, read_cohort, split_by_subject
-    from .config import CLASSIFIER_PRESETS
+    from .data.cohort import CohortDataset, read_cohort, split_by_subject
+    from .model.config import CLASSIFIER_PRESETS
+    from .training.classifier_trainer import ClassifierTrainConfig, train_classifier
 
     config = CLASSIFIER_PRESETS[args.preset]
     scans = read_cohort(args.cohort, config.class_names)
@@ -476,10 +477,10 @@ def _cmd_evaluate(args) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from .checkpoints import load_checkpoint
-    from .embedded import classifier_dir, diffusion_dir, judge_dir
-    from .evaluation import AugmentationSettings, EvaluationSettings
-    from .evaluation_run import FAST, FAST_AUGMENTATION, run_evaluation
+    from .evaluation.measures import AugmentationSettings, EvaluationSettings
+    from .evaluation.run import FAST, FAST_AUGMENTATION, run_evaluation
+    from .model.checkpoints import load_checkpoint
+    from .resources import classifier_dir, diffusion_dir, judge_dir
 
     torch.set_num_threads(args.threads)
     settings = FAST if args.fast else EvaluationSettings()
@@ -539,7 +540,7 @@ DEFAULT_START_STRENGTH = 0.3
 
 
 def _main_job_options(p: argparse.ArgumentParser, default_w: list[float]) -> None:
-    from .config import SamplingConfig
+    from .sampling.settings import SamplingConfig
 
     p.add_argument("--w", type=float, nargs="+", default=default_w, help="guidance scales (one run computes them all)")
     p.add_argument("--model", default=None, help="diffusion model folder; unset: the embedded model")
@@ -684,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # from deep inside torch, ITK or MONAI: one line, the traceback on request
         if os.environ.get("CONTROLCG_DEBUG"):
             raise
-        from .reading import error_line
+        from .imaging.reading import error_line
 
         print(
             f"error: the computation failed ({type(exc).__name__}: {error_line(exc)}). "

@@ -16,12 +16,13 @@ import SimpleITK as sitk
 import torch
 
 from . import __version__
-from .classifier import classify
-from .config import SamplingConfig, to_dict
-from .intensity import from_model_range, to_model_range
-from .native import NativeResult, Prepared, prepare
+from .imaging.intensity import from_model_range, to_model_range
+from .imaging.native_space import NativeResult, Prepared, prepare
+from .model.classifier import classify
+from .model.config import to_dict
 from .progress import Cancelled, StepCallback, StopCallback
-from .sampler import counterfactual
+from .sampling.sampler import counterfactual
+from .sampling.settings import SamplingConfig
 
 
 @dataclass

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .geometry import array_and_ijk_to_ras, image_from_array  # noqa: F401  (image_from_array re-exported)
 from .hashing import file_sha256 as sha256  # noqa: F401  (re-exported for the module)
+from .imaging.geometry import array_and_ijk_to_ras, image_from_array  # noqa: F401  (image_from_array re-exported)
 from .progress import parse_progress  # noqa: F401  (re-exported: the module reads progress lines through here)
 
 ATTRIBUTE_PREFIX = "ControlCG."

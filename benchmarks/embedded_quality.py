@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ControlCGLib.checkpoints import load_checkpoint
-from ControlCGLib.config import InjectionConfig, SamplingConfig
-from ControlCGLib.embedded import classifier_dir, diffusion_dir
-from ControlCGLib.evaluation import evaluate_subject, read_simulated, summarise
-from ControlCGLib.evaluation_run import balanced
+from ControlCGLib.evaluation.measures import evaluate_subject, read_simulated, summarise
+from ControlCGLib.evaluation.run import balanced
 from ControlCGLib.figures import montage
+from ControlCGLib.model.checkpoints import load_checkpoint
+from ControlCGLib.resources import classifier_dir, diffusion_dir
+from ControlCGLib.sampling.settings import InjectionConfig, SamplingConfig
 
 
 def _picture(path: Path, subject, images: dict, rows: list[dict]) -> None:

@@ -20,10 +20,11 @@ from pathlib import Path
 CASE = r"""
 import json, sys, torch
 from pathlib import Path
-from ControlCGLib.config import SamplingConfig, preset
-from ControlCGLib.memory import estimate
-from ControlCGLib.networks import ClassConditionalUNet
-from ControlCGLib.sampler import counterfactual
+from ControlCGLib.sampling.settings import SamplingConfig
+from ControlCGLib.model.config import preset
+from ControlCGLib.sampling.memory import estimate
+from ControlCGLib.model.networks import ClassConditionalUNet
+from ControlCGLib.sampling.sampler import counterfactual
 name, n_w, precision, device = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 torch.set_num_threads(2)
 config = preset(name)

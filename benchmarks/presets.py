@@ -13,9 +13,10 @@ import time
 
 import torch
 
-from ControlCGLib.config import PRESETS, SamplingConfig
-from ControlCGLib.networks import ClassConditionalUNet, count_parameters
-from ControlCGLib.sampler import counterfactual
+from ControlCGLib.model.config import PRESETS
+from ControlCGLib.model.networks import ClassConditionalUNet, count_parameters
+from ControlCGLib.sampling.sampler import counterfactual
+from ControlCGLib.sampling.settings import SamplingConfig
 
 
 def _median_time(fn, repeats: int) -> float:

@@ -23,12 +23,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from ControlCGLib.embedded import sample_scan  # noqa: E402
-from ControlCGLib.registration import register_affine  # noqa: E402
-from ControlCGLib.scan_checks import THRESHOLDS, appearance  # noqa: E402
-from ControlCGLib.scan_phantoms import CONTRASTS, NON_BRAIN, contrast_scan, non_brain_scan, off_mni  # noqa: E402
-from ControlCGLib.simulator import CohortSimulator, SimulationConfig  # noqa: E402
-from ControlCGLib.template import load_template  # noqa: E402
+from ControlCGLib.data.phantoms import CONTRASTS, NON_BRAIN, contrast_scan, non_brain_scan, off_mni  # noqa: E402
+from ControlCGLib.data.simulator import CohortSimulator, SimulationConfig  # noqa: E402
+from ControlCGLib.data.template import load_template  # noqa: E402
+from ControlCGLib.imaging.registration import register_affine  # noqa: E402
+from ControlCGLib.imaging.scan_checks import THRESHOLDS, appearance  # noqa: E402
+from ControlCGLib.resources import sample_scan  # noqa: E402
 
 
 def _subject_off_mni(sim: CohortSimulator, index: int, seed: int, label: str) -> sitk.Image:

@@ -31,10 +31,10 @@ import torch
 def _setup(threads: int):
     import SimpleITK as sitk
 
-    from ControlCGLib.checkpoints import load_checkpoint
-    from ControlCGLib.embedded import diffusion_dir, sample_scan
-    from ControlCGLib.intensity import to_model_range
-    from ControlCGLib.native import prepare
+    from ControlCGLib.imaging.intensity import to_model_range
+    from ControlCGLib.imaging.native_space import prepare
+    from ControlCGLib.model.checkpoints import load_checkpoint
+    from ControlCGLib.resources import diffusion_dir, sample_scan
 
     torch.set_num_threads(threads)
     model = load_checkpoint(diffusion_dir())
@@ -47,10 +47,10 @@ def _variant(kind: str, ws: list[float], steps: int, threads: int, y0: np.ndarra
     """Child process: run one variant, report seconds, outputs and peak memory."""
     import resource
 
-    from ControlCGLib.checkpoints import load_checkpoint
-    from ControlCGLib.config import SamplingConfig
-    from ControlCGLib.embedded import diffusion_dir
-    from ControlCGLib.sampler import counterfactual
+    from ControlCGLib.model.checkpoints import load_checkpoint
+    from ControlCGLib.resources import diffusion_dir
+    from ControlCGLib.sampling.sampler import counterfactual
+    from ControlCGLib.sampling.settings import SamplingConfig
 
     torch.set_num_threads(threads)
     model, y0 = load_checkpoint(diffusion_dir()), torch.from_numpy(y0)
@@ -141,7 +141,7 @@ def end_to_end(threads: int) -> dict:
     import sys
     import tempfile
 
-    from ControlCGLib.embedded import sample_scan
+    from ControlCGLib.resources import sample_scan
 
     out = {}
     for precision in ("fp32", "auto"):
@@ -158,8 +158,8 @@ def _ssim_gap(y0, images, reference) -> float:
 
 
 def _ssim_to_input(y0, images) -> dict:
-    from ControlCGLib.intensity import from_model_range
-    from ControlCGLib.metrics import ssim
+    from ControlCGLib.evaluation.metrics import ssim
+    from ControlCGLib.imaging.intensity import from_model_range
 
     unit = np.clip(from_model_range(y0.numpy()), 0, 1)
     return {w: ssim(unit, np.clip(from_model_range(x), 0, 1)) for w, x in images.items()}
@@ -178,9 +178,9 @@ def main() -> None:
     model, y0 = _setup(args.threads)
     ceiling = {"fp32": matmul_ceiling(torch.float32), "bf16": matmul_ceiling(torch.bfloat16)}
     fwd = {d: forward_cost(model, d) for d in ("fp32", "bf16")}
-    from ControlCGLib.config import SamplingConfig
-    from ControlCGLib.diffusion import Schedule
-    from ControlCGLib.sampler import sampling_timesteps
+    from ControlCGLib.sampling.sampler import sampling_timesteps
+    from ControlCGLib.sampling.schedule import Schedule
+    from ControlCGLib.sampling.settings import SamplingConfig
 
     n_steps = len(sampling_timesteps(Schedule(model.config.schedule), SamplingConfig(steps=steps, start_strength=0.3)))
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
@@ -240,8 +240,8 @@ def main() -> None:
         report["end_to_end"] = end_to_end(args.threads)
         for name, seconds in report["end_to_end"].items():
             print(f"end to end, controlcg counterfactual sample --w 4 ({name}): {seconds:.1f} s")
-        from ControlCGLib.config import preset
-        from ControlCGLib.networks import ClassConditionalUNet
+        from ControlCGLib.model.config import preset
+        from ControlCGLib.model.networks import ClassConditionalUNet
 
         paper = ClassConditionalUNet(preset("paper")).eval()  # fused attention on (the preset's choice)
         report["paper_forward"] = {d: forward_cost(paper, d, reps=1) for d in ("fp32", "bf16")}

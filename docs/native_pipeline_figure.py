@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Testing" / "Python
 from test_geometry_native import GRID, oblique_scan  # noqa: E402  (the test's own scan, so figure and test agree)
 
 from ControlCGLib.figures import montage  # noqa: E402
-from ControlCGLib.native import prepare  # noqa: E402
+from ControlCGLib.imaging.native_space import prepare  # noqa: E402
 
 
 def main() -> None:

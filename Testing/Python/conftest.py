@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ControlCGLib.config import ModelConfig, NoiseConfig, ScheduleConfig, UNetConfig
-from ControlCGLib.networks import ClassConditionalUNet
+from ControlCGLib.model.config import ModelConfig, NoiseConfig, ScheduleConfig, UNetConfig
+from ControlCGLib.model.networks import ClassConditionalUNet
 
 torch.set_num_threads(2)
 
@@ -31,10 +31,10 @@ def tiny_model_files(folder, grid=(8, 12, 8)):
     ``folder`` as model/, classifier/ and t1.nii.gz, for command-line tests."""
     import SimpleITK as sitk
 
-    from ControlCGLib.checkpoints import save_checkpoint
-    from ControlCGLib.config import ClassifierConfig
-    from ControlCGLib.networks import build_classifier
-    from ControlCGLib.simulator import CohortSimulator
+    from ControlCGLib.data.simulator import CohortSimulator
+    from ControlCGLib.model.checkpoints import save_checkpoint
+    from ControlCGLib.model.config import ClassifierConfig
+    from ControlCGLib.model.networks import build_classifier
 
     cfg = tiny_config(grid=grid)
     torch.manual_seed(0)
@@ -71,7 +71,7 @@ def tiny_input() -> torch.Tensor:
 
 @pytest.fixture(scope="session")
 def toy_model():
-    from ControlCGLib.toy import train_toy
+    from ControlCGLib.data.toy import train_toy
 
     return train_toy(steps=400, seed=0).model
 
@@ -79,6 +79,6 @@ def toy_model():
 @pytest.fixture(scope="session")
 def simulated_manifest(tmp_path_factory):
     """A 6-subject simulated cohort on the cpu grid, shared by the command-line training tests."""
-    from ControlCGLib.simulator import write_cohort
+    from ControlCGLib.data.simulator import write_cohort
 
     return write_cohort(tmp_path_factory.mktemp("cohort"), 6, grid=(40, 48, 40), seed=3)

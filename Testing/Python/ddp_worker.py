@@ -13,8 +13,8 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import tiny_config  # noqa: E402
 
-from ControlCGLib.distributed import init_from_env, shutdown  # noqa: E402
-from ControlCGLib.train import TrainConfig, train_diffusion  # noqa: E402
+from ControlCGLib.training.diffusion_trainer import TrainConfig, train_diffusion  # noqa: E402
+from ControlCGLib.training.distributed import init_from_env, shutdown  # noqa: E402
 
 
 class Data:

@@ -14,11 +14,11 @@ import SimpleITK as sitk
 from conftest import tiny_model_files
 
 from ControlCGLib import __version__
-from ControlCGLib.checkpoints import WEIGHTS, save_checkpoint
 from ControlCGLib.cli import EXIT_CANCELLED, main
-from ControlCGLib.config import ClassifierConfig
 from ControlCGLib.hashing import file_sha256
-from ControlCGLib.networks import build_classifier
+from ControlCGLib.model.checkpoints import WEIGHTS, save_checkpoint
+from ControlCGLib.model.config import ClassifierConfig
+from ControlCGLib.model.networks import build_classifier
 
 GRID = (8, 12, 8)
 
@@ -116,7 +116,7 @@ def test_a_failure_deep_inside_torch_is_one_line(setup, tmp_path, monkeypatch, c
 
 
 def _no_model_loading(monkeypatch):
-    import ControlCGLib.checkpoints as checkpoints
+    import ControlCGLib.model.checkpoints as checkpoints
 
     monkeypatch.setattr(checkpoints, "load_checkpoint", lambda *a, **k: pytest.fail("loaded a model"))
 

@@ -7,9 +7,9 @@ import torch
 from safetensors.torch import save_file
 
 from ControlCGLib import __version__
-from ControlCGLib.checkpoints import CONFIG, WEIGHTS, CheckpointError, load_checkpoint, save_checkpoint
-from ControlCGLib.config import CLASSIFIER_PRESETS, FORMAT_VERSION
-from ControlCGLib.networks import build_classifier
+from ControlCGLib.model.checkpoints import CONFIG, WEIGHTS, CheckpointError, load_checkpoint, save_checkpoint
+from ControlCGLib.model.config import CLASSIFIER_PRESETS, FORMAT_VERSION
+from ControlCGLib.model.networks import build_classifier
 
 
 def test_round_trip_gives_identical_outputs(tmp_path, tiny_model, tiny_input):

@@ -6,11 +6,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ControlCGLib.checkpoints import load_checkpoint
-from ControlCGLib.classifier import ClassifierTrainConfig, classify, train_classifier
-from ControlCGLib.config import ClassifierConfig
-from ControlCGLib.noise import make_generator
-from ControlCGLib.toy import toy_batch
+from ControlCGLib.data.toy import toy_batch
+from ControlCGLib.model.checkpoints import load_checkpoint
+from ControlCGLib.model.classifier import classify
+from ControlCGLib.model.config import ClassifierConfig
+from ControlCGLib.sampling.noise import make_generator
+from ControlCGLib.training.classifier_trainer import ClassifierTrainConfig, train_classifier
 
 
 class _Toy:

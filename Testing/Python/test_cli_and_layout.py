@@ -42,7 +42,7 @@ def test_library_never_imports_slicer_or_qt():
 
 
 def test_truncated_compressed_scan_is_refused_before_any_work(tmp_path, capsys):
-    from ControlCGLib.embedded import sample_scan
+    from ControlCGLib.resources import sample_scan
 
     data = sample_scan().read_bytes()
     broken = tmp_path / "broken_T1.nii.gz"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ControlCGLib.cohort import CohortDataset, CohortError, preprocess, read_cohort, split_by_subject
+from ControlCGLib.data.cohort import CohortDataset, CohortError, preprocess, read_cohort, split_by_subject
 
 
 def _scan(path, value=100.0, size=(60, 70, 50)):
@@ -64,8 +64,8 @@ def test_random_split_keeps_subjects_together_and_is_stratified(tmp_path):
 
 def _template_on(direction, spacing):
     """The template T1 (x 300, one hemisphere partly brightened) on a grid of the given direction and spacing."""
-    from ControlCGLib.geometry import resample
-    from ControlCGLib.template import load_template
+    from ControlCGLib.data.template import load_template
+    from ControlCGLib.imaging.geometry import resample
 
     t1 = load_template().t1
     marked = sitk.GetArrayFromImage(t1) * 300.0

@@ -2,19 +2,18 @@ import json
 
 import pytest
 
-from ControlCGLib.config import (
+from ControlCGLib.model.config import (
     FORMAT_VERSION,
     PRESETS,
     ConfigError,
-    InjectionConfig,
     ModelConfig,
-    SamplingConfig,
     UNetConfig,
     load_config,
     preset,
     save_config,
     to_dict,
 )
+from ControlCGLib.sampling.settings import InjectionConfig, SamplingConfig
 
 
 def test_paper_preset_matches_section_4():
@@ -43,7 +42,7 @@ def test_json_round_trip(tmp_path, name):
 
 
 def test_sampling_config_round_trip_with_and_without_injection(tmp_path):
-    from ControlCGLib.config import from_dict
+    from ControlCGLib.model.config import from_dict
 
     for cfg in (
         SamplingConfig(),
@@ -128,7 +127,7 @@ def test_sampling_config_validation():
     ],
 )
 def test_wrong_json_types_are_named(field, value, message):
-    from ControlCGLib.config import from_dict
+    from ControlCGLib.model.config import from_dict
 
     data = to_dict(preset("cpu"))
     data[field] = value

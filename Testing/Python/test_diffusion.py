@@ -4,8 +4,8 @@ import pytest
 import torch
 from monai.networks.schedulers import DDPMScheduler
 
-from ControlCGLib.config import ScheduleConfig
-from ControlCGLib.diffusion import CLEAN, Schedule
+from ControlCGLib.model.config import ScheduleConfig
+from ControlCGLib.sampling.schedule import CLEAN, Schedule
 
 
 def test_timesteps_are_pinned():

@@ -7,12 +7,11 @@ import json
 import numpy as np
 import SimpleITK as sitk
 
-from ControlCGLib.checkpoints import WEIGHTS, file_sha256, load_checkpoint, read_checkpoint_config
 from ControlCGLib.cli import main
-from ControlCGLib.config import ClassifierConfig, ModelConfig
-from ControlCGLib.embedded import classifier_dir, diffusion_dir, judge_dir, models_dir, sample_scan
-from ControlCGLib.geometry import same_geometry
-from ControlCGLib.template import resources_dir
+from ControlCGLib.imaging.geometry import same_geometry
+from ControlCGLib.model.checkpoints import WEIGHTS, file_sha256, load_checkpoint, read_checkpoint_config
+from ControlCGLib.model.config import ClassifierConfig, ModelConfig
+from ControlCGLib.resources import classifier_dir, diffusion_dir, judge_dir, models_dir, resources_dir, sample_scan
 
 
 def test_embedded_set_is_complete_and_under_25_mb():

@@ -14,12 +14,13 @@ import pytest
 import torch
 from conftest import randomise, tiny_config
 
-from ControlCGLib.baselines import PAPER_BASELINES, Method, ddim_invert, ilvr, low_pass, run_method
-from ControlCGLib.checkpoints import save_checkpoint
 from ControlCGLib.cli import main
-from ControlCGLib.config import ClassifierConfig, SamplingConfig
-from ControlCGLib.metrics import fid, saliency_dice
-from ControlCGLib.networks import ClassConditionalUNet, build_classifier
+from ControlCGLib.evaluation.metrics import fid, saliency_dice
+from ControlCGLib.model.checkpoints import save_checkpoint
+from ControlCGLib.model.config import ClassifierConfig
+from ControlCGLib.model.networks import ClassConditionalUNet, build_classifier
+from ControlCGLib.sampling.baselines import PAPER_BASELINES, Method, ddim_invert, ilvr, low_pass, run_method
+from ControlCGLib.sampling.settings import SamplingConfig
 
 GRID = (16, 16, 16)
 REQUIRED = {"ssim", "mse", "flip_rate", "ssim_true_cf", "mse_true_cf", "saliency_auroc", "composition_mse"}

@@ -6,9 +6,16 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ControlCGLib.geometry import CROP_MM, array_and_ijk_to_ras, image_from_array, model_grid, resample, same_geometry
-from ControlCGLib.native import check_scan, prepare
-from ControlCGLib.template import load_template
+from ControlCGLib.data.template import load_template
+from ControlCGLib.imaging.geometry import (
+    CROP_MM,
+    array_and_ijk_to_ras,
+    image_from_array,
+    model_grid,
+    resample,
+    same_geometry,
+)
+from ControlCGLib.imaging.native_space import check_scan, prepare
 
 GRID = (40, 48, 40)
 

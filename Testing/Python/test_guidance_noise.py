@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from ControlCGLib.guidance import cfg_combine, check_scales
-from ControlCGLib.noise import coarse_power_fraction, make_generator, pyramid_noise
+from ControlCGLib.sampling.guidance import cfg_combine, check_scales
+from ControlCGLib.sampling.noise import coarse_power_fraction, make_generator, pyramid_noise
 
 
 def test_cfg_matches_hand_computation():

@@ -2,7 +2,12 @@ import pytest
 import torch
 from monai.networks.blocks.selfattention import SABlock
 
-from ControlCGLib.injection import AttentionInjector, InjectedSelfAttention, reference_attention, self_attention_layers
+from ControlCGLib.sampling.injection import (
+    AttentionInjector,
+    InjectedSelfAttention,
+    reference_attention,
+    self_attention_layers,
+)
 
 
 @torch.no_grad()

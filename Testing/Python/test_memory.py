@@ -6,10 +6,11 @@ import dataclasses
 import pytest
 import torch
 
-from ControlCGLib import memory
 from ControlCGLib.cli import main
-from ControlCGLib.config import InjectionConfig, ModelConfig, UNetConfig
-from ControlCGLib.networks import ClassConditionalUNet
+from ControlCGLib.model.config import ModelConfig, UNetConfig
+from ControlCGLib.model.networks import ClassConditionalUNet
+from ControlCGLib.sampling import memory
+from ControlCGLib.sampling.settings import InjectionConfig
 
 TINY = ModelConfig(
     name="tiny",
@@ -46,7 +47,7 @@ def test_a_run_that_does_not_fit_is_refused_with_its_estimate():
 
 
 def test_the_command_refuses_before_reading_the_image(tmp_path, capsys, monkeypatch):
-    import ControlCGLib.reading as reading
+    import ControlCGLib.imaging.reading as reading
 
     monkeypatch.setattr(memory, "available", lambda device="cpu": 1024**2)  # 1 MiB free
     monkeypatch.setattr(reading, "read_scan", lambda *a, **k: pytest.fail("read the image of a refused run"))

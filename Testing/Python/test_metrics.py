@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ControlCGLib.metrics import mse, saliency_auroc, ssim
+from ControlCGLib.evaluation.metrics import mse, saliency_auroc, ssim
 
 
 def test_ssim_is_one_for_equal_volumes_and_drops_with_noise():

@@ -9,7 +9,7 @@ import SimpleITK as sitk
 from conftest import tiny_model_files
 
 from ControlCGLib.cli import main
-from ControlCGLib.geometry import same_geometry
+from ControlCGLib.imaging.geometry import same_geometry
 
 
 def test_counterfactual_command(tmp_path):

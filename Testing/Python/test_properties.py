@@ -10,10 +10,10 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
-from ControlCGLib.config import IntensityConfig
-from ControlCGLib.geometry import array_and_ijk_to_ras, image_from_array
-from ControlCGLib.intensity import normalization_range, normalize_brain
-from ControlCGLib.native import LABEL_MAP_LEVELS, check_scan
+from ControlCGLib.imaging.geometry import array_and_ijk_to_ras, image_from_array
+from ControlCGLib.imaging.intensity import normalization_range, normalize_brain
+from ControlCGLib.imaging.native_space import LABEL_MAP_LEVELS, check_scan
+from ControlCGLib.model.config import IntensityConfig
 
 SETTINGS = settings(max_examples=25, deadline=None)
 seeds = st.integers(0, 2**32 - 1)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ControlCGLib.reading import read_scan
+from ControlCGLib.imaging.reading import read_scan
 
 # A real (oblique) rotation, det +1: DICOM's slice normal is always row x col, so a reflection cannot round-trip.
 ROTATION = np.array(

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from ControlCGLib.config import IntensityConfig
-from ControlCGLib.intensity import from_model_range, normalize, to_model_range
-from ControlCGLib.saliency import saliency_maps
+from ControlCGLib.imaging.intensity import from_model_range, normalize, to_model_range
+from ControlCGLib.imaging.saliency import saliency_maps
+from ControlCGLib.model.config import IntensityConfig
 
 
 def test_saliency_signed_absolute_mask_threshold():

@@ -3,11 +3,12 @@ import contextlib
 import pytest
 import torch
 
-from ControlCGLib.config import ConfigError, InjectionConfig, SamplingConfig
-from ControlCGLib.diffusion import Schedule
-from ControlCGLib.noise import make_generator, sample_noise
+from ControlCGLib.model.config import ConfigError
 from ControlCGLib.progress import Cancelled
-from ControlCGLib.sampler import counterfactual, sampling_timesteps
+from ControlCGLib.sampling.noise import make_generator, sample_noise
+from ControlCGLib.sampling.sampler import counterfactual, sampling_timesteps
+from ControlCGLib.sampling.schedule import Schedule
+from ControlCGLib.sampling.settings import InjectionConfig, SamplingConfig
 
 FAST = SamplingConfig(steps=5)
 

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ControlCGLib.embedded import sample_scan
-from ControlCGLib.native import prepare
-from ControlCGLib.scan_checks import ScanRefused, geometry_findings
-from ControlCGLib.scan_phantoms import contrast_scan, non_brain_scan
-from ControlCGLib.template import load_template
+from ControlCGLib.data.phantoms import contrast_scan, non_brain_scan
+from ControlCGLib.data.template import load_template
+from ControlCGLib.imaging.native_space import prepare
+from ControlCGLib.imaging.scan_checks import ScanRefused, geometry_findings
+from ControlCGLib.resources import sample_scan
 
 GRID = (40, 48, 40)  # the embedded model's grid: 4 mm
 
@@ -81,7 +81,7 @@ def _resampled(image: sitk.Image, spacing, size) -> sitk.Image:
 
 def test_a_few_slices_are_refused_before_registration(sample, template, monkeypatch):
     slab = _resampled(sample, (2.0, 2.0, 2.0), (99, 117, 6))  # 12 mm of the brain
-    import ControlCGLib.native as native
+    import ControlCGLib.imaging.native_space as native
 
     monkeypatch.setattr(native, "register_affine", lambda *a, **k: pytest.fail("registered a refused scan"))
     with pytest.raises(ScanRefused, match=r"covers only 12 mm along its k axis \(6 voxels x 2 mm\)"):

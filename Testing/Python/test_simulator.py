@@ -9,9 +9,9 @@ import pytest
 import SimpleITK as sitk
 
 from ControlCGLib.cli import main
-from ControlCGLib.geometry import model_grid, same_geometry
-from ControlCGLib.simulator import CohortSimulator, min_jacobian, write_cohort
-from ControlCGLib.template import load_template
+from ControlCGLib.data.simulator import CohortSimulator, min_jacobian, write_cohort
+from ControlCGLib.data.template import load_template
+from ControlCGLib.imaging.geometry import model_grid, same_geometry
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ import SimpleITK as sitk
 
 from ControlCGLib import slicer_bridge as bridge
 from ControlCGLib.cli import EXIT_CANCELLED
-from ControlCGLib.embedded import classifier_dir, diffusion_dir, sample_scan
 from ControlCGLib.progress import format_progress, parse_progress
+from ControlCGLib.resources import classifier_dir, diffusion_dir, sample_scan
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -44,8 +44,8 @@ def declared() -> dict[str, list[tuple[Path, str]]]:
 
 def test_cmake_lists_name_every_file_and_only_existing_ones():
     files = declared()
-    lib_listed = {src.name for src, _ in files["lib"]}
-    lib_present = {p.name for p in (ROOT / "ControlCGLib").glob("*.py")}
+    lib_listed = {src.relative_to(ROOT / "ControlCGLib").as_posix() for src, _ in files["lib"]}
+    lib_present = {p.relative_to(ROOT / "ControlCGLib").as_posix() for p in (ROOT / "ControlCGLib").rglob("*.py")}
     assert lib_listed == lib_present, f"ControlCGLib/CMakeLists.txt is out of date: {lib_listed ^ lib_present}"
     res_listed = {src.relative_to(ROOT / "Resources").as_posix() for src, _ in files["resources"]}
     res_present = {
@@ -111,10 +111,10 @@ import slicer_stubs
 slicer_stubs.install()
 sys.path.insert(0, {module_dir!r})  # what Slicer does for every scripted module folder
 import ControlCG, ControlCGLib
-from ControlCGLib import embedded, template
+from ControlCGLib import resources
 print(json.dumps({{
     "root": ControlCG.LIBRARY_ROOT, "resources": ControlCG.RESOURCES, "lib": ControlCGLib.__file__,
-    "model": str(embedded.diffusion_dir()), "template": str(template.template_dir()),
+    "model": str(resources.diffusion_dir()), "template": str(resources.template_dir()),
     "ui": str(__import__("pathlib").Path(ControlCG.RESOURCES, "UI", "ControlCG.ui").is_file()),
     "torch": "torch" in sys.modules,
 }}))

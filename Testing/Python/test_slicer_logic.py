@@ -18,7 +18,7 @@ import pytest
 import SimpleITK as sitk
 
 from ControlCGLib import slicer_bridge as bridge
-from ControlCGLib.embedded import sample_scan
+from ControlCGLib.resources import sample_scan
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -178,7 +178,7 @@ def test_model_folder_default_is_the_embedded_model(module):
 def test_an_unusual_scan_is_refused_in_words_or_accepted_with_a_warning(module):
     """The CLI's refusal of another contrast reaches the panel as its own sentence (no traceback); accepted on
     request, the run finishes and its nodes carry the warning."""
-    from ControlCGLib.scan_phantoms import contrast_scan
+    from ControlCGLib.data.phantoms import contrast_scan
 
     controlcg, slicer = module
     logic = controlcg.ControlCGLogic()

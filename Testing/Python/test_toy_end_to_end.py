@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ControlCGLib.config import SamplingConfig
-from ControlCGLib.noise import make_generator
-from ControlCGLib.sampler import counterfactual
-from ControlCGLib.toy import RADII, ball_volume, toy_batch
+from ControlCGLib.data.toy import RADII, ball_volume, toy_batch
+from ControlCGLib.sampling.noise import make_generator
+from ControlCGLib.sampling.sampler import counterfactual
+from ControlCGLib.sampling.settings import SamplingConfig
 
 N_SUBJECTS = 4
 SCALES = (0.0, 1.0, 3.0)

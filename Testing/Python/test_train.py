@@ -9,9 +9,9 @@ import torch
 from conftest import tiny_config
 from safetensors.torch import load_file
 
-from ControlCGLib.checkpoints import load_checkpoint
+from ControlCGLib.model.checkpoints import load_checkpoint
 from ControlCGLib.progress import Cancelled
-from ControlCGLib.train import TrainConfig, train_diffusion
+from ControlCGLib.training.diffusion_trainer import TrainConfig, train_diffusion
 
 
 class _Data:

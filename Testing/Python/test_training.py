@@ -1,8 +1,8 @@
 import torch
 
-from ControlCGLib.diffusion import Schedule
-from ControlCGLib.noise import make_generator
-from ControlCGLib.training import diffusion_loss, drop_labels
+from ControlCGLib.sampling.noise import make_generator
+from ControlCGLib.sampling.schedule import Schedule
+from ControlCGLib.training.loss import diffusion_loss, drop_labels
 
 
 def test_loss_is_finite_and_trains(tiny_model):

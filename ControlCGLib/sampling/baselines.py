@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .config import SamplingConfig
-from .diffusion import CLEAN, Schedule
 from .noise import make_generator, sample_noise
 from .sampler import Counterfactuals, _as_batch, counterfactual, sampling_timesteps
+from .schedule import CLEAN, Schedule
+from .settings import SamplingConfig
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .config import NoiseConfig
+from ..model.config import NoiseConfig
 
 
 def make_generator(seed: int) -> torch.Generator:

@@ -1,5 +1,9 @@
-"""The embedded default: a diffusion model and a classifier trained on the simulated cohort, small enough for a laptop
-CPU, and a bundled sample T1, all under ``Resources/`` so that nothing is downloaded at run time.
+"""Where the product's files live: the ``Resources/`` folder (``$CONTROLCG_RESOURCES`` or beside ``ControlCGLib/``)
+with the template, the embedded default models and the bundled sample T1, so that nothing is downloaded at run time.
+
+The embedded default is a diffusion model and a classifier trained on the simulated cohort, small enough for a laptop
+CPU, and a sample T1. Plain Python (no numpy, torch or SimpleITK): the Slicer panel reads paths before anything is
+installed.
 
 ``Resources/Models/controlcg-cpu/TRAINING.md`` records how they were made (command, seed, steps, wall time, loss
 curve); ``Resources/Sample/README.md`` how the sample was made.
@@ -7,11 +11,22 @@ curve); ``Resources/Sample/README.md`` how the sample was made.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from .template import resources_dir
-
 MODEL_NAME = "controlcg-cpu"
+
+
+def resources_dir() -> Path:
+    """The product's Resources folder: ``$CONTROLCG_RESOURCES``, or ``Resources/`` beside ``ControlCGLib/``."""
+    env = os.environ.get("CONTROLCG_RESOURCES")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "Resources"
+
+
+def template_dir() -> Path:
+    return resources_dir() / "Template"
 
 
 def models_dir() -> Path:

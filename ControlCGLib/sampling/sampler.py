@@ -24,13 +24,14 @@ from typing import Any
 
 import torch
 
-from .config import SamplingConfig, to_dict
-from .diffusion import Schedule
+from ..model.config import to_dict
+from ..model.networks import ClassConditionalUNet
+from ..progress import Cancelled, StepCallback, StepInfo, StopCallback
 from .guidance import cfg_combine, check_scales
 from .injection import AttentionInjector
-from .networks import ClassConditionalUNet
 from .noise import make_generator, sample_noise
-from .progress import Cancelled, StepCallback, StepInfo, StopCallback
+from .schedule import Schedule
+from .settings import SamplingConfig
 
 
 @dataclass

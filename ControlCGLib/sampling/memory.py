@@ -21,7 +21,8 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from .config import InjectionConfig, ModelConfig
+from ..model.config import ModelConfig
+from .settings import InjectionConfig
 
 GB = 1024**3
 SAFETY = 0.9  # refuse when the estimate exceeds this share of the free memory (the OS and other programs need some)
@@ -109,7 +110,7 @@ def estimate(
     """Memory a counterfactual run of ``n_scales`` w values will take on ``device``, traced without computing."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from .networks import ClassConditionalUNet
+    from ..model.networks import ClassConditionalUNet
 
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():

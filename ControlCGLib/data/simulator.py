@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .geometry import anti_alias, model_grid, resample
+from ..imaging.geometry import anti_alias, model_grid, resample
 from .template import Template, load_template
 
 #: Regions in MNI RAS millimetres: centre and semi-axes of ellipsoids.

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import ModelConfig, NoiseConfig, ScheduleConfig, UNetConfig
-from .networks import ClassConditionalUNet
-from .noise import make_generator
-from .training import diffusion_loss
+from ..model.config import ModelConfig, NoiseConfig, ScheduleConfig, UNetConfig
+from ..model.networks import ClassConditionalUNet
+from ..sampling.noise import make_generator
+from ..training.loss import diffusion_loss
 
 #: Mean radius (voxels) of each class, and the spread of radius and centre within a class.
 RADII = (3.0, 5.5)

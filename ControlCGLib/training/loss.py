@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .diffusion import Schedule
-from .networks import ClassConditionalUNet
-from .noise import sample_noise
+from ..model.networks import ClassConditionalUNet
+from ..sampling.noise import sample_noise
+from ..sampling.schedule import Schedule
 
 
 def drop_labels(

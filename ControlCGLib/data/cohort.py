@@ -18,9 +18,9 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .config import IntensityConfig
-from .intensity import to_model_range
-from .native import prepare
+from ..imaging.intensity import to_model_range
+from ..imaging.native_space import prepare
+from ..model.config import IntensityConfig
 from .template import load_template
 
 REQUIRED = ("image", "label", "subject")

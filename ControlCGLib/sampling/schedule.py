@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from monai.networks.schedulers import NoiseSchedules
 
-from .config import ScheduleConfig
+from ..model.config import ScheduleConfig
 
 #: Timestep meaning "fully denoised": its alpha-bar is 1.
 CLEAN = -1

@@ -27,14 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoints import save_checkpoint
-from .config import ModelConfig, to_dict
-from .diffusion import Schedule
-from .networks import ClassConditionalUNet
-from .noise import make_generator
-from .progress import Cancelled
-from .state import find_state, load_state, save_state, trim_metrics
-from .training import diffusion_loss
+from ..model.checkpoints import save_checkpoint
+from ..model.config import ModelConfig, to_dict
+from ..model.networks import ClassConditionalUNet
+from ..progress import Cancelled
+from ..sampling.noise import make_generator
+from ..sampling.schedule import Schedule
+from .loss import diffusion_loss
+from .resume import find_state, load_state, save_state, trim_metrics
 
 PRECISIONS = ("auto", "bf16", "no")
 

@@ -18,9 +18,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import __version__
+from .. import __version__
+from ..hashing import file_sha256  # noqa: F401  (re-exported)
 from .config import ClassifierConfig, ConfigError, ModelConfig, from_dict, to_dict
-from .hashing import file_sha256  # noqa: F401  (re-exported)
 from .networks import ClassConditionalUNet, build_classifier
 
 WEIGHTS = "weights.safetensors"

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .evaluation import (
+from .measures import (
     OURS,
     AugmentationSettings,
     EvaluationSettings,
@@ -52,7 +52,7 @@ def run_evaluation(
     on_item=None,
 ) -> dict | None:
     """Run everything; returns the summary on rank 0 (None on the other ranks)."""
-    from .distributed import init_from_env, shard_map, shutdown
+    from ..training.distributed import init_from_env, shard_map, shutdown
 
     rank, world = init_from_env("cpu")
     began = time.perf_counter()
@@ -107,8 +107,8 @@ def run_evaluation(
 
 
 def _augmentation_examples(model, classifier, settings, augment_cohort, aug, rank, world) -> dict:
-    from .cohort import read_cohort, split_by_subject
-    from .distributed import shard_map
+    from ..data.cohort import read_cohort, split_by_subject
+    from ..training.distributed import shard_map
 
     aug = aug or AugmentationSettings()
     simulated = {s.subject: s for s in read_simulated(augment_cohort)}
@@ -143,7 +143,7 @@ def _augment(classifier_config, extra: dict, settings, aug, out: Path) -> dict:
 
 
 def _montages(out: Path, images: dict, subject: SimulatedSubject, settings: EvaluationSettings) -> None:
-    from .figures import montage
+    from ..figures import montage
 
     base = {f"input ({subject.label})": images["input"], f"true {subject.target}": images["truth"]}
     ours = {f"ours w={w:g}": images[(OURS, float(w))] for w in settings.scales if (OURS, float(w)) in images}

@@ -17,27 +17,16 @@ without express or implied warranty. (Fonov et al., NeuroImage 2011 and 2009; Co
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from ..resources import template_dir
+
 SOURCE_NAMES = {k: f"mni_icbm152_{k}_tal_nlin_sym_09a_converted.nii.gz" for k in ("t1", "gm", "wm")}
 MAPS = ("t1", "gm", "wm", "csf", "mask")
-
-
-def resources_dir() -> Path:
-    """The product's Resources folder: ``$CONTROLCG_RESOURCES``, or ``Resources/`` beside ``ControlCGLib/``."""
-    env = os.environ.get("CONTROLCG_RESOURCES")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent / "Resources"
-
-
-def template_dir() -> Path:
-    return resources_dir() / "Template"
 
 
 def _file(folder: Path, name: str, spacing: float) -> Path:

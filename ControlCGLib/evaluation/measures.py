@@ -15,13 +15,13 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .classifier import classify
-from .config import SamplingConfig
-from .intensity import from_model_range, to_model_range
+from ..imaging.intensity import from_model_range, to_model_range
+from ..imaging.native_space import prepare
+from ..model.classifier import classify
+from ..progress import StepCallback
+from ..sampling.sampler import counterfactual
+from ..sampling.settings import SamplingConfig
 from .metrics import mse, saliency_auroc, ssim
-from .native import prepare
-from .progress import StepCallback
-from .sampler import counterfactual
 
 
 @dataclass
@@ -157,7 +157,7 @@ class EvaluationSettings:
     baselines: tuple = ()  # baselines.Method entries; empty: the paper's five
 
     def methods(self):
-        from .baselines import PAPER_BASELINES, Method
+        from ..sampling.baselines import PAPER_BASELINES, Method
 
         return (Method(OURS, "ours", depth=self.start_strength), *(self.baselines or PAPER_BASELINES))
 
@@ -181,8 +181,8 @@ def measure_subject(
     explained classifier and by an independent one, the explained classifier's features (for the FIDs), and, on the
     axioms seed, composition (a counterfactual toward the subject's own class) and reversibility (the
     counterfactual's counterfactual back toward the source)."""
-    from .baselines import run_method
-    from .classifier import features
+    from ..model.classifier import features
+    from ..sampling.baselines import run_method
     from .metrics import saliency_dice
 
     config = model.config
@@ -237,7 +237,7 @@ def measure_subject(
 
 def real_features(classifier, subjects: Sequence[SimulatedSubject]) -> list[dict]:
     """The explained classifier's features of the real (input) scans, the FIDs' reference sets."""
-    from .classifier import features
+    from ..model.classifier import features
 
     grid, intensity = classifier.config.grid, classifier.config.intensity
     out = []
@@ -263,7 +263,7 @@ class AugmentationSettings:
 
 def generated_example(model, method, subject: SimulatedSubject, w: float, steps: int, seed: int, intensity) -> dict:
     """One extra training example: the subject's counterfactual toward its other class, labelled with that class."""
-    from .baselines import run_method
+    from ..sampling.baselines import run_method
 
     config = model.config
     prepared = _prepared(subject, config.grid, config.intensity)
@@ -295,8 +295,9 @@ def train_and_test(
     accuracy and the AUC of p(last class)."""
     from monai.metrics import compute_roc_auc
 
-    from .checkpoints import load_checkpoint
-    from .classifier import ClassifierTrainConfig, predict_proba, train_classifier
+    from ..model.checkpoints import load_checkpoint
+    from ..model.classifier import predict_proba
+    from ..training.classifier_trainer import ClassifierTrainConfig, train_classifier
 
     names = list(classifier_config.class_names)
     data = training_pairs(train, names)

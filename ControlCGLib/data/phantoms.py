@@ -14,7 +14,7 @@ import math
 import numpy as np
 import SimpleITK as sitk
 
-from .geometry import resample
+from ..imaging.geometry import resample
 from .template import Template, load_template
 
 #: Relative (WM, GM, CSF) intensities: typical brain appearance of each contrast (T1 as the model knows it).

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import IntensityConfig
+from ..model.config import IntensityConfig
 
 
 def normalization_range(volume: np.ndarray, mask: np.ndarray | None = None, config: IntensityConfig | None = None):

@@ -1,0 +1,60 @@
+"""The diagnostic classifier the counterfactuals explain (paper: 3D DenseNet-121): one verdict function shared by the
+command line, Slicer and the evaluation, its features (the FIDs) and its accuracy on a data set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@torch.no_grad()
+def predict_proba(model: torch.nn.Module, volumes: torch.Tensor) -> torch.Tensor:
+    """Class probabilities (B, C) for volumes (B, 1, D, H, W) in model range."""
+    was = model.training
+    model.eval()
+    try:
+        return F.softmax(model(volumes).float(), dim=1)
+    finally:
+        model.train(was)
+
+
+@torch.no_grad()
+def features(model: torch.nn.Module, volume) -> np.ndarray:
+    """The classifier's penultimate features of one volume (D, H, W) in model range: MONAI DenseNet's globally
+    pooled last dense block (``class_layers`` up to ``flatten``), what the evaluation's FID compares."""
+    v = torch.as_tensor(np.asarray(volume, dtype=np.float32))
+    if v.ndim != 3:
+        raise ValueError(f"expected one 3D volume, got shape {tuple(v.shape)}")
+    was = model.training
+    model.eval()
+    try:
+        x = model.features(v[None, None].to(next(model.parameters()).device))
+        layers = model.class_layers
+        return layers.flatten(layers.pool(layers.relu(x)))[0].float().cpu().numpy()
+    finally:
+        model.train(was)
+
+
+def classify(model: torch.nn.Module, volume, class_names: Sequence[str]) -> dict[str, float]:
+    """The classifier's verdict on one volume (D, H, W) in model range: probability per class name."""
+    v = torch.as_tensor(np.asarray(volume, dtype=np.float32))
+    if v.ndim != 3:
+        raise ValueError(f"expected one 3D volume, got shape {tuple(v.shape)}")
+    device = next(model.parameters()).device
+    p = predict_proba(model, v[None, None].to(device))[0]
+    return {name: float(p[i]) for i, name in enumerate(class_names)}
+
+
+def evaluate(model: torch.nn.Module, dataset, batch_size: int = 8) -> float:
+    """Accuracy on ``dataset`` of (volume, class index) pairs."""
+    correct = 0
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(len(dataset), start + batch_size))]
+        volumes = torch.stack([v for v, _ in items])
+        labels = torch.tensor([c for _, c in items])
+        correct += int((predict_proba(model, volumes).argmax(1) == labels).sum())
+    return correct / max(1, len(dataset))

@@ -1,0 +1,75 @@
+"""How a counterfactual is sampled: the settings shared by the command line, Slicer and the evaluation.
+
+Frozen dataclasses that validate on construction and go through the same JSON round trip as the model configuration
+(:func:`~ControlCGLib.model.config.to_dict`), so a run records exactly what it did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..model.config import NOISE_KINDS, ConfigError
+
+SAMPLING_METHODS = ("ddim", "ddpm")
+REFERENCE_NOISE = ("fixed", "fresh")
+
+
+@dataclass(frozen=True)
+class InjectionConfig:
+    """Which self-attention layers inject the reference (groups ``down``/``mid``/``up`` or module paths), during
+    which part of the trajectory (``window``: fractions of the steps, from the first), and whether y_t is noised
+    with one fixed noise for the whole run or fresh noise at every step (Eq. 2)."""
+
+    layers: tuple[str, ...] = ("down", "mid", "up")
+    window: tuple[float, float] = (0.0, 1.0)
+    reference_noise: str = "fixed"
+
+    def __post_init__(self):
+        if not self.layers:
+            raise ConfigError("injection.layers must name at least one layer or group")
+        lo, hi = self.window
+        if not 0 <= lo < hi <= 1:
+            raise ConfigError(f"injection.window must satisfy 0 <= start < stop <= 1, got {self.window}")
+        if self.reference_noise not in REFERENCE_NOISE:
+            raise ConfigError(
+                f"injection.reference_noise must be one of {REFERENCE_NOISE}, got {self.reference_noise!r}"
+            )
+
+    def active(self, index: int, total: int) -> bool:
+        """Whether step ``index`` (0-based) of ``total`` lies inside the window."""
+        frac = index / total
+        return self.window[0] <= frac < self.window[1]
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How a counterfactual is sampled. ``start_strength`` 1 starts from pure noise (the paper); below 1 the run
+    starts from the input noised to that fraction of the trajectory (fewer steps, closer to the input)."""
+
+    steps: int = 50
+    method: str = "ddim"
+    eta: float = 0.0
+    start_strength: float = 1.0
+    noise: str = "gaussian"
+    injection: InjectionConfig | None = field(default_factory=InjectionConfig)
+    precision: str = "fp32"  # "bf16": the UNet passes under bfloat16 autocast (the scheduler arithmetic stays fp32)
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ConfigError(f"sampling.steps must be >= 1, got {self.steps}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"sampling.precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.method not in SAMPLING_METHODS:
+            raise ConfigError(f"sampling.method must be one of {SAMPLING_METHODS}, got {self.method!r}")
+        if self.eta < 0:
+            raise ConfigError(f"sampling.eta must be >= 0, got {self.eta}")
+        if not 0 < self.start_strength <= 1:
+            raise ConfigError(f"sampling.start_strength must be in (0, 1], got {self.start_strength}")
+        if self.noise not in NOISE_KINDS:
+            raise ConfigError(f"sampling.noise must be one of {NOISE_KINDS}, got {self.noise!r}")
+        if self.method == "ddpm" and self.eta != 0:
+            raise ConfigError("sampling.eta applies to DDIM only; DDPM steps are always stochastic (leave eta at 0)")
+
+    @property
+    def stochastic(self) -> bool:
+        return self.method == "ddpm" or self.eta > 0

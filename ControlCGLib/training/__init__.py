@@ -1,0 +1,3 @@
+"""Training: the diffusion loss, the diffusion and classifier trainers, exact resume state, torchrun's process
+group.
+"""
