@@ -358,7 +358,8 @@ def _run_main_job(args, should_stop) -> int:
 
 
 def _check_memory(model, n_scales: int, sampling, device: str, input_path: str) -> None:
-    """Refuse, with the estimate, a run that would not fit in memory (memory.py); the scan counts from its header."""
+    """Refuse, with the estimate, a run that would not fit in memory (sampling/memory.py); the scan counts from its
+    header."""
     import dataclasses
 
     from .imaging.reading import header_voxels

@@ -1,8 +1,9 @@
 """The main job, end to end: a T1 in any geometry -> counterfactuals toward a class, back on its own grid.
 
-One function serves the command line and Slicer's background process: prepare the scan (native.py), run the one
-sampling loop (sampler.py) for every requested w, bring each counterfactual back (detail and resampled), and ask
-the classifier, when one is given, what it thinks of the input and of each counterfactual.
+One function serves the command line and Slicer's background process: prepare the scan
+(imaging/native_space.py), run the one sampling loop (sampling/sampler.py) for every requested w, bring each
+counterfactual back (detail and resampled), and ask the classifier, when one is given, what it thinks of the input
+and of each counterfactual.
 """
 
 from __future__ import annotations

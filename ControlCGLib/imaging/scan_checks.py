@@ -111,7 +111,7 @@ def _pure_tissue(template: Template) -> tuple[dict[str, np.ndarray], np.ndarray]
 
 def appearance(native: sitk.Image, transform: sitk.Transform, template: Template) -> Screening:
     """Tissue separation and order of ``native`` seen through ``transform`` (template point -> native point)."""
-    air = float(np.min(sitk.GetArrayViewFromImage(native)))  # outside the field of view: air, as in native.py
+    air = float(np.min(sitk.GetArrayViewFromImage(native)))  # outside the field of view: air, as in native_space.py
     on_template = sitk.GetArrayFromImage(resample(native, template.t1, transform, default=air))
     classes, mask = _pure_tissue(template)
     inside = sitk.Image(native.GetSize(), sitk.sitkUInt8) + 1
