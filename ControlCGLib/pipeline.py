@@ -54,7 +54,7 @@ def run_counterfactual(
 
     ``on_stage(name)`` announces "preparing", "sampling", "mapping back" and "verdicts"; ``should_stop`` is asked
     before each of them and before every sampling step (:class:`~ControlCGLib.progress.Cancelled` when it says yes).
-    A scan that does not look like a whole-brain T1 is refused (:class:`~ControlCGLib.scan_checks.ScanRefused`)
+    A scan that does not look like a whole-brain T1 is refused (:class:`~ControlCGLib.imaging.scan_checks.ScanRefused`)
     unless ``accept_unusual``; then the findings are kept in ``settings["scan_warnings"]``.
     """
 

@@ -1,4 +1,4 @@
-"""The memory estimate (ControlCGLib/memory.py) against what a real run takes, each case in a fresh process.
+"""The memory estimate (ControlCGLib/sampling/memory.py) against what a real run takes, each case in a fresh process.
 
     python benchmarks/memory.py [--cases small|paper|all] [--out benchmarks/results/memory_cpu.json]
 

@@ -1,5 +1,5 @@
-"""Calibration of the appearance checks (ControlCGLib/scan_checks.py): what they measure on scans they must accept and
-on scans they must refuse, with the thresholds drawn in.
+"""Calibration of the appearance checks (ControlCGLib/imaging/scan_checks.py): what they measure on scans they must
+accept and on scans they must refuse, with the thresholds drawn in.
 
     python benchmarks/scan_checks.py --out benchmarks/results/scan_checks.json --figure docs/images/scan_checks.png
 

@@ -135,9 +135,10 @@ def preprocess(
 ) -> np.ndarray:
     """The preprocessing every model sees, for a skull-stripped MNI scan: the 160 x 192 x 160 mm crop around the MNI
     centre, anti-aliased down to ``grid`` (z, y, x), then min-max (99.5th percentile as max) inside the template's
-    brain mask and zero outside it (:func:`ControlCGLib.native.prepare` with ``preprocessed=True``; the simulator and
-    the native pipeline use the same routine). The crop is taken in physical MNI space, not in voxels, so scans of any
-    resolution or axis order (FSL's LAS files, nilearn's LPS ones) land on the same grid. Returns (z, y, x) float32."""
+    brain mask and zero outside it (:func:`ControlCGLib.imaging.native_space.prepare` with ``preprocessed=True``;
+    the simulator and the native pipeline use the same routine). The crop is taken in physical MNI space, not in
+    voxels, so scans of any resolution or axis order (FSL's LAS files, nilearn's LPS ones) land on the same grid.
+    Returns (z, y, x) float32."""
     return prepare(image, grid, preprocessed=True, template=template, intensity=intensity, screen="off").model_input
 
 

@@ -136,7 +136,7 @@ def prepare(
     """Register (unless ``preprocessed``: already skull-stripped and in MNI space), resample, mask, normalise.
 
     ``screen``: what the checks of scan_checks.py do with an unusual scan ("refuse": raise
-    :class:`~ControlCGLib.scan_checks.ScanRefused`, geometry before registration; "warn": keep the findings in
+    :class:`~ControlCGLib.imaging.scan_checks.ScanRefused`, geometry before registration; "warn": keep the findings in
     ``Prepared.warnings``; "off": skip them, for cohorts already known to be T1 brains).
     """
     if screen not in SCREEN_MODES:

@@ -69,7 +69,7 @@ class NoiseConfig:
     """Training (and optionally sampling) noise.
 
     ``pyramid``: white noise plus ``levels`` coarser white fields (each halving the grid) trilinearly up-sampled and
-    weighted by ``discount**i``, renormalised to unit variance per sample (see :mod:`ControlCGLib.noise`).
+    weighted by ``discount**i``, renormalised to unit variance per sample (see :mod:`ControlCGLib.sampling.noise`).
     """
 
     kind: str = "pyramid"

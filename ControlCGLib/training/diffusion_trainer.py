@@ -3,7 +3,7 @@ exact resume. The loss is :func:`ControlCGLib.training.diffusion_loss`, the one 
 
 A run folder holds::
 
-    state/               the latest resumable state (ControlCGLib.state): model, EMA and optimiser tensors, step
+    state/               the latest resumable state (training/resume.py): model, EMA and optimiser tensors, step
     model/               the EMA weights as a ControlCG model folder (weights.safetensors + config.json)
     metrics.csv          step, loss, learning rate, seconds
 

@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ControlCGLib.simulator import CohortSimulator  # noqa: E402
+from ControlCGLib.data.simulator import CohortSimulator  # noqa: E402
 
 SAMPLE = ROOT / "Resources" / "Sample" / "sample_T1.nii.gz"
 ICON_SLICE = 40  # axial slice (array axis 0) through the lateral ventricles, which grow toward AD

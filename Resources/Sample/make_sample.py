@@ -10,8 +10,8 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from ControlCGLib.scan_phantoms import off_mni
-from ControlCGLib.simulator import CohortSimulator
+from ControlCGLib.data.phantoms import off_mni
+from ControlCGLib.data.simulator import CohortSimulator
 
 here = Path(__file__).resolve().parent
 sim = CohortSimulator()

@@ -1,6 +1,6 @@
 """End-to-end learning test: train the toy model on the CPU (about a minute), then check what its counterfactuals do.
 
-The toy (ControlCGLib.toy): class 0 ("small") holds a small soft ball, class 1 ("large") a large one, each with its
+The toy (ControlCGLib.data.toy): class 0 ("small") holds a small soft ball, class 1 ("large") a large one, each with its
 own centre and brightness. Counterfactuals of small inputs toward "large" must grow the ball, more so at larger w.
 """
 

@@ -9,8 +9,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from ControlCGLib.checkpoints import load_checkpoint
 from ControlCGLib.figures import loss_curve
+from ControlCGLib.model.checkpoints import load_checkpoint
 
 here = Path(__file__).resolve().parent
 runs = dict(zip(("diffusion", "classifier", "judge"), (Path(a) for a in sys.argv[1:4])))
