@@ -49,9 +49,9 @@ LIBRARY_ROOT, RESOURCES = findLibrary(os.path.dirname(__file__))
 if LIBRARY_ROOT not in sys.path:
     sys.path.insert(0, LIBRARY_ROOT)
 
-from ControlCGLib import __version__  # noqa: E402  (found through the path set just above)
+# found through the path set just above; defaults is torch-free: every default and range the panel offers
+from ControlCGLib import __version__, defaults  # noqa: E402
 from ControlCGLib import slicer_bridge as bridge  # noqa: E402
-from ControlCGLib.cli import EXIT_CANCELLED  # noqa: E402
 from ControlCGLib.overlay import diverging_rgba, symmetric_window  # noqa: E402
 
 EMBEDDED_MODEL = pathlib.Path(RESOURCES) / "Models" / "controlcg-cpu" / "diffusion"
@@ -117,19 +117,20 @@ def registerSampleData():
 class ControlCGParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     targetClass: str = "AD"
-    w: Annotated[float, WithinRange(0.0, 10.0)] = 4.0
-    sweep: str = "0 2 4 6 8 10"
-    steps: Annotated[int, WithinRange(1, 1000)] = 50
-    startStrength: Annotated[float, WithinRange(0.05, 1.0)] = 0.3
-    seed: Annotated[int, WithinRange(0, 2147483647)] = 0
-    device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
+    w: Annotated[float, WithinRange(*defaults.W.range)] = defaults.W.default
+    sweep: str = " ".join(defaults.w_key(w) for w in defaults.SLICER_SWEEP)
+    steps: Annotated[int, WithinRange(*map(int, defaults.STEPS.range))] = int(defaults.STEPS.default)
+    startStrength: Annotated[float, WithinRange(*defaults.START_STRENGTH.range)] = defaults.START_STRENGTH.default
+    seed: Annotated[int, WithinRange(*map(int, defaults.SEED.range))] = int(defaults.SEED.default)
+    device: Annotated[str, Choice(list(defaults.DEVICES))] = defaults.DEVICE
     modelPath: pathlib.Path = pathlib.Path()  # empty: the embedded model (no install path saved in scenes)
     preprocessed: bool = False
     acceptUnusualScan: bool = False
-    overlayOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.6
-    # changes below this fraction of the largest one are transparent: at 0.05 the embedded model's redrawn noise
-    # (median |change| in the brain ~9 % of the window on the sample) covered the whole brain; 0.2 keeps the anatomy
-    saliencyThreshold: Annotated[float, WithinRange(0.0, 0.5)] = 0.2
+    overlayOpacity: Annotated[float, WithinRange(*defaults.OVERLAY_OPACITY.range)] = defaults.OVERLAY_OPACITY.default
+    # changes below this fraction of the largest one are transparent (defaults.py says why 0.2)
+    saliencyThreshold: Annotated[float, WithinRange(*defaults.SALIENCY_THRESHOLD.range)] = (
+        defaults.SALIENCY_THRESHOLD.default
+    )
     showInput: bool = False
     # outputs
     counterfactualSequence: vtkMRMLSequenceNode
@@ -245,7 +246,7 @@ class ControlCGWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.inputVerdictLabel.text = bridge.format_verdict(results.get("input_verdict", {}))
         if p is not None:
             shown = bridge.nearest_computed(p.w, computed)
-            verdict = results.get("verdicts", {}).get(f"{shown:g}", {}) if shown is not None else {}
+            verdict = results.get("verdicts", {}).get(defaults.w_key(shown), {}) if shown is not None else {}
             self.ui.counterfactualVerdictLabel.text = (
                 f"w={shown:g}: {bridge.format_verdict(verdict)}" if verdict else _("-")
             )
@@ -585,7 +586,7 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
         outcome, message = "failed", ""
         try:
             parameterNode, inputVolume, request, shape, ijkToRAS = self._target
-            if self._cancelRequested or returnCode == EXIT_CANCELLED:
+            if self._cancelRequested or returnCode == defaults.EXIT_CANCELLED:
                 outcome, message = "cancelled", ""
             elif returnCode != 0:
                 outcome, message = "failed", bridge.error_message(self._lines, returnCode)
@@ -637,7 +638,7 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
         """One counterfactual and one saliency per w, as two Sequences browsed together; a run that adds a w to the
         same input and class extends the existing sequences."""
         p = parameterNode
-        target = results.record.get("target", p.targetClass)
+        target = results.record.target
         previous = self.resultsOf(p)
         extend = (
             p.counterfactualSequence is not None
@@ -662,14 +663,14 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
                 scratch.SetName(bridge.node_name(name, kind, target, w))
                 for key, value in results.attributes(w, kind).items():
                     scratch.SetAttribute(key, value)
-                sequence.SetDataNodeAtValue(scratch, f"{w:g}")
-            previous["verdicts"][f"{w:g}"] = r.verdict
+                sequence.SetDataNodeAtValue(scratch, defaults.w_key(w))
+            previous["verdicts"][defaults.w_key(w)] = r.verdict
         previous["input_verdict"] = results.input_verdict
         # One window for every w (the same colour = the same change), computed here once rather than on every redraw.
         previous["window"] = max(
             previous.get("window", 0.0), symmetric_window(r.saliency for r in results.by_w.values())
         )
-        previous["settings"] = results.record.get("settings", {})
+        previous["settings"] = results.record.settings
         p.results = json.dumps(previous)
 
         if not extend:
@@ -725,7 +726,7 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
         shown = bridge.nearest_computed(float(w), computed)
         if shown is None:
             return False
-        item = p.counterfactualSequence.GetItemNumberFromIndexValue(f"{shown:g}")
+        item = p.counterfactualSequence.GetItemNumberFromIndexValue(defaults.w_key(shown))
         if item < 0:
             return False
         p.sequenceBrowser.SetSelectedItemNumber(item)

@@ -31,7 +31,8 @@ class CounterfactualRun:
     prepared: Prepared
     model_grid: dict[float, np.ndarray]  # counterfactual per w on the model grid, in [0, 1]
     native: dict[float, NativeResult]  # per w, on the input's own grid
-    verdicts: dict[str, dict[str, float]] = field(default_factory=dict)  # "input", "w=..." -> class -> probability
+    input_verdict: dict[str, float] = field(default_factory=dict)  # class -> probability (empty: no classifier)
+    verdicts: dict[float, dict[str, float]] = field(default_factory=dict)  # per w: class -> probability
     settings: dict[str, Any] = field(default_factory=dict)
 
 
@@ -97,13 +98,12 @@ def run_counterfactual(
     }
     stage("mapping back")
     native = {w: prepared.to_native(cf) for w, cf in grid_cf.items()}
-    verdicts = {}
+    input_verdict, verdicts = {}, {}
     if classifier is not None:
         stage("verdicts")
         names, scale = classifier.config.class_names, classifier.config.intensity
-        verdicts["input"] = classify(classifier, to_model_range(prepared.model_input, scale), names)
-        for w, cf in grid_cf.items():
-            verdicts[f"w={w:g}"] = classify(classifier, to_model_range(cf, scale), names)
+        input_verdict = classify(classifier, to_model_range(prepared.model_input, scale), names)
+        verdicts = {w: classify(classifier, to_model_range(cf, scale), names) for w, cf in grid_cf.items()}
     settings = {
         **result.settings,
         "preprocessed": preprocessed,
@@ -113,4 +113,4 @@ def run_counterfactual(
         "code_version": __version__,
         "sampling": to_dict(sampling or SamplingConfig()),
     }
-    return CounterfactualRun(prepared, grid_cf, native, verdicts, settings)
+    return CounterfactualRun(prepared, grid_cf, native, input_verdict, verdicts, settings)

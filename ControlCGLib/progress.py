@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .defaults import PROGRESS_PREFIX, STAGES
+
 if TYPE_CHECKING:  # torch only for annotations: the Slicer panel reads progress lines before torch is installed
     import torch
 
@@ -60,8 +62,8 @@ class TqdmProgress:
 
 
 # A line protocol for a parent process that reads our output (the Slicer panel): one flushed line per event, so
-# that progress arrives while the work runs, whatever the pipe's buffering. Both ends live here.
-PROGRESS_PREFIX = "controlcg-progress"
+# that progress arrives while the work runs, whatever the pipe's buffering. Both ends live here; the prefix and the
+# stages are protocol constants in defaults.py.
 
 
 @dataclass(frozen=True)
@@ -73,10 +75,9 @@ class ProgressLine:
     @property
     def fraction(self) -> float:
         """Overall completion in [0, 1]: sampling is the long part, the stages around it share the rest."""
-        share = {"preparing": 0.0, "sampling": 0.1, "mapping back": 0.9, "verdicts": 0.95, "writing": 0.97, "done": 1.0}
-        base = share.get(self.stage, 0.0)
+        base = STAGES.get(self.stage, 0.0)
         if self.stage == "sampling" and self.total:
-            return round(base + 0.8 * self.index / self.total, 6)
+            return round(base + (STAGES["mapping back"] - base) * self.index / self.total, 6)
         return base
 
 

@@ -26,12 +26,14 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from . import defaults
+from .defaults import EXIT_CANCELLED  # noqa: F401  (re-exported: the module reads the child's exit code with it)
 from .hashing import file_sha256 as sha256  # noqa: F401  (re-exported for the module)
 from .imaging.geometry import array_and_ijk_to_ras, image_from_array  # noqa: F401  (image_from_array re-exported)
+from .outputs import RunRecord, read_result_folder
 from .progress import parse_progress  # noqa: F401  (re-exported: the module reads progress lines through here)
 
 ATTRIBUTE_PREFIX = "ControlCG."
-W_RANGE = (0.0, 10.0)
 
 
 # --- geometry: Slicer's (array, IJK->RAS) <-> SimpleITK image; geometry.py holds the conversion --------------------
@@ -57,10 +59,10 @@ class RunRequest:
 
     target: str
     scales: tuple[float, ...]
-    steps: int = 50
-    seed: int = 0
-    start_strength: float = 0.3
-    device: str = "auto"
+    steps: int = int(defaults.STEPS.default)
+    seed: int = int(defaults.SEED.default)
+    start_strength: float = defaults.START_STRENGTH.default
+    device: str = defaults.DEVICE
     model: str = ""  # empty: the embedded model and its classifier
     preprocessed: bool = False
     accept_unusual: bool = False  # explain a scan the checks think is not a whole-brain T1 (warned, recorded)
@@ -130,7 +132,7 @@ def build_command(python: str, work: WorkFolder, request: RunRequest) -> list[st
         "--target",
         request.target,
         "--w",
-        *[f"{w:g}" for w in scales],
+        *[defaults.w_key(w) for w in scales],
         "--steps",
         str(int(request.steps)),
         "--seed",
@@ -225,35 +227,35 @@ class WResult:
 
 @dataclass
 class RunResults:
-    record: dict
+    record: RunRecord
     by_w: dict[float, WResult]
 
     @property
     def input_verdict(self) -> dict[str, float]:
-        return self.record.get("verdicts", {}).get("input", {})
+        return self.record.input_verdict
 
     @property
     def warnings(self) -> list[str]:
         """What the scan checks found and the user accepted (empty for a scan that passed them)."""
-        return list(self.record.get("settings", {}).get("scan_warnings") or [])
+        return self.record.warnings
 
     def attributes(self, w: float, kind: str) -> dict[str, str]:
         """Node attributes recording how a result was made (model checksum, w, steps, seed, code version...)."""
-        settings = self.record.get("settings", {})
+        settings = self.record.settings
         sampling = settings.get("sampling", {})
         return {
             ATTRIBUTE_PREFIX + k: str(v)
             for k, v in {
                 "Kind": kind,
-                "Target": self.record.get("target", ""),
-                "w": f"{w:g}",
+                "Target": self.record.target,
+                "w": defaults.w_key(w),
                 "Steps": sampling.get("steps", ""),
                 "StartStrength": sampling.get("start_strength", ""),
                 "Seed": settings.get("seed", ""),
                 "Device": settings.get("device", ""),
-                "Model": self.record.get("model", ""),
-                "ModelSHA256": self.record.get("model_sha256", ""),
-                "ClassifierSHA256": self.record.get("classifier_sha256") or "",
+                "Model": self.record.model,
+                "ModelSHA256": self.record.model_sha256,
+                "ClassifierSHA256": self.record.classifier_sha256 or "",
                 "CodeVersion": settings.get("code_version", ""),
                 "Verdict": format_verdict(self.by_w[w].verdict) if w in self.by_w else "",
                 "ScanWarnings": " | ".join(self.warnings),
@@ -262,26 +264,16 @@ class RunResults:
 
 
 def read_results(output: str | os.PathLike) -> RunResults:
-    """Read what the child wrote (result.json and the per-w NIfTI files) into arrays on the input's grid."""
-    output = Path(output)
-    try:
-        record = json.loads((output / "result.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"the computation wrote no readable result.json in {output}: {exc}") from None
-    verdicts = record.get("verdicts", {})
+    """Read what the child wrote (outputs.py's result folder) into arrays on the input's grid."""
+    record, images = read_result_folder(output)
     by_w = {}
-    for key, files in record.get("outputs", {}).items():
-        w = float(key)
-        cf = sitk.ReadImage(str(output / files["counterfactual"]))
-        sal = sitk.ReadImage(str(output / files["saliency"]))
-        cf_array, geometry = array_from_image(cf)
-        sal_array, sal_geometry = array_from_image(sal)
+    for w, by_kind in images.items():
+        cf_array, geometry = array_from_image(by_kind["counterfactual"])
+        sal_array, sal_geometry = array_from_image(by_kind["saliency"])
         if not same_grid(cf_array.shape, geometry, sal_array.shape, sal_geometry):
-            raise ValueError(f"w={key}: the counterfactual and its saliency are on different grids")
-        by_w[w] = WResult(w, cf_array, sal_array, geometry, verdicts.get(f"w={w:g}", {}))
-    if not by_w:
-        raise ValueError(f"{output / 'result.json'} lists no outputs")
-    return RunResults(record, dict(sorted(by_w.items())))
+            raise ValueError(f"w={defaults.w_key(w)}: the counterfactual and its saliency are on different grids")
+        by_w[w] = WResult(w, cf_array, sal_array, geometry, record.verdict(w))
+    return RunResults(record, by_w)
 
 
 # --- small decisions the panel makes ---------------------------------------------------------------------------------
@@ -297,7 +289,7 @@ def parse_sweep(text: str, current: float | None = None) -> list[float]:
             raise ValueError(f"w sweep: {token!r} is not a number (write e.g. '0 2 4 6 8 10')") from None
     if current is not None:
         values.append(float(current))
-    lo, hi = W_RANGE
+    lo, hi = defaults.W.range
     bad = [v for v in values if not lo <= v <= hi]
     if bad:
         raise ValueError(f"w sweep: {bad[0]:g} is outside the slider's range {lo:g} to {hi:g}")
@@ -350,8 +342,6 @@ class ModelInfo:
 
 def model_info(model_folder: str | os.PathLike) -> ModelInfo:
     """A diffusion model folder's class names and default w (from config.json, without torch) for the panel."""
-    from .cli import DEFAULT_W
-
     path = Path(model_folder) / "config.json"
     try:
         config = json.loads(path.read_text())
@@ -363,5 +353,5 @@ def model_info(model_folder: str | os.PathLike) -> ModelInfo:
     names = config.get("class_names")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise ValueError(f"{path} names no classes")
-    default_w = (config.get("provenance") or {}).get("default_w", DEFAULT_W)
+    default_w = (config.get("provenance") or {}).get("default_w", defaults.W.default)
     return ModelInfo(list(names), float(default_w))

@@ -281,3 +281,22 @@ def write_cohort(
         writer.writeheader()
         writer.writerows(rows)
     return manifest
+
+
+def ventricle_summary(manifest: str | Path) -> list[str]:
+    """Lines reporting a written cohort's ventricle volume per class and the effect size (Cohen's d, pooled sd)."""
+    import statistics
+
+    with open(manifest, newline="") as f:
+        rows = list(csv.DictReader(f))
+    volumes = {c: [float(r["ventricle_ml"]) for r in rows if r["label"] == c] for c in ("CN", "AD")}
+    lines = []
+    for c, v in volumes.items():
+        if v:
+            sd = statistics.stdev(v) if len(v) > 1 else 0.0
+            lines.append(f"{c}: n={len(v)} ventricle volume {statistics.mean(v):.1f} +- {sd:.1f} mL")
+    if all(len(v) > 1 for v in volumes.values()):
+        pooled = ((statistics.variance(volumes["CN"]) + statistics.variance(volumes["AD"])) / 2) ** 0.5
+        d = (statistics.mean(volumes["AD"]) - statistics.mean(volumes["CN"])) / pooled
+        lines.append(f"Cohen's d (AD vs CN ventricle volume): {d:.2f}")
+    return lines

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..defaults import w_key
 from ..model.config import ModelConfig, NoiseConfig, ScheduleConfig, UNetConfig
 from ..model.networks import ClassConditionalUNet
 from ..sampling.noise import make_generator
@@ -117,3 +118,12 @@ def train_toy(
             on_step(i + 1, losses[-1])
     model.eval()
     return ToyTraining(model, losses)
+
+
+def toy_summary(y0: torch.Tensor, counterfactuals: dict[float, torch.Tensor]) -> dict:
+    """The ball's volume and brightness in the input and in each counterfactual (keyed by w_key)."""
+
+    def measures(x: torch.Tensor) -> dict[str, float]:
+        return {"volume": float(ball_volume(x)), "brightness": float(ball_brightness(x))}
+
+    return {"input": measures(y0), "counterfactuals": {w_key(w): measures(x) for w, x in counterfactuals.items()}}

@@ -15,6 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from ..defaults import EVALUATION_SWEEP, START_STRENGTH, W
 from ..imaging.intensity import from_model_range, to_model_range
 from ..imaging.native_space import prepare
 from ..model.classifier import classify
@@ -148,10 +149,10 @@ OURS = "ours"
 class EvaluationSettings:
     """What ``controlcg evaluate`` measures; the defaults are the full setting's."""
 
-    scales: tuple[float, ...] = (0.0, 2.0, 4.0, 6.0, 8.0)  # our w sweep (paper Table 1)
-    default_w: float = 4.0  # the product's default; every method is compared there (paper Table 2)
+    scales: tuple[float, ...] = EVALUATION_SWEEP  # our w sweep (paper Table 1)
+    default_w: float = W.default  # the product's default; every method is compared there (paper Table 2)
     steps: int = 20  # DDIM grid of every method (the baselines' depths are fractions of it)
-    start_strength: float = 0.3  # ours, as the product runs it
+    start_strength: float = START_STRENGTH.default  # ours, as the product runs it
     seeds: tuple[int, ...] = (0, 1, 2)
     axioms_seed: int = 0  # composition and reversibility are measured on this seed only (they cost two more runs)
     baselines: tuple = ()  # baselines.Method entries; empty: the paper's five

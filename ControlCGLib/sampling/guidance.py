@@ -13,6 +13,8 @@ from collections.abc import Iterable
 
 import torch
 
+from ..defaults import W
+
 
 def cfg_combine(cond: torch.Tensor, uncond: torch.Tensor | None, w: float) -> torch.Tensor:
     """Eq. 5. ``uncond`` may be None only when ``w == 0`` (the unconditional pass is then skipped)."""
@@ -24,7 +26,7 @@ def cfg_combine(cond: torch.Tensor, uncond: torch.Tensor | None, w: float) -> to
 
 
 def check_scales(scales) -> tuple[float, ...]:
-    """Guidance scales as a tuple of finite, non-negative, distinct floats (a single number is accepted)."""
+    """Guidance scales as a tuple of distinct floats in the product's range of w (a single number is accepted)."""
     if isinstance(scales, torch.Tensor):
         scales = scales.reshape(-1).tolist()
     if isinstance(scales, numbers.Real):
@@ -39,8 +41,9 @@ def check_scales(scales) -> tuple[float, ...]:
     if not out:
         raise ValueError("give at least one guidance scale w")
     for w in out:
-        if not w == w or w in (float("inf"), float("-inf")) or w < 0:
-            raise ValueError(f"guidance scale w must be a finite number >= 0, got {w}")
+        if not w == w:
+            raise ValueError("guidance scale w must be a number, got nan")
+        W.check(w, "guidance scale w")
     if len(set(out)) != len(out):
         raise ValueError(f"guidance scales must be distinct, got {list(out)}")
     return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..defaults import PAPER_START_STRENGTH, PRECISIONS, START_STRENGTH, STEPS
 from ..model.config import NOISE_KINDS, ConfigError
 
 SAMPLING_METHODS = ("ddim", "ddpm")
@@ -46,25 +47,27 @@ class SamplingConfig:
     """How a counterfactual is sampled. ``start_strength`` 1 starts from pure noise (the paper); below 1 the run
     starts from the input noised to that fraction of the trajectory (fewer steps, closer to the input)."""
 
-    steps: int = 50
+    steps: int = STEPS.default
     method: str = "ddim"
     eta: float = 0.0
-    start_strength: float = 1.0
+    start_strength: float = PAPER_START_STRENGTH  # the library samples as the paper does; the product passes 0.3
     noise: str = "gaussian"
     injection: InjectionConfig | None = field(default_factory=InjectionConfig)
     precision: str = "fp32"  # "bf16": the UNet passes under bfloat16 autocast (the scheduler arithmetic stays fp32)
 
     def __post_init__(self):
-        if self.steps < 1:
-            raise ConfigError(f"sampling.steps must be >= 1, got {self.steps}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"sampling.precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        for setting, value in ((STEPS, self.steps), (START_STRENGTH, self.start_strength)):
+            try:
+                setting.check(value, "sampling." + setting.name.replace(" ", "_"))
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        exact = tuple(p for p in PRECISIONS if p != "auto")  # "auto" is the CLI's choice, resolved before this
+        if self.precision not in exact:
+            raise ConfigError(f"sampling.precision must be one of {exact}, got {self.precision!r}")
         if self.method not in SAMPLING_METHODS:
             raise ConfigError(f"sampling.method must be one of {SAMPLING_METHODS}, got {self.method!r}")
         if self.eta < 0:
             raise ConfigError(f"sampling.eta must be >= 0, got {self.eta}")
-        if not 0 < self.start_strength <= 1:
-            raise ConfigError(f"sampling.start_strength must be in (0, 1], got {self.start_strength}")
         if self.noise not in NOISE_KINDS:
             raise ConfigError(f"sampling.noise must be one of {NOISE_KINDS}, got {self.noise!r}")
         if self.method == "ddpm" and self.eta != 0:

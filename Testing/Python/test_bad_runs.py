@@ -14,7 +14,8 @@ import SimpleITK as sitk
 from conftest import tiny_model_files
 
 from ControlCGLib import __version__
-from ControlCGLib.cli import EXIT_CANCELLED, main
+from ControlCGLib.cli import main
+from ControlCGLib.defaults import EXIT_CANCELLED
 from ControlCGLib.hashing import file_sha256
 from ControlCGLib.model.checkpoints import WEIGHTS, save_checkpoint
 from ControlCGLib.model.config import ClassifierConfig

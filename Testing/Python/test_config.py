@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from ControlCGLib.defaults import STEPS
 from ControlCGLib.model.config import (
     FORMAT_VERSION,
     PRESETS,
@@ -112,6 +113,11 @@ def test_sampling_config_validation():
         SamplingConfig(method="euler")
     with pytest.raises(ConfigError, match="start_strength"):
         SamplingConfig(start_strength=0)
+    with pytest.raises(ConfigError, match=r"sampling.start_strength must lie in \[0.05, 1\], got 0.01"):
+        SamplingConfig(start_strength=0.01)
+    with pytest.raises(ConfigError, match=r"sampling.steps must be a whole number"):
+        SamplingConfig(steps=2.5)
+    assert SamplingConfig().steps == STEPS.default and SamplingConfig().start_strength == 1.0  # the paper's start
     with pytest.raises(ConfigError, match="window"):
         InjectionConfig(window=(0.5, 0.5))
     inj = InjectionConfig(window=(0.0, 0.5))

@@ -39,8 +39,8 @@ def test_demo_runs_the_embedded_model_on_the_sample(tmp_path):
     assert record["model_sha256"] == file_sha256(diffusion_dir() / WEIGHTS)
     assert record["classifier_sha256"] == file_sha256(classifier_dir() / WEIGHTS)
     # the embedded classifier sees the bundled (cognitively normal) sample as CN
-    assert record["verdicts"]["input"]["CN"] > 0.5
-    assert set(record["verdicts"]) == {"input", "w=0", "w=4"}
+    assert record["input_verdict"]["CN"] > 0.5
+    assert set(record["verdicts"]) == {"0", "4"}
     assert record["settings"]["sampling"]["precision"] in ("fp32", "bf16")  # auto resolved and recorded
     scan = sitk.ReadImage(str(sample_scan()))
     for name in ("counterfactual_w4.nii.gz", "saliency_w4.nii.gz"):

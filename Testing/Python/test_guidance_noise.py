@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from ControlCGLib.defaults import W
 from ControlCGLib.sampling.guidance import cfg_combine, check_scales
 from ControlCGLib.sampling.noise import coarse_power_fraction, make_generator, pyramid_noise
 
@@ -19,9 +20,13 @@ def test_cfg_matches_hand_computation():
 def test_check_scales():
     assert check_scales(2) == (2.0,)
     assert check_scales([0, 1.5]) == (0.0, 1.5)
-    for bad in ([], [-1.0], [float("nan")], [1.0, 1.0]):
+    for bad in ([], [-1.0], [float("nan")], [1.0, 1.0], [float("inf")]):
         with pytest.raises(ValueError):
             check_scales(bad)
+    # one range of w for the library, the CLI and the Slicer slider (ControlCGLib/defaults.py)
+    assert check_scales(W.high) == (W.high,)
+    with pytest.raises(ValueError, match=r"guidance scale w must lie in \[0, 10\], got 10.5"):
+        check_scales([2.0, 10.5])
 
 
 def test_pyramid_noise_has_unit_variance_per_sample():

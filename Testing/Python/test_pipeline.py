@@ -35,8 +35,9 @@ def test_counterfactual_command(tmp_path):
     ]
     assert main(args) == 0
     record = json.loads((tmp_path / "out" / "result.json").read_text())
-    assert set(record["verdicts"]) == {"input", "w=0", "w=2"}
-    assert abs(sum(record["verdicts"]["w=2"].values()) - 1) < 1e-5
+    assert record["format_version"] == 2 and set(record["input_verdict"]) == {"CN", "AD"}
+    assert set(record["verdicts"]) == {"0", "2"} and set(record["outputs"]) == {"0", "2"}  # one w spelling
+    assert abs(sum(record["verdicts"]["2"].values()) - 1) < 1e-5
     assert len(record["model_sha256"]) == 64 and record["settings"]["scales"] == [0.0, 2.0]
     for name in ("counterfactual_w2.nii.gz", "counterfactual_resampled_w2.nii.gz", "saliency_w2.nii.gz"):
         out = sitk.ReadImage(str(tmp_path / "out" / name))

@@ -16,7 +16,7 @@ import pytest
 import SimpleITK as sitk
 
 from ControlCGLib import slicer_bridge as bridge
-from ControlCGLib.cli import EXIT_CANCELLED
+from ControlCGLib.defaults import EXIT_CANCELLED
 from ControlCGLib.progress import format_progress, parse_progress
 from ControlCGLib.resources import classifier_dir, diffusion_dir, sample_scan
 
@@ -205,7 +205,7 @@ def test_module_command_runs_reports_progress_and_returns_results_on_the_input_g
 
     results = bridge.read_results(work.output)
     assert sorted(results.by_w) == [0.0, 4.0]
-    assert results.record["settings"]["seed"] == 3
+    assert results.record.settings["seed"] == 3
     for r in results.by_w.values():
         assert bridge.same_grid(r.counterfactual.shape, r.ijk_to_ras, array.shape, ijk_to_ras)
         brain = array > np.percentile(array, 60)
