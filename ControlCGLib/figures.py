@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .imaging.geometry import lps_to_ras, ras_to_lps
+
 
 def _views(volume: np.ndarray, centre: tuple[int, int, int] | None = None) -> list[np.ndarray]:
     """Axial, coronal and sagittal slices through ``centre`` (the middle by default) of a (z, y, x) array, the order
@@ -139,13 +141,12 @@ _SLICER_VIEWS: tuple[tuple[str, str, np.ndarray], ...] = (
     ("Coronal (Green)", "#6EB04B", np.array([[-1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]]).T),
     ("Sagittal (Yellow)", "#EDD54C", np.array([[0.0, -1.0, 0.0], [0.0, 0.0, 1.0], [-1.0, 0.0, 0.0]]).T),
 )
-_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 _RAS_LETTERS = (("L", "R"), ("P", "A"), ("I", "S"))  # (negative, positive) end of each RAS axis
 
 
 def _screen_axis(direction_ras: np.ndarray) -> tuple[int, float]:
     """The LPS axis a SliceToRAS column runs along, and its sign in LPS."""
-    lps = _RAS_TO_LPS @ direction_ras
+    lps = ras_to_lps(direction_ras)
     axis = int(np.argmax(np.abs(lps)))
     return axis, float(np.sign(lps[axis]))
 
@@ -223,7 +224,7 @@ def slicer_slices(
         if h_sign < 0:  # right is decreasing coordinate: the left column is the largest
             plane, col = plane[:, ::-1], size[h] - 1 - col
         right, up, normal = (slice_to_ras[:, k] for k in range(3))
-        ras_point = _RAS_TO_LPS @ p
+        ras_point = lps_to_ras(p)
         views.append(
             SliceView(
                 title=title,

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..imaging.geometry import anti_alias, model_grid, resample
+from ..imaging.geometry import anti_alias, model_grid, ras_to_lps, resample
 from .template import Template, load_template
 
 #: Regions in MNI RAS millimetres: centre and semi-axes of ellipsoids.
@@ -71,10 +71,6 @@ class Subject:
     change: str = ""
 
 
-def _ras_to_lps(p):
-    return np.array([-p[0], -p[1], p[2]])
-
-
 def _ellipsoid_weight(reference: sitk.Image, regions, softness_mm: float = 4.0) -> np.ndarray:
     """Smooth (z, y, x) weight in [0, 1] that is 1 inside any of the ellipsoids."""
     k, j, i = np.indices(reference.GetSize()[::-1])
@@ -83,7 +79,7 @@ def _ellipsoid_weight(reference: sitk.Image, regions, softness_mm: float = 4.0) 
     points = np.array(reference.GetOrigin()) + (idx * np.array(reference.GetSpacing())) @ direction.T
     weight = np.zeros(len(points))
     for centre, axes in regions:
-        d = np.sqrt((((points - _ras_to_lps(centre)) / np.array(axes)) ** 2).sum(axis=1))
+        d = np.sqrt((((points - ras_to_lps(centre)) / np.array(axes)) ** 2).sum(axis=1))
         weight = np.maximum(weight, np.clip((1.0 - d) * min(axes) / softness_mm + 0.5, 0.0, 1.0))
     return weight.reshape(reference.GetSize()[::-1])
 

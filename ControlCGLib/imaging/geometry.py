@@ -22,6 +22,14 @@ CROP_MM = (160.0, 192.0, 160.0)
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
+def ras_to_lps(v) -> np.ndarray:
+    """A point, direction or matrix of columns from RAS (Slicer, MNI coordinates) to LPS (ITK); its own inverse."""
+    return LPS_TO_RAS @ np.asarray(v, dtype=float)
+
+
+lps_to_ras = ras_to_lps
+
+
 def image_from_array(array: np.ndarray, ijk_to_ras: np.ndarray) -> sitk.Image:
     """ITK image from a (k, j, i) array and a Slicer-style IJK->RAS matrix (any rotation, spacing, shear-free)."""
     array = np.asarray(array)

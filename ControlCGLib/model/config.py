@@ -12,14 +12,15 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 #: Version of the JSON layout written by :func:`save_config`. Readers refuse anything newer.
 FORMAT_VERSION = 1
 
 BETA_SCHEDULES = ("linear_beta", "scaled_linear_beta", "sigmoid_beta", "cosine")
 PREDICTION_TYPES = ("v",)
-NOISE_KINDS = ("gaussian", "pyramid")
+NoiseKind = Literal["gaussian", "pyramid"]
+NOISE_KINDS: tuple[str, ...] = get_args(NoiseKind)
 
 
 class ConfigError(ValueError):
@@ -72,7 +73,7 @@ class NoiseConfig:
     weighted by ``discount**i``, renormalised to unit variance per sample (see :mod:`ControlCGLib.sampling.noise`).
     """
 
-    kind: str = "pyramid"
+    kind: NoiseKind = "pyramid"
     discount: float = 0.8
     levels: int = 3
 

@@ -59,9 +59,16 @@ class ClassConditionalUNet(nn.Module):
             raise ValueError(
                 f"labels must lie in [0, {self.null_class}] (the last is the null class), got {labels.tolist()}"
             )
-        context = self.class_embedding(labels)[:, None, :].to(x.dtype)
-        class_labels = labels if self.config.class_in_time_embedding else None
-        return self.unet(x, timesteps, context=context, class_labels=class_labels)
+        return self.unet(x, timesteps, **self._conditioning(labels, x.dtype))
+
+    def conditioning(self, label: int, batch: int, device=None) -> dict[str, torch.Tensor | None]:
+        """The UNet's conditioning arguments for a batch of one label, made once and reused every step (the guided
+        step calls ``self.unet(x, t, **conditioning)``; its memory trace cannot run :meth:`forward`'s checks)."""
+        return self._conditioning(self.labels(label, batch, device), self.class_embedding.weight.dtype)
+
+    def _conditioning(self, labels: torch.Tensor, dtype: torch.dtype) -> dict[str, torch.Tensor | None]:
+        context = self.class_embedding(labels)[:, None, :].to(dtype)
+        return {"context": context, "class_labels": labels if self.config.class_in_time_embedding else None}
 
 
 def build_classifier(config: ClassifierConfig) -> DenseNet:

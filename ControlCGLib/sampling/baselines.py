@@ -16,14 +16,17 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 
 from .noise import make_generator, sample_noise
-from .sampler import Counterfactuals, _as_batch, counterfactual, sampling_timesteps
+from .sampler import Counterfactuals, as_batch, counterfactual, sampling_timesteps
 from .schedule import CLEAN, Schedule
 from .settings import SamplingConfig
+
+MethodKind = Literal["ours", "ilvr", "ddim-inversion"]
 
 
 @dataclass(frozen=True)
@@ -31,13 +34,13 @@ class Method:
     """One way of making counterfactuals, as the evaluation tables name it."""
 
     name: str
-    kind: str  # "ours", "ilvr", "ddim-inversion"
+    kind: MethodKind
     depth: float = 1.0  # fraction of the chain the run starts from (T / 1000)
     factor: int = 2  # ILVR's down-sampling factor n
     inversion_label: str = "source"  # DDIM inversion: encode with the "source" class or the "null" class
 
     def __post_init__(self):
-        if self.kind not in ("ours", "ilvr", "ddim-inversion"):
+        if self.kind not in get_args(MethodKind):
             raise ValueError(f"unknown method kind {self.kind!r}")
         if not 0 < self.depth <= 1:
             raise ValueError(f"{self.name}: depth must be in (0, 1], got {self.depth}")
@@ -82,7 +85,7 @@ def ilvr(
     sampling = dataclasses.replace(sampling or SamplingConfig(), start_strength=depth, injection=None)
     schedule = Schedule(model.config.schedule)
     parameter = next(model.parameters())
-    y = _as_batch(y0, model.config.grid).to(parameter.device, parameter.dtype)
+    y = as_batch(y0, model.config.grid).to(parameter.device, parameter.dtype)
     reference = low_pass(y, factor)
     generator = make_generator(seed + 7919)  # the reference's own noise, apart from the loop's stream
     noise_cfg = model.config.noise if sampling.noise == "pyramid" else None
@@ -109,7 +112,7 @@ def ddim_invert(
     timesteps = sampling_timesteps(schedule, dataclasses.replace(sampling, start_strength=depth))
     parameter = next(model.parameters())
     device = parameter.device
-    x = _as_batch(y0, config.grid).to(device, parameter.dtype)
+    x = as_batch(y0, config.grid).to(device, parameter.dtype)
     index = model.null_class if label is None else config.class_index(label)
     labels = model.labels(index, 1, device)
     was_training = model.training

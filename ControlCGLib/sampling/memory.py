@@ -12,7 +12,6 @@ and the volumes the sampler keeps (input, start, noise, and x_t and x_0 per w). 
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,24 +60,15 @@ class PeakTracker(TorchDispatchMode):
 
 
 def step_passes(model, injection: InjectionConfig | None, precision: str, device: torch.device) -> int:
-    """Peak bytes of one sampler step's UNet passes on ``model`` (real or fake), weights not counted."""
-    from .injection import AttentionInjector
+    """Peak bytes of one sampler step's UNet passes on ``model`` (real or fake), weights not counted: the very
+    model function the sampler calls (guided_step.py), for one w != 0 with the reference pass."""
+    from .guided_step import GuidedStep
 
-    config = model.config
-    x = torch.zeros((1, 1, *config.grid), device=device)
-    t = torch.full((1,), config.schedule.num_train_timesteps // 2, dtype=torch.long, device=device)
-    context = {
-        label: model.class_embedding(model.labels(label, 1, device))[:, None, :] for label in (0, model.null_class)
-    }
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
-    injector = AttentionInjector(model, injection.layers) if injection is not None else None
-    with torch.no_grad(), injector or contextlib.nullcontext(), PeakTracker() as tracker, autocast:
-        with injector.recording() if injector else contextlib.nullcontext():
-            model.unet(x, t, context=context[model.null_class])
-        with injector.injecting() if injector else contextlib.nullcontext():
-            cond = model.unet(x, t, context=context[0])
-            uncond = model.unet(x, t, context=context[model.null_class])
-        del cond, uncond
+    x = torch.zeros((1, 1, *model.config.grid), device=device)
+    t = model.config.schedule.num_train_timesteps // 2
+    with torch.no_grad(), GuidedStep(model, 0, injection, precision) as guided, PeakTracker() as tracker:
+        v = guided({1.0: x}, t, reference=x if injection is not None else None)
+        del v
     return tracker.peak
 
 

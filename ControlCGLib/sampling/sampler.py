@@ -2,11 +2,10 @@
 
 Per step t -> s (paper Eqs. 2, 4, 5, 9):
 
-1. the reference y0 is noised to y_t by Eq. 2 and one *reference pass* of the UNet with the null class records the
-   self-attention tokens h(y_t). This pass depends neither on the target class nor on w, so it is done once per step
-   and shared by every w of the run;
-2. for each w, a conditional and (when w != 0) an unconditional pass on that w's x_t, both injecting h(y_t) (Eq. 8),
-   are combined by Eq. 5 into one v prediction;
+1. the reference y0 is noised to y_t by Eq. 2 (inside the injection window);
+2. the model function (guided_step.py) returns one guided v per w: a reference pass on y_t shared by every w, then
+   conditional and unconditional passes injecting its attention tokens (Eq. 8), combined by Eq. 5. The sampler
+   knows nothing of the UNet, the injection, autocast or the guidance formula;
 3. DDIM (or the strided DDPM posterior) moves x_t to x_s.
 
 All noise comes from one CPU generator seeded by ``seed``, drawn in an order that does not depend on the number of w
@@ -15,7 +14,6 @@ values, so that a sweep equals separate runs and a seed reproduces its output bi
 
 from __future__ import annotations
 
-import contextlib
 import numbers
 import time
 from collections.abc import Callable, Sequence
@@ -27,8 +25,8 @@ import torch
 from ..model.config import to_dict
 from ..model.networks import ClassConditionalUNet
 from ..progress import Cancelled, StepCallback, StepInfo, StopCallback
-from .guidance import cfg_combine, check_scales
-from .injection import AttentionInjector
+from .guidance import check_scales
+from .guided_step import GuidedStep
 from .noise import make_generator, sample_noise
 from .schedule import Schedule
 from .settings import SamplingConfig
@@ -48,7 +46,7 @@ class Counterfactuals:
         return self.images[float(w)]
 
 
-def _as_batch(y0: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+def as_batch(y0: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
     """Input as a (1, 1, D, H, W) float32 tensor, refusing the wrong shape or non-finite values."""
     if not isinstance(y0, torch.Tensor):
         raise TypeError(f"the input must be a torch.Tensor on the model grid, got {type(y0).__name__}")
@@ -106,7 +104,7 @@ def counterfactual(
     config = model.config
     target_index = config.class_index(target)
     ws = check_scales(scales)
-    y = _as_batch(y0, config.grid)
+    y = as_batch(y0, config.grid)
 
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an integer, got {seed!r}")
@@ -137,52 +135,31 @@ def counterfactual(
         start = schedule.q_sample(y, timesteps[0], start)
     xs = {w: start.clone() for w in ws}
 
-    cond_labels = model.labels(target_index, 1, device)
-    null_labels = model.labels(model.null_class, 1, device)
-    was_training = model.training
-    model.eval()
-    injector = AttentionInjector(model, injection.layers) if injection is not None else contextlib.nullcontext()
-
-    def precision():
-        if sampling.precision == "bf16":
-            return torch.autocast(device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    guided = GuidedStep(model, target_index, injection, sampling.precision)
 
     began = time.perf_counter()
-    try:
-        with injector:
-            for i, (t, s) in enumerate(pairs):
-                if should_stop is not None and should_stop():
-                    raise Cancelled(f"cancelled before step {i + 1} of {len(pairs)}")
-                tt = torch.full((1,), t, dtype=torch.long, device=device)
-                inject = injection is not None and injection.active(i, len(pairs))
-                if injection is not None and injection.reference_noise == "fresh":
-                    # Drawn even outside the window so that the window never shifts the random stream.
-                    reference_noise = sample_noise(shape, generator, noise_cfg).to(device, dtype)
-                if inject:
-                    with injector.recording(), precision():
-                        model(schedule.q_sample(y, t, reference_noise), tt, null_labels)
-                step_noise = (
-                    sample_noise(shape, generator, noise_cfg).to(device, dtype) if sampling.stochastic else None
-                )
-                x0s = {}
-                for w in ws:
-                    x = xs[w]
-                    with injector.injecting() if inject else contextlib.nullcontext(), precision():
-                        cond = model(x, tt, cond_labels).float()
-                        uncond = model(x, tt, null_labels).float() if w != 0 else None
-                    x0, eps = schedule.split_v(x, cfg_combine(cond, uncond, w), t)
-                    if sampling.method == "ddpm":
-                        xs[w] = schedule.ddpm_step(x, x0, t, s, step_noise)
-                    else:
-                        xs[w] = schedule.ddim_step(x0, eps, t, s, sampling.eta, step_noise)
-                    if after_step is not None:
-                        xs[w] = after_step(xs[w], s)
-                    x0s[w] = x0
-                if on_step is not None:
-                    on_step(StepInfo(i + 1, len(pairs), t, time.perf_counter() - began, x0s))
-    finally:
-        model.train(was_training)
+    with guided:
+        for i, (t, s) in enumerate(pairs):
+            if should_stop is not None and should_stop():
+                raise Cancelled(f"cancelled before step {i + 1} of {len(pairs)}")
+            inject = injection is not None and injection.active(i, len(pairs))
+            if injection is not None and injection.reference_noise == "fresh":
+                # Drawn even outside the window so that the window never shifts the random stream.
+                reference_noise = sample_noise(shape, generator, noise_cfg).to(device, dtype)
+            reference = schedule.q_sample(y, t, reference_noise) if inject else None
+            step_noise = sample_noise(shape, generator, noise_cfg).to(device, dtype) if sampling.stochastic else None
+            x0s = {}
+            for w, v in guided(xs, t, reference).items():
+                x0, eps = schedule.split_v(xs[w], v, t)
+                if sampling.method == "ddpm":
+                    xs[w] = schedule.ddpm_step(xs[w], x0, t, s, step_noise)
+                else:
+                    xs[w] = schedule.ddim_step(x0, eps, t, s, sampling.eta, step_noise)
+                if after_step is not None:
+                    xs[w] = after_step(xs[w], s)
+                x0s[w] = x0
+            if on_step is not None:
+                on_step(StepInfo(i + 1, len(pairs), t, time.perf_counter() - began, x0s))
     seconds = time.perf_counter() - began
     settings = {
         "target": config.class_names[target_index],

@@ -7,12 +7,16 @@ Frozen dataclasses that validate on construction and go through the same JSON ro
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
-from ..defaults import PAPER_START_STRENGTH, PRECISIONS, START_STRENGTH, STEPS
-from ..model.config import NOISE_KINDS, ConfigError
+from ..defaults import PAPER_START_STRENGTH, START_STRENGTH, STEPS
+from ..model.config import NOISE_KINDS, ConfigError, NoiseKind
 
-SAMPLING_METHODS = ("ddim", "ddpm")
-REFERENCE_NOISE = ("fixed", "fresh")
+Method = Literal["ddim", "ddpm"]
+ReferenceNoise = Literal["fixed", "fresh"]
+Precision = Literal["fp32", "bf16"]  # "auto" is the CLI's choice (commands/common.py), resolved before this
+SAMPLING_METHODS: tuple[str, ...] = get_args(Method)
+REFERENCE_NOISE: tuple[str, ...] = get_args(ReferenceNoise)
 
 
 @dataclass(frozen=True)
@@ -23,7 +27,7 @@ class InjectionConfig:
 
     layers: tuple[str, ...] = ("down", "mid", "up")
     window: tuple[float, float] = (0.0, 1.0)
-    reference_noise: str = "fixed"
+    reference_noise: ReferenceNoise = "fixed"
 
     def __post_init__(self):
         if not self.layers:
@@ -48,12 +52,12 @@ class SamplingConfig:
     starts from the input noised to that fraction of the trajectory (fewer steps, closer to the input)."""
 
     steps: int = STEPS.default
-    method: str = "ddim"
+    method: Method = "ddim"
     eta: float = 0.0
     start_strength: float = PAPER_START_STRENGTH  # the library samples as the paper does; the product passes 0.3
-    noise: str = "gaussian"
+    noise: NoiseKind = "gaussian"
     injection: InjectionConfig | None = field(default_factory=InjectionConfig)
-    precision: str = "fp32"  # "bf16": the UNet passes under bfloat16 autocast (the scheduler arithmetic stays fp32)
+    precision: Precision = "fp32"  # "bf16": UNet passes under bfloat16 autocast (the scheduler stays fp32)
 
     def __post_init__(self):
         for setting, value in ((STEPS, self.steps), (START_STRENGTH, self.start_strength)):
@@ -61,7 +65,7 @@ class SamplingConfig:
                 setting.check(value, "sampling." + setting.name.replace(" ", "_"))
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
-        exact = tuple(p for p in PRECISIONS if p != "auto")  # "auto" is the CLI's choice, resolved before this
+        exact = get_args(Precision)
         if self.precision not in exact:
             raise ConfigError(f"sampling.precision must be one of {exact}, got {self.precision!r}")
         if self.method not in SAMPLING_METHODS:

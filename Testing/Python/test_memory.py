@@ -30,6 +30,27 @@ def test_traced_passes_equal_the_real_ones(precision, injection):
     assert traced == real > 0
 
 
+def test_the_estimate_traces_the_samplers_own_model_function(monkeypatch, tiny_model, tiny_input):
+    """One guided step serves the sampler and the memory trace: no second copy of the step to drift apart."""
+    from ControlCGLib.sampling.guided_step import GuidedStep
+    from ControlCGLib.sampling.sampler import counterfactual
+    from ControlCGLib.sampling.settings import SamplingConfig
+
+    calls = []
+    original = GuidedStep.__call__
+
+    def logged(self, xs, t, reference=None):
+        calls.append((len(xs), reference is not None, self.precision))
+        return original(self, xs, t, reference)
+
+    monkeypatch.setattr(GuidedStep, "__call__", logged)
+    memory.estimate(TINY, 3, "bf16", INJECTION)
+    assert calls == [(1, True, "bf16")]  # a w != 0 with the reference pass: the step's worst case
+    calls.clear()
+    counterfactual(tiny_model, tiny_input, "AD", (0.0, 2.0), SamplingConfig(steps=3), seed=0)
+    assert calls == [(2, True, "fp32")] * 3
+
+
 def test_the_estimate_grows_with_the_grid_and_the_number_of_w():
     one = memory.estimate(TINY, 1)
     assert memory.estimate(TINY, 5).volumes - one.volumes == 8 * 4 * 16**3  # x_t and x_0 for 4 more w
