@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ControlCGLib.evaluation.measures import evaluate_subject, read_simulated, summarise
-from ControlCGLib.evaluation.run import balanced
+from ControlCGLib.defaults import PAPER_START_STRENGTH
+from ControlCGLib.evaluation.measures import OURS, EvaluationSettings, measure_subject, summarise
+from ControlCGLib.evaluation.subjects import balanced, read_simulated
 from ControlCGLib.figures import montage
 from ControlCGLib.model.checkpoints import load_checkpoint
 from ControlCGLib.resources import classifier_dir, diffusion_dir
@@ -29,13 +30,13 @@ from ControlCGLib.sampling.settings import InjectionConfig, SamplingConfig
 
 
 def _picture(path: Path, subject, images: dict, rows: list[dict]) -> None:
-    ws = [w for w in images if isinstance(w, float)]
+    ws = [w for method, w in (k for k in images if isinstance(k, tuple)) if method == OURS]
     columns = {f"input ({subject.label})": images["input"], f"true {subject.target}": images["truth"]}
     saliency = {f"true {subject.target}": images["truth"] - images["input"]}
     for w, r in zip(ws, rows):
         key = f"w={w:g}\np({subject.target})={r['p_target']:.2f}"
-        columns[key] = images[w]
-        saliency[key] = images[w] - images["input"]
+        columns[key] = images[(OURS, w)]
+        saliency[key] = images[(OURS, w)] - images["input"]
     montage(path, columns, saliency, title=f"{subject.subject}: {subject.label} -> {subject.target}")
 
 
@@ -48,7 +49,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=None, help="N subjects only, half of each class (the first in the file)")
     p.add_argument("--w", type=float, nargs="+", default=[0.0, 2.0, 4.0, 6.0])
     p.add_argument("--steps", type=int, default=SamplingConfig.steps)
-    p.add_argument("--start-strength", type=float, nargs="+", default=[SamplingConfig.start_strength])
+    p.add_argument("--start-strength", type=float, nargs="+", default=[PAPER_START_STRENGTH])
     p.add_argument("--no-injection", action="store_true")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--threads", type=int, default=2)
@@ -65,15 +66,21 @@ def main() -> None:
     t0 = time.perf_counter()
     with tqdm(total=len(subjects) * len(args.start_strength), desc="held-out subjects", unit="run") as bar:
         for strength in args.start_strength:
-            injection = None if args.no_injection else InjectionConfig()
-            sampling = SamplingConfig(
-                steps=args.steps, start_strength=strength, injection=injection, precision=args.precision
+            settings = EvaluationSettings(
+                scales=tuple(args.w),
+                default_w=args.w[0],
+                steps=args.steps,
+                start_strength=strength,
+                baselines=(),  # ours alone
+                injection=None if args.no_injection else InjectionConfig(),
+                precision=args.precision,
+                axioms=False,
             )
             shown = set()
             for i, s in enumerate(subjects):
                 images: dict = {}
-                for r in evaluate_subject(model, classifier, s, args.w, sampling, seed=i, images=images):
-                    rows.append({"start_strength": strength, **r})
+                for r in measure_subject(model, classifier, None, s, settings, seed=i, images=images):
+                    rows.append({"start_strength": strength, **{k: v for k, v in r.items() if k != "features"}})
                 if s.label not in shown:  # one picture per direction and start strength
                     shown.add(s.label)
                     _picture(out / f"{s.label}_to_{s.target}_start{strength:g}.png", s, images, rows[-len(args.w) :])

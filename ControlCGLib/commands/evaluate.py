@@ -11,8 +11,9 @@ def _cmd_evaluate(args) -> int:
 
     from tqdm.auto import tqdm
 
-    from ..evaluation.measures import AugmentationSettings, EvaluationSettings
-    from ..evaluation.run import FAST, FAST_AUGMENTATION, run_evaluation
+    from ..evaluation.augmentation import FAST_AUGMENTATION, AugmentationSettings
+    from ..evaluation.measures import EvaluationSettings
+    from ..evaluation.run import FAST, run_evaluation
     from ..model.checkpoints import load_checkpoint
     from ..resources import classifier_dir, diffusion_dir, judge_dir
 

@@ -8,34 +8,13 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
-from .measures import (
-    OURS,
-    AugmentationSettings,
-    EvaluationSettings,
-    SimulatedSubject,
-    generated_example,
-    measure_subject,
-    read_simulated,
-    real_example,
-    real_features,
-    train_and_test,
-    training_pairs,
-)
+from .augmentation import AugmentationSettings, augmentation_examples, augmentation_table
+from .measures import OURS, EvaluationSettings, measure_subject, real_features
+from .subjects import SimulatedSubject, balanced, read_simulated, real_example
 
 FAST = EvaluationSettings(scales=(0.0, 4.0), default_w=4.0, steps=4, seeds=(0, 1), axioms_seed=0)
-FAST_AUGMENTATION = AugmentationSettings(real=4, steps=8, batch_size=4)
-
-
-def balanced(subjects: Sequence[SimulatedSubject], n: int | None) -> list[SimulatedSubject]:
-    """The first ``n`` subjects of the list, as evenly split between the classes as the list allows."""
-    if n is None:
-        return list(subjects)
-    by_class = {c: [s for s in subjects if s.label == c] for c in sorted({s.label for s in subjects})}
-    share = {c: n // len(by_class) + (i < n % len(by_class)) for i, c in enumerate(by_class)}
-    return [s for c, ss in by_class.items() for s in ss[: share[c]]]
 
 
 def run_evaluation(
@@ -74,7 +53,7 @@ def run_evaluation(
 
     extra = None
     if augment_cohort is not None:
-        extra = _augmentation_examples(model, classifier, settings, augment_cohort, augmentation, rank, world)
+        extra = augmentation_examples(model, classifier, settings, augment_cohort, augmentation, rank, world)
     if rank != 0:
         shutdown()
         return None
@@ -96,7 +75,7 @@ def run_evaluation(
         grid, intensity = classifier.config.grid, classifier.config.intensity
         extra["test"] = [real_example(s, grid, intensity) for s in cohort_subjects]  # the held-out cohort
         with tempfile.TemporaryDirectory() as scratch:  # the augmentation classifiers are not kept
-            detail = _augment(classifier.config, extra, settings, augmentation, Path(scratch))
+            detail = augmentation_table(classifier.config, extra, settings, augmentation, Path(scratch))
         summary["augmentation"] = {m: d["accuracy"] for m, d in detail.items()}
         summary["augmentation_detail"] = detail
     summary["settings"]["seconds"] = round(time.perf_counter() - began, 1)
@@ -104,42 +83,6 @@ def run_evaluation(
     _montages(Path(out), images, subjects[0], settings)
     shutdown()
     return summary
-
-
-def _augmentation_examples(model, classifier, settings, augment_cohort, aug, rank, world) -> dict:
-    from ..data.cohort import read_cohort, split_by_subject
-    from ..training.distributed import shard_map
-
-    aug = aug or AugmentationSettings()
-    simulated = {s.subject: s for s in read_simulated(augment_cohort)}
-    splits = split_by_subject(read_cohort(augment_cohort, classifier.config.class_names), seed=aug.seed)
-    train = balanced([simulated[s.subject] for s in splits["train"]], aug.real)
-    val = [simulated[s.subject] for s in splits["val"]]
-    grid, intensity = classifier.config.grid, classifier.config.intensity
-    methods = settings.methods()
-    jobs = [("real", s) for s in train] + [("val", s) for s in val] + [(m, s) for m in methods for s in train]
-
-    def make(job):
-        what, subject = job
-        if isinstance(what, str):
-            return {**real_example(subject, grid, intensity), "role": what}
-        return {**generated_example(model, what, subject, settings.default_w, settings.steps, aug.seed, intensity)}
-
-    examples = shard_map(jobs, make, rank, world)
-    return {"examples": examples, "settings": aug}
-
-
-def _augment(classifier_config, extra: dict, settings, aug, out: Path) -> dict:
-    aug = aug or AugmentationSettings()
-    examples = extra["examples"]
-    real = [e for e in examples if e.get("role") == "real"]
-    val = training_pairs([e for e in examples if e.get("role") == "val"], classifier_config.class_names)
-    test = extra["test"]
-    detail = {}
-    for name in ["none", *[m.name for m in settings.methods()]]:
-        generated = [e for e in examples if e.get("method") == name and "role" not in e]
-        detail[name] = train_and_test(classifier_config, real + generated, val, test, aug, out / name)
-    return detail
 
 
 def _montages(out: Path, images: dict, subject: SimulatedSubject, settings: EvaluationSettings) -> None:
