@@ -291,13 +291,36 @@ def test_every_parameter_name_is_a_parameter_node_field():
     assert not unknown, f"{UI.name} binds {unknown}, which the parameter node class does not declare: {sorted(fields)}"
 
 
+def _defaults_range(node: ast.expr) -> tuple[float, float] | None:
+    """The range a ``*defaults.NAME.range`` (or ``*map(int, defaults.NAME.range)``) argument names, read from
+    ControlCGLib/defaults.py (the panel's one source of ranges)."""
+    from ControlCGLib import defaults
+
+    for sub in ast.walk(node):
+        if (
+            isinstance(sub, ast.Attribute)
+            and sub.attr == "range"
+            and isinstance(sub.value, ast.Attribute)
+            and isinstance(sub.value.value, ast.Name)
+            and sub.value.value.id == "defaults"
+        ):
+            return getattr(defaults, sub.value.attr).range
+    return None
+
+
 def _bounds(annotation: ast.expr) -> tuple[float | None, float | None]:
-    """The literal (minimum, maximum) of WithinRange / Minimum / Maximum in an annotation, None where absent."""
+    """The (minimum, maximum) of WithinRange / Minimum / Maximum in an annotation -- literals, or a range of
+    ControlCGLib/defaults.py -- None where absent."""
     low = high = None
     for node in ast.walk(annotation):
         if not isinstance(node, ast.Call):
             continue
         func = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        if func == "WithinRange" and len(node.args) == 1 and isinstance(node.args[0], ast.Starred):
+            named = _defaults_range(node.args[0])
+            if named is not None:
+                low, high = named
+                continue
         try:
             args = [ast.literal_eval(a) for a in node.args]
         except ValueError:
