@@ -29,6 +29,11 @@ def template_dir() -> Path:
     return resources_dir() / "Template"
 
 
+def anatomies_dir() -> Path:
+    """The base anatomies of the simulated cohort (data/anatomies.py)."""
+    return resources_dir() / "Anatomies"
+
+
 def models_dir() -> Path:
     return resources_dir() / "Models" / MODEL_NAME
 

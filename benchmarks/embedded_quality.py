@@ -75,6 +75,7 @@ def main() -> None:
                 injection=None if args.no_injection else InjectionConfig(),
                 precision=args.precision,
                 axioms=False,
+                anchors=False,
             )
             shown = set()
             for i, s in enumerate(subjects):

@@ -19,12 +19,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import dataclasses  # noqa: E402
+
 import matplotlib.pyplot as plt  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from ControlCGLib.data.phantoms import CONTRASTS, NON_BRAIN, contrast_scan, non_brain_scan, off_mni  # noqa: E402
-from ControlCGLib.data.simulator import CohortSimulator, SimulationConfig  # noqa: E402
+from ControlCGLib.data.simulator import COHORT_V1, CohortSimulator  # noqa: E402
 from ControlCGLib.data.template import load_template  # noqa: E402
 from ControlCGLib.imaging.registration import register_affine  # noqa: E402
 from ControlCGLib.imaging.scan_checks import THRESHOLDS, appearance  # noqa: E402
@@ -41,12 +43,12 @@ def _subject_off_mni(sim: CohortSimulator, index: int, seed: int, label: str) ->
 
 def cases(template, subjects: int):
     yield "T1 brain", "sample", lambda: sitk.ReadImage(str(sample_scan()))
-    sim = CohortSimulator(template=template)
+    sim = CohortSimulator(COHORT_V1, template=template)
     for i in range(subjects):
         for label in ("CN", "AD"):
             yield "T1 brain", f"simulated {label} {i}", lambda i=i, label=label: _subject_off_mni(sim, i, 11, label)
     young = CohortSimulator(
-        SimulationConfig(ventricle_push_mm=-6.0, hippocampus_pull_mm=0.0, cortex_loss=0.0), template
+        dataclasses.replace(COHORT_V1, ventricle_push_mm=-6.0, hippocampus_pull_mm=0.0, cortex_loss=0.0), template
     )
     for i in range(subjects):  # "AD" with a negative push: ventricles shrunk to a few mL, as in young adults
         yield "T1 brain", f"small ventricles {i}", lambda i=i: _subject_off_mni(young, i, 12, "AD")

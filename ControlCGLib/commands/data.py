@@ -27,14 +27,27 @@ def _cmd_template(args) -> int:
 
 def _cmd_simulate(args) -> int:
     """Write a simulated cohort with true counterfactuals and change maps, and report the ventricle effect size."""
+    import dataclasses
+
     from tqdm.auto import tqdm
 
-    from ..data.simulator import ventricle_summary, write_cohort
+    from ..data.anatomies import anatomy_names
+    from ..data.simulator import COHORT_V1, SimulationConfig, ventricle_summary, write_cohort
 
+    config = COHORT_V1 if args.cohort == "v1" else SimulationConfig()
+    if args.anatomies:
+        unknown = [a for a in args.anatomies if a not in anatomy_names()]
+        if unknown:
+            raise ValueError(f"unknown anatomy {unknown[0]!r}; the anatomies are {', '.join(anatomy_names())}")
+        if args.cohort == "v1" and args.anatomies != ["icbm2009a"]:
+            raise ValueError("cohort v1 has one anatomy, icbm2009a; use --cohort v2 for the others")
+        config = dataclasses.replace(config, anatomies=tuple(args.anatomies))
     out = output_folder(args.out, args.overwrite)
     grid = None if args.template_grid else tuple(args.grid)
     with tqdm(total=args.n, desc="simulating subjects", unit="subject", mininterval=1.0) as bar:
-        manifest = write_cohort(out, args.n, grid, seed=args.seed, on_subject=lambda i, rec: bar.update(1))
+        manifest = write_cohort(
+            out, args.n, grid, seed=args.seed, config=config, on_subject=lambda i, rec: bar.update(1)
+        )
     for line in ventricle_summary(manifest):
         print(line)
     print(f"wrote {manifest}")
@@ -58,4 +71,8 @@ def register(sub) -> None:
     p.add_argument("--grid", type=int, nargs=3, default=[80, 96, 80], metavar=("Z", "Y", "X"), help="model grid")
     p.add_argument("--template-grid", action="store_true", help="keep the template's 2 mm grid instead of --grid")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--cohort", choices=["v2", "v1"], default="v2", help="v2: six anatomies, age, acquisition; v1: the first"
+    )
+    p.add_argument("--anatomies", nargs="+", default=None, help="base anatomies (default: all of the cohort's)")
     add_overwrite(p)

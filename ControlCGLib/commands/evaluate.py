@@ -18,6 +18,8 @@ def _cmd_evaluate(args) -> int:
     from ..resources import classifier_dir, diffusion_dir, judge_dir
 
     set_threads(args.threads)
+    if not args.cohort and not args.real:
+        raise ValueError("give --cohort (a simulated cohort with ground truth) and/or --real T1 files")
     settings = FAST if args.fast else EvaluationSettings()
     changes = {k: v for k, v in {"steps": args.steps, "default_w": args.default_w}.items() if v is not None}
     if args.w:
@@ -39,6 +41,10 @@ def _cmd_evaluate(args) -> int:
     out = output_folder(args.out, args.overwrite)
     model = load_checkpoint(args.model or diffusion_dir())
     classifier = load_checkpoint(args.classifier or classifier_dir())
+    if args.real:
+        _real_scans(args.real, out, model, classifier, settings)
+    if not args.cohort:
+        return 0
     judge = load_checkpoint(args.judge or judge_dir())
     bar = tqdm(total=n * len(settings.seeds), desc="subjects x seeds", unit="run", mininterval=2.0)
     summary = run_evaluation(
@@ -52,19 +58,56 @@ def _cmd_evaluate(args) -> int:
         augment_cohort=args.augment_cohort,
         augmentation=augmentation,
         on_item=lambda item: bar.update(1),
+        seen_anatomies=args.seen_anatomies,
     )
     bar.close()
     if summary is not None:
-        ours = summary["methods"]["ours"]
-        print(f"ours at w={settings.default_w:g}: SSIM {ours['ssim']:.3f}, flip {ours['flip_rate']:.2f}")
+        methods = summary["methods"]
+        for name in ("identity", "ours", "oracle"):
+            if name in methods:
+                m = methods[name]
+                print(
+                    f"{name:9s} at w={settings.default_w:g}: SSIM to the true counterfactual {m['ssim_true_cf']:.3f}, "
+                    f"saliency AUROC {m['saliency_auroc']:.3f}, judge flip {m['flip_rate_judge']:.2f}"
+                )
+        anatomies = summary["anatomies"]
+        print(f"anatomies seen in training: {anatomies['train']}; held out: {anatomies['held_out']}")
         print(f"wrote {out}/report.md, summary.json, rows.csv, tradeoff.png, montage_w.png, montage_methods.png")
     return 0
+
+
+def _real_scans(paths, out, model, classifier, settings) -> None:
+    """The measures without ground truth on real T1s (evaluation/real_scans.py): real_scans.json and .md."""
+    import json
+
+    from ..evaluation.real_scans import markdown, measure_real
+    from ..sampling.settings import SamplingConfig
+
+    sampling = SamplingConfig(steps=settings.steps, start_strength=settings.start_strength)
+    records = measure_real(
+        model,
+        classifier,
+        paths,
+        settings.default_w,
+        sampling,
+        on_scan=lambda r: print(f"{r['scan']}: own class {r['own_class']}, composition MSE {r['composition_mse']:.4f}"),
+    )
+    (out / "real_scans.json").write_text(json.dumps(records, indent=2) + "\n")
+    (out / "real_scans.md").write_text(markdown(records, settings.default_w))
+    print(f"wrote {out}/real_scans.md and real_scans.json")
 
 
 def register(sub) -> None:
     p = add_command(sub, "evaluate", "compare ours with ILVR and DDIM inversion on a simulated cohort", _cmd_evaluate)
     p.add_argument(
-        "--cohort", required=True, help="simulated manifest.csv (held-out subjects with true counterfactuals)"
+        "--cohort", default=None, help="simulated manifest.csv (held-out subjects with true counterfactuals)"
+    )
+    p.add_argument(
+        "--real",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="real T1s without ground truth: composition toward their own class, change per atlas region",
     )
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--fast", action="store_true", help="tiny setting that proves the pipeline (CI)")
@@ -79,5 +122,11 @@ def register(sub) -> None:
     p.add_argument("--model", default=None, help="diffusion model folder (default: embedded)")
     p.add_argument("--classifier", default=None, help="the explained classifier (default: embedded)")
     p.add_argument("--judge", default=None, help="independent classifier judging the flip (default: embedded judge)")
+    p.add_argument(
+        "--seen-anatomies",
+        nargs="+",
+        default=None,
+        help="base anatomies the models were trained on (default: their provenance; none recorded: icbm2009a)",
+    )
     add_threads(p, "torch CPU threads per process")
     add_overwrite(p)

@@ -10,7 +10,7 @@ def _cmd_train_diffusion(args) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from ..data.cohort import CohortDataset, read_cohort, split_by_subject
+    from ..data.cohort import CohortDataset, cohort_anatomies, read_cohort, split_by_subject
     from ..model.config import preset
     from ..training.diffusion_trainer import TrainConfig, train_diffusion
     from ..training.distributed import init_from_env, shutdown
@@ -48,7 +48,11 @@ def _cmd_train_diffusion(args) -> int:
             train,
             device=device,
             on_step=progress,
-            provenance={"cohort": str(args.cohort), "subjects": len(splits["train"])},
+            provenance={
+                "cohort": str(args.cohort),
+                "subjects": len(splits["train"]),
+                "anatomies": cohort_anatomies(args.cohort),
+            },
         )
     shutdown()
     if rank == 0:
@@ -58,7 +62,7 @@ def _cmd_train_diffusion(args) -> int:
 
 def _cmd_train_classifier(args) -> int:
     """Train the diagnostic classifier on a cohort CSV; the best validation accuracy's weights are kept."""
-    from ..data.cohort import CohortDataset, read_cohort, split_by_subject
+    from ..data.cohort import CohortDataset, cohort_anatomies, read_cohort, split_by_subject
     from ..model.config import CLASSIFIER_PRESETS
     from ..training.classifier_trainer import ClassifierTrainConfig, train_classifier
 
@@ -75,7 +79,11 @@ def _cmd_train_classifier(args) -> int:
     def report(step, loss, accuracy):
         print(f"step {step}: loss {loss:.4f}, validation accuracy {accuracy:.3f}", flush=True)
 
-    origin = {"cohort": str(args.cohort), "subjects": {k: len(v) for k, v in splits.items()}}
+    origin = {
+        "cohort": str(args.cohort),
+        "subjects": {k: len(v) for k, v in splits.items()},
+        "anatomies": cohort_anatomies(args.cohort),
+    }
     folder = train_classifier(config, data["train"], data["val"], args.out, train, on_eval=report, provenance=origin)
     print(f"wrote {folder}")
     return 0

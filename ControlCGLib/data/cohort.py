@@ -171,3 +171,13 @@ class CohortDataset(torch.utils.data.Dataset):
         unit = preprocess(image, self.grid, self.intensity, self._template)
         volume = torch.from_numpy(to_model_range(unit, self.intensity))[None]
         return volume, self.class_names.index(scan.label)
+
+
+def cohort_anatomies(path: str | Path) -> list[str] | None:
+    """The base anatomies a simulated cohort's manifest names (its ``anatomy`` column), None for a cohort without
+    one (real scans, or a cohort v1 manifest: the ICBM template alone)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "anatomy" not in rows[0]:
+        return None
+    return sorted({r["anatomy"] for r in rows if r.get("anatomy")})

@@ -1,18 +1,24 @@
-"""A simulated Alzheimer cohort with ground truth, built on the real MNI anatomy.
+"""A simulated Alzheimer cohort with ground truth, built on real brain anatomies.
 
-Every subject is the template passed through, in this order:
+Every subject is one base anatomy (data/anatomies.py: six real brains from packages; cohort v1 used the ICBM
+template alone) passed through, in this order:
 
-1. **disease** of severity s (0 for CN): a deformation that enlarges the ventricles (temporal horns weighted up) and
-   shrinks the hippocampi, plus a tissue change that moves grey matter toward CSF intensity in a temporo-parietal
-   cortical band (thinner cortex, wider sulci). CN subjects get s = 0 but a natural ventricle size of their own
-   (a signed ventricle deformation of at most ``natural_ventricle``), so the classes overlap;
-2. **individual anatomy**: a smooth random displacement (its Jacobian stays positive: a diffeomorphism);
-3. **acquisition**: global intensity scale, a smooth multiplicative bias field and Gaussian noise.
+1. **age** (cohort v2): ageing from 60 to 90 years enlarges the ventricles and thins the cortex everywhere, in CN and
+   AD alike, so that a large ventricle alone does not say AD;
+2. **disease** of continuous severity s (0 for CN): a deformation that enlarges the ventricles (temporal horns
+   weighted up) and shrinks the hippocampi, plus a tissue change that moves grey matter toward CSF intensity in the
+   temporal and parietal cortex (thinner cortex, wider sulci). CN subjects get s = 0 but a natural ventricle size of
+   their own (a signed ventricle deformation of at most ``natural_ventricle``);
+3. **individual anatomy**: a smooth random displacement of several mm, with head-size scaling (its Jacobian stays
+   positive: a diffeomorphism);
+4. **acquisition**: grey/white contrast (a gamma), blur (isotropic, or thick slices along one axis), imperfect skull
+   stripping (a rim eroded, or a bright shell left), global intensity scale, a smooth multiplicative bias field and
+   Gaussian noise.
 
-The *true counterfactual* runs the same chain with the same individual, the same acquisition and the same noise,
-with the other class's severity (CN -> AD: ``counterfactual_severity``; AD -> CN: 0). Their difference is the true
-change map. Volumes are written on the requested grid (the model grid by default), in MNI space: they count as
-already preprocessed.
+The *true counterfactual* runs the same chain with the same base, age, individual, acquisition and noise, with the
+other class's severity (CN -> AD: ``counterfactual_severity``; AD -> CN: 0): it changes the disease only. Their
+difference is the true change map. Volumes are written on the requested grid (the model grid by default), in MNI
+space: they count as already preprocessed.
 """
 
 from __future__ import annotations
@@ -26,8 +32,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..imaging.geometry import anti_alias, model_grid, ras_to_lps, resample
+from .anatomies import REGIONS, Anatomy, load_anatomy
 from .template import Template, load_template
 
+#: The age effect's scale: none at 60 years, the full ``age_ventricle_mm`` and ``age_cortex_loss`` at 90.
+AGEING_FROM, AGEING_TO = 60.0, 90.0
 #: Regions in MNI RAS millimetres: centre and semi-axes of ellipsoids.
 VENTRICLE_REGION = ((0.0, -10.0, 8.0), (32.0, 42.0, 30.0))
 HIPPOCAMPI = (((-28.0, -22.0, -14.0), (9.0, 18.0, 9.0)), ((28.0, -22.0, -14.0), (9.0, 18.0, 9.0)))
@@ -41,20 +50,49 @@ CORTEX_REGIONS = (
 
 @dataclass(frozen=True)
 class SimulationConfig:
-    """Knobs of the simulated cohort; defaults give a clear but overlapping AD effect."""
+    """Knobs of the simulated cohort. The defaults are cohort v2 (six anatomies, age, acquisition variety; tuned so
+    that the embedded-size classifier is not perfect, README "Data"); :data:`COHORT_V1` is the first cohort, kept so
+    that the embedded model's training data and the bundled sample can be made again bit for bit."""
 
+    anatomies: tuple[str, ...] = ("icbm2009a", "colin27", "mni152nlin6", "oasis", "cit168", "cat12")
+    regions: str = "atlas"  # "atlas": each base's own labels; "ellipsoids": v1's boxes in MNI coordinates
+    age_range: tuple[float, float] | None = (60.0, 90.0)  # None: no age effect (v1)
+    age_ventricle_mm: float = 2.0  # ventricle expansion from 60 to 90 years (peak displacement, mm)
+    age_cortex_loss: float = 0.15  # share of GM contrast lost everywhere in the cortex from 60 to 90 years
+    head_scale_range: tuple[float, float] = (0.94, 1.06)
+    gamma_range: tuple[float, float] = (0.8, 1.25)  # grey/white contrast: intensity ** gamma
+    blur_range_mm: tuple[float, float] = (0.0, 1.0)  # Gaussian sigma of the acquisition (isotropic)
+    thick_slice_fraction: float = 0.3  # share of scans with thick slices (sigma 1.3 mm more along one axis)
+    strip_error_fraction: float = 0.3  # share of scans whose skull stripping erodes or leaves a bright rim
     ad_fraction: float = 0.5
-    severity_range: tuple[float, float] = (0.4, 1.0)  # AD severities are uniform in this range
+    severity_range: tuple[float, float] = (0.2, 1.0)  # AD severities are uniform in this range
     counterfactual_severity: float = 0.7  # severity given to a CN subject's AD counterfactual
     ventricle_push_mm: float = 3.0  # ventricle expansion at severity 1 (peak displacement, mm)
     hippocampus_pull_mm: float = 2.0  # hippocampal shrinkage at severity 1 (peak displacement, mm)
     cortex_loss: float = 0.35  # share of GM contrast lost in the cortical band at severity 1
     natural_ventricle: float = 0.5  # CN subjects' own ventricle size, as a signed severity in [-n, n]
-    individual_mm: float = 2.5  # rms of the individual displacement (mm)
-    individual_smoothness_mm: float = 12.0
+    individual_mm: float = 4.0  # rms of the individual displacement (mm)
+    individual_smoothness_mm: float = 16.0
     scale_range: tuple[float, float] = (0.85, 1.15)
     bias_strength: float = 0.1
     noise_range: tuple[float, float] = (0.01, 0.03)
+
+
+#: The first cohort: the ICBM template alone, ellipsoid regions, no age, no acquisition variety beyond scale, bias
+#: and noise (the embedded model of this release was trained on it; Resources/Sample comes from it).
+COHORT_V1 = SimulationConfig(
+    anatomies=("icbm2009a",),
+    regions="ellipsoids",
+    age_range=None,
+    head_scale_range=(1.0, 1.0),
+    gamma_range=(1.0, 1.0),
+    blur_range_mm=(0.0, 0.0),
+    thick_slice_fraction=0.0,
+    strip_error_fraction=0.0,
+    severity_range=(0.4, 1.0),
+    individual_mm=2.5,
+    individual_smoothness_mm=12.0,
+)
 
 
 @dataclass
@@ -66,6 +104,8 @@ class Subject:
     counterfactual_severity: float
     ventricle_ml: float
     counterfactual_ventricle_ml: float
+    anatomy: str = "icbm2009a"
+    age: float | None = None  # years; None in cohort v1 (no age effect)
     image: str = ""
     counterfactual: str = ""
     change: str = ""
@@ -108,40 +148,73 @@ def _smooth(array: np.ndarray, reference: sitk.Image, sigma_mm: float) -> np.nda
 
 @dataclass
 class _Anatomy:
-    """Per-template quantities computed once: unit disease fields, regions and intensity levels."""
+    """Per-base quantities computed once: unit disease and age fields, regions and intensity levels."""
 
+    name: str
     t1: np.ndarray
     gm: np.ndarray
     mask: np.ndarray
     ventricles: np.ndarray
     ventricle_field: np.ndarray  # (z, y, x, 3), peak 1 mm, pointing into the ventricles
     hippocampus_field: np.ndarray  # (z, y, x, 3), peak 1 mm, pointing out of the hippocampi
-    cortex_weight: np.ndarray
+    cortex_weight: np.ndarray  # where the disease thins the cortex (temporal and parietal)
+    ageing_weight: np.ndarray  # where age thins it (all of the cortex)
     csf_level: float
     taper: np.ndarray  # 1 in and around the brain, 0 at the image border
+    centre: np.ndarray  # physical (LPS) centroid of the brain: head-size scaling keeps it in place
     reference: sitk.Image
 
 
-def _anatomy(template: Template) -> _Anatomy:
-    ref = template.t1
-    t1, gm, csf = template.array("t1"), template.array("gm"), template.array("csf")
-    mask = template.array("mask") > 0.5
-    deep = sitk.GetArrayFromImage(sitk.BinaryErode(template.mask > 0.5, [5, 5, 5])) > 0  # 10 mm inside the brain
-    region = _ellipsoid_weight(ref, (VENTRICLE_REGION,)) > 0.5
+def _anatomy(base: Template | Anatomy, regions: str = "ellipsoids", name: str = "icbm2009a") -> _Anatomy:
+    """``regions`` "ellipsoids": v1's boxes in MNI coordinates cut by the tissue maps; "atlas": the base's own
+    ventricle, hippocampus and cortex labels (data/anatomies.py)."""
+    ref = base.t1
+    t1, gm, csf = base.array("t1"), base.array("gm"), base.array("csf")
+    mask = base.array("mask") > 0.5
     horns = _ellipsoid_weight(ref, TEMPORAL_HORNS) > 0.5
-    ventricles = (csf > 0.5) & ((region & deep) | (horns & mask))
-    labels = sitk.GetArrayFromImage(
-        sitk.RelabelComponent(sitk.ConnectedComponent(_image_like(ventricles, ref) > 0), minimumObjectSize=20)
-    )
-    ventricles = labels > 0
-    potential = _smooth(ventricles.astype(np.float32) * (1.0 + 1.5 * horns), ref, 4.0)
+    if regions == "atlas":
+        labels = sitk.GetArrayFromImage(base.labels)
+        ventricles = labels == REGIONS["ventricles"]
+        hippo = (labels == REGIONS["hippocampi"]).astype(np.float32)
+        cortical = np.isin(labels, [REGIONS["temporal cortex"], REGIONS["parietal cortex"]])
+        cortex = _smooth(cortical.astype(np.float32), ref, 3.0) * gm * mask
+        everywhere = np.isin(labels, [REGIONS[k] for k in ("temporal cortex", "parietal cortex", "other cortex")])
+        ageing = _smooth(everywhere.astype(np.float32), ref, 2.0) * gm * mask
+    else:
+        deep = sitk.GetArrayFromImage(sitk.BinaryErode(base.mask > 0.5, [5, 5, 5])) > 0  # 10 mm inside the brain
+        region = _ellipsoid_weight(ref, (VENTRICLE_REGION,)) > 0.5
+        ventricles = (csf > 0.5) & ((region & deep) | (horns & mask))
+        components = sitk.ConnectedComponent(_image_like(ventricles, ref) > 0)
+        ventricles = sitk.GetArrayFromImage(sitk.RelabelComponent(components, minimumObjectSize=20)) > 0
+        hippo = _ellipsoid_weight(ref, HIPPOCAMPI) * (gm > 0.3)
+        cortex = _ellipsoid_weight(ref, CORTEX_REGIONS, softness_mm=15.0) * gm * mask
+        ageing = gm * mask
+    # The push spreads from the ventricles' walls over this scale: a base's real ventricles are thin, and at v1's 4 mm
+    # the largest push (severe disease, natural variation and age together, 6.5 mm) folded them (Jacobian -1.1);
+    # at 8 mm it stays above 0.3 on every base (Testing/Python/test_simulator.py).
+    spread = 8.0 if regions == "atlas" else 4.0
+    potential = _smooth(ventricles.astype(np.float32) * (1.0 + 1.5 * horns), ref, spread)
     ventricle_field = _gradient_field(potential, ref, 1.0)
-    hippo = _ellipsoid_weight(ref, HIPPOCAMPI) * (gm > 0.3)
     hippocampus_field = -_gradient_field(_smooth(hippo.astype(np.float32), ref, 4.0), ref, 1.0)
-    cortex = _ellipsoid_weight(ref, CORTEX_REGIONS, softness_mm=15.0) * gm * mask
-    csf_level = float(np.median(t1[(csf > 0.9) & mask]))
+    csf_level = float(np.median(t1[(csf > 0.9) & mask])) if ((csf > 0.9) & mask).any() else float(t1[mask].min())
     taper = np.clip(_smooth(mask.astype(np.float32), ref, 8.0) * 2.0, 0.0, 1.0)
-    return _Anatomy(t1, gm, mask, ventricles, ventricle_field, hippocampus_field, cortex, csf_level, taper, ref)
+    k, j, i = np.nonzero(mask)
+    centre = np.array(ref.TransformContinuousIndexToPhysicalPoint([float(i.mean()), float(j.mean()), float(k.mean())]))
+    return _Anatomy(
+        name,
+        t1,
+        gm,
+        mask,
+        ventricles,
+        ventricle_field,
+        hippocampus_field,
+        cortex,
+        ageing,
+        csf_level,
+        taper,
+        centre,
+        ref,
+    )
 
 
 def _warp(array: np.ndarray, field: np.ndarray, reference: sitk.Image, nearest: bool = False) -> np.ndarray:
@@ -170,45 +243,81 @@ class CohortSimulator:
 
     def __init__(self, config: SimulationConfig | None = None, template: Template | None = None):
         self.config = config or SimulationConfig()
-        self.anatomy = _anatomy(template or load_template())
+        if not self.config.anatomies:
+            raise ValueError("the cohort needs at least one base anatomy")
+        self._template = template
+        self._bases: dict[str, _Anatomy] = {}
+        self.anatomy = self.base(self.config.anatomies[0])
         ref = self.anatomy.reference
         self.voxel_ml = float(np.prod(ref.GetSpacing())) / 1000.0
 
-    def _disease(self, severity: float, natural: float, individual: np.ndarray):
-        """Image and ventricle mask, in subject space, of one severity for one individual."""
-        a, c = self.anatomy, self.config
-        push = c.ventricle_push_mm * (severity + natural)
-        field = push * a.ventricle_field + c.hippocampus_pull_mm * severity * a.hippocampus_field
+    def base(self, name: str) -> _Anatomy:
+        """One base anatomy's prepared fields (computed on first use)."""
+        if name not in self._bases:
+            if self.config.regions == "ellipsoids":
+                if name != "icbm2009a":
+                    raise ValueError("ellipsoid regions are defined on the ICBM template only (cohort v1)")
+                self._bases[name] = _anatomy(self._template or load_template(), "ellipsoids", name)
+            else:
+                self._bases[name] = _anatomy(load_anatomy(name), "atlas", name)
+        return self._bases[name]
+
+    def _disease(self, a: _Anatomy, severity: float, natural: float, ageing: float, individual: np.ndarray):
+        """Image and ventricle mask, in subject space, of one severity for one individual of one age."""
+        c = self.config
+        field = self.disease_field(a, severity, natural, ageing)
         tissue = a.t1 - c.cortex_loss * severity * a.cortex_weight * np.clip(a.t1 - a.csf_level, 0, None)
+        if ageing:
+            tissue = tissue - c.age_cortex_loss * ageing * a.ageing_weight * np.clip(a.t1 - a.csf_level, 0, None)
         total = _compose(individual, field, a.reference)
         image = _warp(tissue, total, a.reference)
         ventricles = _warp(a.ventricles.astype(np.float32), total, a.reference) > 0.5
         return image, ventricles, total
 
-    def _individual(self, rng: np.random.Generator) -> np.ndarray:
+    def disease_field(self, a: _Anatomy, severity: float, natural: float, ageing: float) -> np.ndarray:
+        """The displacement of disease and age: ventricles pushed out, hippocampi pulled in."""
+        c = self.config
+        push = c.ventricle_push_mm * (severity + natural) + c.age_ventricle_mm * ageing
+        return push * a.ventricle_field + c.hippocampus_pull_mm * severity * a.hippocampus_field
+
+    def _individual(self, rng: np.random.Generator, a: _Anatomy | None = None, scale: float = 1.0) -> np.ndarray:
         """Smooth random displacement, tapered to zero away from the head (the recursive Gaussian misbehaves at the
-        image border), scaled to ``individual_mm`` rms inside the brain, and shrunk if it would fold anywhere."""
-        a, c = self.anatomy, self.config
+        image border), scaled to ``individual_mm`` rms inside the brain, with a head-size ``scale`` about the brain's
+        centre, and shrunk if it would fold anywhere."""
+        a, c = a or self.anatomy, self.config
         raw = rng.standard_normal(a.t1.shape + (3,)).astype(np.float32)
         field = np.stack([_smooth(raw[..., d], a.reference, c.individual_smoothness_mm) for d in range(3)], axis=-1)
         field *= a.taper[..., None]
         rms = np.sqrt((field[a.mask] ** 2).sum(-1).mean())
         field = field * (c.individual_mm / rms if rms > 0 else 0.0)
+        if scale != 1.0:  # the subject's point x shows the base's point c + (x - c) / scale
+            field = field + (_points(a.reference) - a.centre) * (1.0 / scale - 1.0)
         while min_jacobian(field, a.reference) < 0.2:  # guarantee a diffeomorphism: never fold, shrink instead
             field = field * 0.7
         return field
 
-    def subject(self, index: int, seed: int = 0, label: str | None = None):
+    def subject(self, index: int, seed: int = 0, label: str | None = None, anatomy: str | None = None):
         """(Subject record, image, counterfactual, change map) as (z, y, x) arrays on the template grid."""
         c = self.config
         rng = np.random.default_rng([seed, index])
+        # cohort v2's draws come from their own stream, all drawn whatever the settings, so that v1's subjects stay
+        # bit for bit what they were and switching one v2 knob never shifts the others
+        extra = np.random.default_rng([seed, index, 2])
+        chosen = c.anatomies[int(extra.integers(len(c.anatomies)))]
+        age = float(extra.uniform(*c.age_range)) if c.age_range else None
+        head_scale = float(extra.uniform(*c.head_scale_range))
+        gamma = float(extra.uniform(*c.gamma_range))
+        blur = float(extra.uniform(*c.blur_range_mm))
+        thick_axis = int(extra.integers(3)) if extra.random() < c.thick_slice_fraction else None
+        strip = extra.random() < c.strip_error_fraction
+        strip_kind, shell_level = ("erode" if extra.random() < 0.5 else "shell"), float(extra.uniform(0.15, 0.5))
+        a = self.base(anatomy or chosen)
         if label is None:
             label = "AD" if rng.random() < c.ad_fraction else "CN"
         severity = float(rng.uniform(*c.severity_range)) if label == "AD" else 0.0
         natural = float(rng.uniform(-c.natural_ventricle, c.natural_ventricle)) if label == "CN" else 0.0
-        individual = self._individual(rng)
+        individual = self._individual(rng, a, head_scale)
         scale = rng.uniform(*c.scale_range)
-        a = self.anatomy
         bias_raw = rng.standard_normal(a.t1.shape).astype(np.float32)
         bias = np.exp(
             c.bias_strength
@@ -219,14 +328,34 @@ class CohortSimulator:
         noise = rng.standard_normal(a.t1.shape).astype(np.float32) * rng.uniform(*c.noise_range)
         other_label = "CN" if label == "AD" else "AD"
         other_severity = 0.0 if label == "AD" else c.counterfactual_severity
+        ageing = max(0.0, (age - AGEING_FROM) / (AGEING_TO - AGEING_FROM)) if age is not None else 0.0
+
+        image, vent, total = self._disease(a, severity, natural, ageing, individual)
+        cf, cf_vent, _ = self._disease(a, other_severity, natural if label == "CN" else 0.0, ageing, individual)
+        body = _warp(a.mask.astype(np.float32), total, a.reference) > 0.5
+        shell = np.zeros_like(body)
+        if strip:  # the same stripping error in the scan and its counterfactual: it is the acquisition's
+            grown = sitk.GetArrayFromImage(sitk.BinaryDilate(_image_like(body, a.reference) > 0.5, [1, 1, 1])) > 0
+            if strip_kind == "erode":
+                body = sitk.GetArrayFromImage(sitk.BinaryErode(_image_like(body, a.reference) > 0.5, [1, 1, 1])) > 0
+            else:
+                shell = grown & ~body
 
         def acquire(tissue):
-            return np.where(a.mask | (tissue > 0), tissue * scale * bias + noise, 0.0).astype(np.float32)
+            if gamma != 1.0:
+                tissue = np.clip(tissue, 0.0, None) ** gamma
+            if blur > 0 or thick_axis is not None:
+                sigma = np.full(3, blur)
+                if thick_axis is not None:
+                    sigma[thick_axis] = np.hypot(sigma[thick_axis], 1.3)
+                tissue = sitk.GetArrayFromImage(
+                    sitk.SmoothingRecursiveGaussian(_image_like(tissue, a.reference), sigma.tolist())
+                )
+            tissue = np.where(shell, shell_level, tissue)
+            covered = a.mask | (tissue > 0) | shell
+            return np.where(covered, tissue * scale * bias + noise, 0.0).astype(np.float32) * (body | shell)
 
-        image, vent, total = self._disease(severity, natural, individual)
-        cf, cf_vent, _ = self._disease(other_severity, natural if label == "CN" else 0.0, individual)
-        body = _warp(a.mask.astype(np.float32), total, a.reference) > 0.5
-        image, cf = acquire(image) * body, acquire(cf) * body
+        image, cf = acquire(image), acquire(cf)
         record = Subject(
             subject=f"sim-{seed:04d}-{index:05d}",
             label=label,
@@ -235,8 +364,18 @@ class CohortSimulator:
             counterfactual_severity=other_severity,
             ventricle_ml=round(float(vent.sum()) * self.voxel_ml, 3),
             counterfactual_ventricle_ml=round(float(cf_vent.sum()) * self.voxel_ml, 3),
+            anatomy=a.name,
+            age=round(age, 1) if age is not None else None,
         )
         return record, image, cf, cf - image
+
+
+def _points(reference: sitk.Image) -> np.ndarray:
+    """(z, y, x, 3) physical (LPS) coordinates of every voxel centre."""
+    k, j, i = np.indices(reference.GetSize()[::-1])
+    idx = np.stack([i, j, k], axis=-1).astype(float)
+    direction = np.array(reference.GetDirection()).reshape(3, 3)
+    return np.array(reference.GetOrigin()) + (idx * np.array(reference.GetSpacing())) @ direction.T
 
 
 def write_cohort(

@@ -18,10 +18,15 @@ from ..imaging.intensity import to_model_range
 from ..model.classifier import classify
 from ..progress import StepCallback
 from ..sampling.settings import InjectionConfig, SamplingConfig
-from .metrics import mse, saliency_auroc, ssim
+from .metrics import CHANGED, mse, saliency_auroc, ssim
 from .subjects import SimulatedSubject, model_tensor, prepare_subject, real_example, to_unit
 
 OURS = "ours"
+# The anchors every metric is read against: the input unchanged (the floor: what "doing nothing" scores) and the
+# simulator's true counterfactual (the ceiling). Neither runs a model; both are measured like any method.
+IDENTITY = "identity"
+ORACLE = "oracle"
+ANCHORS = (IDENTITY, ORACLE)
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class EvaluationSettings:
     injection: InjectionConfig | None = field(default_factory=InjectionConfig)  # ours; the baselines never inject
     precision: str = "fp32"
     axioms: bool = True  # composition and reversibility on the axioms seed (benchmarks may skip their two runs)
+    anchors: bool = True  # identity and oracle rows at the default w
 
     def methods(self):
         from ..sampling.baselines import PAPER_BASELINES, Method
@@ -82,46 +88,67 @@ def measure_subject(
     if images is not None:
         images.update(input=unit, truth=truth)
     rows = []
+    # A mild case's true change may stay below the "changed" threshold on a coarse grid: its saliency cannot be
+    # scored (None, left out of the means), while every other metric still is.
+    changed = np.abs(truth - unit)[mask.astype(bool)] > CHANGED
+    can_score = bool(changed.any()) and not bool(changed.all())
+
+    def scorable(metric, saliency):
+        return metric(saliency, truth - unit, mask) if can_score else None
+
+    def row(method: str, w: float, cf: np.ndarray, seconds: float) -> dict:
+        p = classify(classifier, to_model_range(cf, scale), names)
+        q = classify(judge, to_model_range(cf, judge.config.intensity), judge.config.class_names) if judge else None
+        return {
+            "subject": subject.subject,
+            "anatomy": subject.anatomy,
+            "source": subject.label,
+            "target": subject.target,
+            "method": method,
+            "w": float(w),
+            "seed": seed,
+            "input_correct": max(p_input, key=p_input.get) == subject.label,
+            "p_target_input": p_input[subject.target],
+            "flipped": max(p, key=p.get) == subject.target,
+            "flipped_judge": max(q, key=q.get) == subject.target if q is not None else None,
+            "p_target": p[subject.target],
+            "ssim": ssim(unit, cf),
+            "mse": mse(unit, cf),
+            "ssim_true_cf": ssim(truth, cf),
+            "mse_true_cf": mse(truth, cf),
+            "saliency_auroc": scorable(saliency_auroc, cf - unit),
+            "saliency_dice": scorable(saliency_dice, cf - unit),
+            "composition_mse": None,
+            "reversibility_mse": None,
+            "seconds": seconds,
+            "features": features(classifier, to_model_range(cf, scale)).tolist(),
+        }
+
     for method in settings.methods():
         scales = settings.scales if method.name == OURS else (settings.default_w,)
         loop = {"seed": seed, "on_step": on_step}
         result = run_method(method, model, y0, subject.label, subject.target, scales, sampling, **loop)
         for w, x in result.images.items():
             cf = to_unit(x, config, mask)
-            p = classify(classifier, to_model_range(cf, scale), names)
-            q = classify(judge, to_model_range(cf, judge.config.intensity), judge.config.class_names) if judge else None
-            row = {
-                "subject": subject.subject,
-                "source": subject.label,
-                "target": subject.target,
-                "method": method.name,
-                "w": float(w),
-                "seed": seed,
-                "input_correct": max(p_input, key=p_input.get) == subject.label,
-                "p_target_input": p_input[subject.target],
-                "flipped": max(p, key=p.get) == subject.target,
-                "flipped_judge": max(q, key=q.get) == subject.target if q is not None else None,
-                "p_target": p[subject.target],
-                "ssim": ssim(unit, cf),
-                "mse": mse(unit, cf),
-                "ssim_true_cf": ssim(truth, cf),
-                "mse_true_cf": mse(truth, cf),
-                "saliency_auroc": saliency_auroc(cf - unit, truth - unit, mask),
-                "saliency_dice": saliency_dice(cf - unit, truth - unit, mask),
-                "composition_mse": None,
-                "reversibility_mse": None,
-                "seconds": result.seconds,
-                "features": features(classifier, to_model_range(cf, scale)).tolist(),
-            }
+            entry = row(method.name, w, cf, result.seconds)
             if images is not None:
                 images[(method.name, float(w))] = cf
             if settings.axioms and seed == settings.axioms_seed and float(w) == float(settings.default_w):
                 own = run_method(method, model, y0, subject.label, subject.label, (w,), sampling, seed=seed)
-                row["composition_mse"] = mse(unit, to_unit(own.images[w], config, mask))
+                entry["composition_mse"] = mse(unit, to_unit(own.images[w], config, mask))
                 back_input = model_tensor(cf, config.intensity)
                 back = run_method(method, model, back_input, subject.target, subject.label, (w,), sampling, seed=seed)
-                row["reversibility_mse"] = mse(unit, to_unit(back.images[w], config, mask))
-            rows.append(row)
+                entry["reversibility_mse"] = mse(unit, to_unit(back.images[w], config, mask))
+            rows.append(entry)
+    if settings.anchors:
+        for method, cf in ((IDENTITY, unit), (ORACLE, np.clip(truth, 0.0, 1.0) * mask)):
+            entry = row(method, settings.default_w, cf, 0.0)
+            if settings.axioms and seed == settings.axioms_seed:
+                # toward its own class the input stays; the truth's own counterfactual is the input again
+                entry["composition_mse"] = entry["reversibility_mse"] = 0.0
+            if images is not None:
+                images[(method, float(settings.default_w))] = cf
+            rows.append(entry)
     return rows
 
 

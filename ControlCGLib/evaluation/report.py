@@ -49,16 +49,35 @@ def _fid_or_none(a: list, b: list) -> float | None:
     return fid(a, b) if len(a) >= 2 and len(b) >= 2 else None
 
 
-def entry(rows: Sequence[dict], real: Sequence[dict]) -> dict:
-    """One method at one w: every metric's mean (and sd over seeds), the FIDs, and the same per direction."""
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """95 % Wilson score interval of a rate (better than the normal one near 0 and 1 and for few trials)."""
+    if n == 0:
+        return None
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (round(float(centre - half), 4), round(float(centre + half), 4))
+
+
+def _rate_ci(rows: Sequence[dict], key: str) -> tuple[float, float] | None:
+    values = [bool(r[key]) for r in rows if r.get(key) is not None]
+    return wilson(sum(values), len(values))
+
+
+def entry(rows: Sequence[dict], real: Sequence[dict], directions: bool = True) -> dict:
+    """One method at one w: every metric's mean (and sd over seeds), the flip rates' 95 % intervals (over subjects
+    and seeds), the FIDs, and the same per direction."""
     out: dict = {"n": len(rows)}
     for name, key in METRICS.items():
         out[name], out[f"{name}_sd"] = _mean_sd(rows, key)
+    out["flip_rate_ci"], out["flip_rate_judge_ci"] = _rate_ci(rows, "flipped"), _rate_ci(rows, "flipped_judge")
     real_by = {c: [r["features"] for r in real if r["label"] == c] for c in ("CN", "AD")}
     gen_by = {c: [r["features"] for r in rows if r["target"] == c] for c in ("CN", "AD")}
     for name in FIDS:
         out[name] = _fid_or_none(real_by[name[1:3]], gen_by[name[5:7]])
     out["fid_all"] = _fid_or_none([r["features"] for r in real], [r["features"] for r in rows])
+    if not directions:
+        return out
     out["by_direction"] = {}
     for direction in sorted({f"{r['source']}->{r['target']}" for r in rows}):
         part = [r for r in rows if f"{r['source']}->{r['target']}" == direction]
@@ -69,18 +88,54 @@ def entry(rows: Sequence[dict], real: Sequence[dict]) -> dict:
     return out
 
 
+SPLITS = ("seen", "held_out_anatomy")
+
+
 def summarise_methods(
-    rows: Sequence[dict], real: Sequence[dict], default_w: float, ours: str = "ours", settings: dict | None = None
+    rows: Sequence[dict],
+    real: Sequence[dict],
+    default_w: float,
+    ours: str = "ours",
+    settings: dict | None = None,
+    seen_anatomies: Sequence[str] | None = None,
 ) -> dict:
+    """Every method at the default w and our w sweep, each also split into subjects whose base anatomy the models
+    were trained on (``seen``) and subjects of anatomies they never saw (``held_out_anatomy``)."""
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    summary: dict = {"settings": settings or {}, "methods": {}, "w_sweep": []}
+    tested = sorted({r.get("anatomy", "icbm2009a") for r in rows})
+    seen = sorted(set(seen_anatomies) if seen_anatomies is not None else set(tested))
+
+    def split(part: Sequence[dict]) -> dict[str, list[dict]]:
+        inside = [r for r in part if r.get("anatomy", "icbm2009a") in seen]
+        return {"seen": inside, "held_out_anatomy": [r for r in part if r not in inside]}
+
+    inputs = {r["subject"]: r for r in rows}.values()  # one verdict on the input per subject
+    summary: dict = {
+        "settings": settings or {},
+        "anatomies": {"train": seen, "test": tested, "held_out": [a for a in tested if a not in seen]},
+        "classifier_accuracy": _mean_of(inputs, "input_correct"),
+        "classifier_accuracy_split": {k: _mean_of(v, "input_correct") for k, v in split(list(inputs)).items()},
+        "methods": {},
+        "w_sweep": [],
+    }
     for m in methods:
         at_default = [r for r in rows if r["method"] == m and float(r["w"]) == float(default_w)]
         if at_default:
             summary["methods"][m] = entry(at_default, real)
+            for name, part in split(at_default).items():
+                summary["methods"][m][name] = entry(part, real, directions=False) if part else None
     for w in sorted({float(r["w"]) for r in rows if r["method"] == ours}):
-        summary["w_sweep"].append({"w": w, **entry([r for r in rows if r["method"] == ours and r["w"] == w], real)})
+        at_w = [r for r in rows if r["method"] == ours and r["w"] == w]
+        sweep = {"w": w, **entry(at_w, real)}
+        for name, part in split(at_w).items():
+            sweep[name] = entry(part, real, directions=False) if part else None
+        summary["w_sweep"].append(sweep)
     return summary
+
+
+def _mean_of(rows, key: str) -> float | None:
+    values = [float(r[key]) for r in rows if r.get(key) is not None]
+    return float(np.mean(values)) if values else None
 
 
 # --- writing ---------------------------------------------------------------------------------------------------------
@@ -134,15 +189,55 @@ def markdown(summary: dict) -> str:
             for d, v in e["by_direction"].items()
         ],
     )
+    split_cols = [("SSIM to true cf", "ssim_true_cf"), ("MSE to true cf", "mse_true_cf")]
+    split_cols += [("AUROC", "saliency_auroc"), ("Dice", "saliency_dice"), ("flip (judge)", "flip_rate_judge")]
+    split_cols += [("composition MSE", "composition_mse")]
+    splits = _table(
+        ["method", "subjects", "n", *[c for c, _ in split_cols]],
+        [
+            [
+                m,
+                part.replace("_", " "),
+                str(e[part]["n"]),
+                *[_fmt(e[part], k, 4 if "mse" in k else 3) for _, k in split_cols],
+            ]
+            for m, e in summary["methods"].items()
+            for part in SPLITS
+            if e.get(part)
+        ],
+    )
+    anatomies = summary.get("anatomies", {})
+    flips = _table(
+        ["w", "flip (judge)", "95 % interval", "flip (explained)", "95 % interval"],
+        [
+            [
+                f"{e['w']:g}",
+                _fmt(e, "flip_rate_judge"),
+                _interval(e.get("flip_rate_judge_ci")),
+                _fmt(e, "flip_rate"),
+                _interval(e.get("flip_rate_ci")),
+            ]
+            for e in summary["w_sweep"]
+        ],
+    )
+    accuracy = summary.get("classifier_accuracy")
     parts = [
         "# ControlCG evaluation",
         _settings_text(summary.get("settings", {})),
+        f"Anatomies seen in training: {', '.join(anatomies.get('train', [])) or '–'}; held out (never seen): "
+        f"{', '.join(anatomies.get('held_out', [])) or 'none'}. The explained classifier's accuracy on these inputs: "
+        + (f"{accuracy:.3f}" if accuracy is not None else "–")
+        + ". `identity` (the input unchanged) is every metric's floor, `oracle` (the true counterfactual) its ceiling.",
         "## Table 1 — our method across w (Eq. 5's scale; larger w = stronger guidance toward the target class)",
         sweep,
         f"## Table 2 — methods compared at w = {summary.get('settings', {}).get('default_w', '?')}",
         methods,
         "### Per direction (adding disease and removing it are not equally hard)",
         directions,
+        "### Seen anatomies and anatomies never seen in training",
+        splits,
+        "### Flip rate across w, with 95 % Wilson intervals over subjects and seeds",
+        flips,
     ]
     if summary.get("augmentation_detail"):
         aug = summary["augmentation_detail"]
@@ -172,6 +267,10 @@ def markdown(summary: dict) -> str:
         "Means over subjects and seeds; ± = sd of the per-seed means."
     )
     return "\n\n".join(parts) + "\n"
+
+
+def _interval(ci) -> str:
+    return f"{ci[0]:.2f}–{ci[1]:.2f}" if ci else "–"
 
 
 def _settings_text(settings: dict) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from .augmentation import AugmentationSettings, augmentation_examples, augmentation_table
@@ -29,8 +30,10 @@ def run_evaluation(
     augment_cohort: str | Path | None = None,
     augmentation: AugmentationSettings | None = None,
     on_item=None,
+    seen_anatomies: Sequence[str] | None = None,
 ) -> dict | None:
-    """Run everything; returns the summary on rank 0 (None on the other ranks)."""
+    """Run everything; returns the summary on rank 0 (None on the other ranks). ``seen_anatomies``: the base
+    anatomies the models were trained on (None: :func:`trained_anatomies` of the model and classifier)."""
     from ..training.distributed import init_from_env, shard_map, shutdown
 
     rank, world = init_from_env("cpu")
@@ -70,7 +73,8 @@ def run_evaluation(
     }
     from .report import summarise_methods, write_report
 
-    summary = summarise_methods(rows, real, settings.default_w, OURS, summary_settings)
+    seen = list(seen_anatomies) if seen_anatomies is not None else trained_anatomies(model, classifier)
+    summary = summarise_methods(rows, real, settings.default_w, OURS, summary_settings, seen)
     if extra is not None:
         grid, intensity = classifier.config.grid, classifier.config.intensity
         extra["test"] = [real_example(s, grid, intensity) for s in cohort_subjects]  # the held-out cohort
@@ -83,6 +87,16 @@ def run_evaluation(
     _montages(Path(out), images, subjects[0], settings)
     shutdown()
     return summary
+
+
+def trained_anatomies(*models) -> list[str]:
+    """The base anatomies recorded in the models' provenance (``controlcg train`` writes them); a model without the
+    record was trained on cohort v1, whose one anatomy is the ICBM template."""
+    seen: set[str] = set()
+    for m in models:
+        provenance = getattr(m, "provenance", None) or {}
+        seen.update(provenance.get("anatomies") or ["icbm2009a"])
+    return sorted(seen)
 
 
 def _montages(out: Path, images: dict, subject: SimulatedSubject, settings: EvaluationSettings) -> None:

@@ -23,6 +23,7 @@ class SimulatedSubject:
     target: str  # the class of the true counterfactual
     image: Path
     true_counterfactual: Path
+    anatomy: str = "icbm2009a"  # the base anatomy (cohort v1 manifests name none: the ICBM template)
 
 
 def read_simulated(manifest: str | Path) -> list[SimulatedSubject]:
@@ -40,6 +41,7 @@ def read_simulated(manifest: str | Path) -> list[SimulatedSubject]:
             r["counterfactual_label"],
             manifest.parent / r["image"],
             manifest.parent / r["counterfactual"],
+            r.get("anatomy") or "icbm2009a",
         )
         for r in rows
     ]

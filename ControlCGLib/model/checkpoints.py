@@ -73,9 +73,10 @@ def read_checkpoint_config(folder: str | Path) -> tuple[ModelConfig | Classifier
 def load_checkpoint(folder: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the network a folder describes and load its weights (strictly: every tensor, every shape)."""
     folder = Path(folder)
-    config, _ = read_checkpoint_config(folder)
+    config, provenance = read_checkpoint_config(folder)
     model = ClassConditionalUNet(config) if isinstance(config, ModelConfig) else build_classifier(config)
     model.config = config
+    model.provenance = provenance  # what it was trained on (data, steps, anatomies): the evaluation reads it
     path = folder / WEIGHTS
     if not path.exists():
         raise CheckpointError(f"{path} is missing")

@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ControlCGLib.data.simulator import CohortSimulator  # noqa: E402
+from ControlCGLib.data.simulator import COHORT_V1, CohortSimulator  # noqa: E402
 
 SAMPLE = ROOT / "Resources" / "Sample" / "sample_T1.nii.gz"
 ICON_SLICE = 40  # axial slice (array axis 0) through the lateral ventricles, which grow toward AD
@@ -43,7 +43,7 @@ def sample_rigid() -> sitk.Euler3DTransform:
 
 def true_change(scan: sitk.Image) -> np.ndarray:
     """The sample's true CN -> AD change map (counterfactual minus image) on the sample's grid, (z, y, x)."""
-    sim = CohortSimulator()
+    sim = CohortSimulator(COHORT_V1)
     _, _, _, change = sim.subject(0, seed=7, label="CN")
     change_image = sitk.GetImageFromArray(change)
     change_image.CopyInformation(sim.anatomy.reference)

@@ -11,10 +11,10 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from ControlCGLib.data.phantoms import off_mni
-from ControlCGLib.data.simulator import CohortSimulator
+from ControlCGLib.data.simulator import COHORT_V1, CohortSimulator
 
 here = Path(__file__).resolve().parent
-sim = CohortSimulator()
+sim = CohortSimulator(COHORT_V1)
 record, image, _, _ = sim.subject(0, seed=7, label="CN")
 mni = sitk.GetImageFromArray(image)
 mni.CopyInformation(sim.anatomy.reference)

@@ -31,7 +31,7 @@ def tiny_model_files(folder, grid=(8, 12, 8)):
     ``folder`` as model/, classifier/ and t1.nii.gz, for command-line tests."""
     import SimpleITK as sitk
 
-    from ControlCGLib.data.simulator import CohortSimulator
+    from ControlCGLib.data.simulator import COHORT_V1, CohortSimulator
     from ControlCGLib.model.checkpoints import save_checkpoint
     from ControlCGLib.model.config import ClassifierConfig
     from ControlCGLib.model.networks import build_classifier
@@ -41,7 +41,7 @@ def tiny_model_files(folder, grid=(8, 12, 8)):
     save_checkpoint(randomise(ClassConditionalUNet(cfg), std=0.05), cfg, folder / "model")
     ccfg = ClassifierConfig(grid=grid, init_features=4, growth_rate=4, block_config=(1,))
     save_checkpoint(build_classifier(ccfg).eval(), ccfg, folder / "classifier")
-    sim = CohortSimulator()
+    sim = CohortSimulator(COHORT_V1)
     _, image, _, _ = sim.subject(0, seed=0, label="CN")
     scan = sitk.GetImageFromArray(image)
     scan.CopyInformation(sim.anatomy.reference)

@@ -63,7 +63,24 @@ def test_fast_evaluation_writes_the_report(simulated_manifest, tiny_models, tmp_
     assert main(_evaluate(args, tiny_models, out)) == 0
     summary = json.loads((out / "summary.json").read_text())
     names = ["ours", *[m.name for m in PAPER_BASELINES]]
-    assert list(summary["methods"]) == names
+    assert list(summary["methods"]) == [*names, "identity", "oracle"]
+    # the anchors: doing nothing is the floor, the truth the ceiling, of every metric against the truth
+    identity, oracle = summary["methods"]["identity"], summary["methods"]["oracle"]
+    assert identity["ssim"] == pytest.approx(1.0) and identity["mse"] == 0 and identity["saliency_dice"] == 0
+    assert identity["saliency_auroc"] == pytest.approx(0.5) and identity["composition_mse"] == 0
+    assert oracle["ssim_true_cf"] == pytest.approx(1.0, abs=1e-3) and oracle["saliency_auroc"] > 0.99
+    assert oracle["mse_true_cf"] < 1e-4 and oracle["saliency_dice"] > 0.95
+    # leave-anatomy-out: the tiny models record no anatomies, so only the ICBM template counts as seen
+    assert summary["anatomies"]["train"] == ["icbm2009a"] and summary["anatomies"]["held_out"]
+    assert 0 <= summary["classifier_accuracy"] <= 1 and set(summary["classifier_accuracy_split"]) == {
+        "seen",
+        "held_out_anatomy",
+    }
+    for name in ("ours", "identity", "oracle"):
+        held_out = summary["methods"][name]["held_out_anatomy"]
+        assert held_out["n"] > 0 and {"ssim_true_cf", "saliency_auroc", "flip_rate_judge"} <= set(held_out)
+    lo, hi = summary["w_sweep"][-1]["flip_rate_judge_ci"]
+    assert 0 <= lo <= summary["w_sweep"][-1]["flip_rate_judge"] <= hi <= 1
     for name in names:
         assert REQUIRED <= set(summary["methods"][name]), name
         assert summary["methods"][name]["composition_mse"] is not None
@@ -73,13 +90,13 @@ def test_fast_evaluation_writes_the_report(simulated_manifest, tiny_models, tmp_
     assert set(summary["augmentation"]) == {"none", *names}
     assert all(0 <= a <= 1 for a in summary["augmentation"].values())
     report = (out / "report.md").read_text()
-    for heading in ("Table 1", "Table 2", "Table 3", "Per direction"):
+    for heading in ("Table 1", "Table 2", "Table 3", "Per direction", "never seen in training", "Wilson"):
         assert heading in report
     for picture in ("tradeoff.png", "montage_w.png", "montage_methods.png"):
         assert (out / picture).stat().st_size > 10_000
     with open(out / "rows.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 2 * 2 * (2 + 5)  # subjects x seeds x (two w of ours + five baselines)
+    assert len(rows) == 2 * 2 * (2 + 5 + 2)  # subjects x seeds x (two w of ours + five baselines + two anchors)
 
 
 def test_torchrun_shards_give_the_rows_of_one_process(simulated_manifest, tiny_models, tmp_path):
@@ -151,3 +168,40 @@ def test_dice_and_fid():
     assert fid(a, b) < fid(a, b + 3.0)
     with pytest.raises(ValueError, match="at least two"):
         fid(a[:1], b)
+
+
+def test_region_concentration_is_one_for_a_change_spread_evenly_and_high_where_it_is_focused():
+    from ControlCGLib.data.anatomies import REGIONS
+    from ControlCGLib.evaluation.real_scans import region_concentration
+
+    labels = np.zeros((10, 10, 10), int)
+    labels[:2] = REGIONS["ventricles"]
+    labels[2:5] = REGIONS["white matter"]
+    labels[5:] = REGIONS["other cortex"]
+    brain = np.ones(labels.shape, bool)
+    even = region_concentration(np.full(labels.shape, 0.1), labels, brain)
+    assert even["ventricles"] == even["white matter"] == even["rest of the cortex"] == 1.0
+    assert even["hippocampi"] is None  # a region the scan's grid does not hold
+    focused = region_concentration(np.where(labels == REGIONS["ventricles"], 0.1, 0.0), labels, brain)
+    assert focused["ventricles"] == pytest.approx(5.0) and focused["white matter"] == 0
+
+
+def test_real_scans_are_measured_without_ground_truth(tiny_models, tmp_path):
+    from ControlCGLib.data.anatomies import head_scan
+
+    out = tmp_path / "real"
+    args = ["evaluate", "--real", str(head_scan()), "--out", str(out), "--fast", "--threads", "1"]
+    args += ["--model", str(tiny_models / "diffusion"), "--classifier", str(tiny_models / "classifier")]
+    assert main(args) == 0
+    records = json.loads((out / "real_scans.json").read_text())
+    assert len(records) == 1 and records[0]["own_class"] in ("CN", "AD")
+    assert records[0]["composition_mse"] >= 0 and set(records[0]["change_toward"]) == {"CN", "AD"}
+    assert set(records[0]["change_toward"]["AD"]["concentration"]) == {
+        "ventricles",
+        "hippocampi",
+        "temporal lobes",
+        "rest of the cortex",
+        "white matter",
+    }
+    assert "composition" in (out / "real_scans.md").read_text()
+    assert not (out / "summary.json").exists()  # no cohort given: the real-scan measures only
