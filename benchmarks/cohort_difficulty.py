@@ -2,12 +2,12 @@
 
     python benchmarks/cohort_difficulty.py --work /tmp/difficulty --strengths 0.5 1.0 1.5
 
-For each strength f (the disease's ventricle push, hippocampal pull and cortical loss times f; age, anatomy and
-acquisition unchanged): simulate a training cohort on the training anatomies and a test cohort on anatomies never
-trained on, train the ``cpu`` classifier preset on the first (as ``controlcg train classifier`` does) and measure its
-accuracy on the second. The defaults of ``SimulationConfig`` were chosen from this curve (README, "Data": a
-classifier that is good, not perfect). Writes curve.json and curve.png in --work; the last line is
-``accuracy_at_default=X``.
+For each strength f (the disease's ventricle push, hippocampal pull and cortical loss at f times cohort v1's; age,
+anatomy and acquisition as cohort v2's defaults): simulate a training cohort on the training anatomies and a test
+cohort on anatomies never trained on, train the ``cpu`` classifier preset on the first (as ``controlcg train
+classifier`` does) and measure its accuracy on the second. ``SimulationConfig``'s disease strength (1.5) was
+chosen from this curve (README, "Data": a classifier that is good, not perfect). Writes curve.json and curve.png
+in --work; the last line is ``accuracy_at_default=X`` (at 1.5).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ControlCGLib.data.simulator import SimulationConfig, write_cohort
+from ControlCGLib.data.simulator import COHORT_V1, SimulationConfig, write_cohort
 from ControlCGLib.evaluation.subjects import read_simulated, real_example
 from ControlCGLib.model.checkpoints import load_checkpoint
 from ControlCGLib.model.classifier import predict_proba
@@ -65,9 +65,9 @@ def main() -> None:
         began = time.perf_counter()
         config = dataclasses.replace(
             base,
-            ventricle_push_mm=base.ventricle_push_mm * f,
-            hippocampus_pull_mm=base.hippocampus_pull_mm * f,
-            cortex_loss=base.cortex_loss * f,
+            ventricle_push_mm=COHORT_V1.ventricle_push_mm * f,
+            hippocampus_pull_mm=COHORT_V1.hippocampus_pull_mm * f,
+            cortex_loss=COHORT_V1.cortex_loss * f,
         )
         folder = work / f"strength{f:g}"
         train = write_cohort(
@@ -107,13 +107,13 @@ def main() -> None:
     )
     ax.plot([c["strength"] for c in curve], [c["val_accuracy"] for c in curve], "--s", label="validation (seen)")
     ax.axhspan(0.85, 0.95, color="green", alpha=0.1, label="target 0.85-0.95")
-    ax.set_xlabel("disease strength (x the v2 defaults)")
+    ax.set_xlabel("disease strength (x cohort v1's; v2's default 1.5)")
     ax.set_ylabel("classifier accuracy")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(work / "curve.png", dpi=110)
-    default = next((c for c in curve if c["strength"] == 1.0), None)
+    default = next((c for c in curve if c["strength"] == 1.5), None)
     if default:
         print(f"accuracy_at_default={default['held_out_anatomy_accuracy']:.3f}")
 

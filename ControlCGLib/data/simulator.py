@@ -67,9 +67,11 @@ class SimulationConfig:
     ad_fraction: float = 0.5
     severity_range: tuple[float, float] = (0.2, 1.0)  # AD severities are uniform in this range
     counterfactual_severity: float = 0.7  # severity given to a CN subject's AD counterfactual
-    ventricle_push_mm: float = 3.0  # ventricle expansion at severity 1 (peak displacement, mm)
-    hippocampus_pull_mm: float = 2.0  # hippocampal shrinkage at severity 1 (peak displacement, mm)
-    cortex_loss: float = 0.35  # share of GM contrast lost in the cortical band at severity 1
+    # The disease's strength: 1.5 x cohort v1's, chosen from benchmarks/cohort_difficulty.py's curve (held-out
+    # anatomy accuracy of the embedded-size classifier, 600 steps: 0.575 at 0.5x, 0.625 at 1x, 0.85 at 1.5x v1's)
+    ventricle_push_mm: float = 4.5  # ventricle expansion at severity 1 (peak displacement, mm)
+    hippocampus_pull_mm: float = 3.0  # hippocampal shrinkage at severity 1 (peak displacement, mm)
+    cortex_loss: float = 0.525  # share of GM contrast lost in the cortical band at severity 1
     natural_ventricle: float = 0.5  # CN subjects' own ventricle size, as a signed severity in [-n, n]
     individual_mm: float = 4.0  # rms of the individual displacement (mm)
     individual_smoothness_mm: float = 16.0
@@ -90,6 +92,9 @@ COHORT_V1 = SimulationConfig(
     thick_slice_fraction=0.0,
     strip_error_fraction=0.0,
     severity_range=(0.4, 1.0),
+    ventricle_push_mm=3.0,
+    hippocampus_pull_mm=2.0,
+    cortex_loss=0.35,
     individual_mm=2.5,
     individual_smoothness_mm=12.0,
 )
