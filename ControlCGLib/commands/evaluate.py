@@ -111,7 +111,10 @@ def register(sub) -> None:
     )
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--fast", action="store_true", help="tiny setting that proves the pipeline (CI)")
-    p.add_argument("--n", type=int, default=None, help="subjects, half per class (default 8; --fast 2)")
+    # --subjects, not only --n: torchrun's own parser takes "--n" for its "--nnodes"/"--nproc-per-node"
+    p.add_argument(
+        "--subjects", "--n", dest="n", type=int, default=None, help="subjects, half per class (default 8; --fast 2)"
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="sampling seeds (default 0 1 2; --fast 0 1)")
     p.add_argument("--w", type=float, nargs="+", default=None, help="our w sweep (default 0 2 4 6 8)")
     p.add_argument("--default-w", type=float, default=None, help="w at which methods are compared (default 4)")

@@ -132,25 +132,15 @@ FILES = ("t1", "mask", "gm", "wm", "labels")
 
 
 @dataclass
-class Anatomy:
-    """One base brain on the template's grid: T1 in [0, 1], tissue probabilities, mask and region labels."""
+class Anatomy(Template):
+    """One base brain on the template's grid: a :class:`Template` (T1 in [0, 1], tissue probabilities, mask) with its
+    name and region labels."""
 
-    name: str
-    t1: sitk.Image
-    gm: sitk.Image
-    wm: sitk.Image
-    csf: sitk.Image
-    mask: sitk.Image
     labels: sitk.Image
-
-    def array(self, name: str) -> np.ndarray:
-        return sitk.GetArrayFromImage(getattr(self, name)).astype(np.float32)
+    name: str = ""
 
     def region(self, name: str) -> np.ndarray:
         return sitk.GetArrayFromImage(self.labels) == REGIONS[name]
-
-    def as_template(self) -> Template:
-        return Template(t1=self.t1, gm=self.gm, wm=self.wm, csf=self.csf, mask=self.mask)
 
 
 def anatomy_names() -> list[str]:
@@ -188,7 +178,7 @@ def load_anatomy(name: str, folder: str | Path | None = None) -> Anatomy:
     t1, gm, wm = (sitk.Cast(images[k], sitk.sitkFloat32) * mask for k in ("t1", "gm", "wm"))
     csf = sitk.Clamp(mask - gm - wm, sitk.sitkFloat32, 0.0, 1.0) * mask
     labels = sitk.Cast(images["labels"] * mask, sitk.sitkUInt8)
-    return Anatomy(name, t1, gm, wm, csf, mask, labels)
+    return Anatomy(t1=t1, gm=gm, wm=wm, csf=csf, mask=mask, labels=labels, name=name)
 
 
 def head_scan(folder: str | Path | None = None) -> Path:
