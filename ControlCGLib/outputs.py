@@ -47,6 +47,7 @@ class RunRecord:
     classifier_sha256: str | None = None
     input_verdict: dict[str, float] = field(default_factory=dict)  # class -> probability; empty without classifier
     verdicts: dict[str, dict[str, float]] = field(default_factory=dict)  # w_key -> class -> probability
+    raw_verdicts: dict[str, dict[str, float]] = field(default_factory=dict)  # the same, of the raw model output
     outputs: dict[str, dict[str, str]] = field(default_factory=dict)  # w_key -> kind -> file name
     files: list[str] = field(default_factory=list)
     format_version: int = FORMAT_VERSION

@@ -4,6 +4,12 @@ One function serves the command line and Slicer's background process: prepare th
 (imaging/native_space.py), run the one sampling loop (sampling/sampler.py) for every requested w, bring each
 counterfactual back (detail and resampled), and ask the classifier, when one is given, what it thinks of the input
 and of each counterfactual.
+
+The product's counterfactual is *paired* (our departure from the paper, issue 16): the target's and the source
+class's trajectories run from the same noise, and what is shown is the patient's scan plus their difference -- the
+change the class alone makes. Toward the scan's own class that change is zero and the counterfactual is the scan.
+``source="auto"`` takes the source from the classifier's verdict on the input; ``source=None`` is the paper's
+unpaired output (scan + (model output - scan)).
 """
 
 from __future__ import annotations
@@ -29,11 +35,44 @@ from .sampling.settings import SamplingConfig
 @dataclass
 class CounterfactualRun:
     prepared: Prepared
-    model_grid: dict[float, np.ndarray]  # counterfactual per w on the model grid, in [0, 1]
+    model_grid: dict[float, np.ndarray]  # counterfactual shown, per w on the model grid, in [0, 1]
     native: dict[float, NativeResult]  # per w, on the input's own grid
     input_verdict: dict[str, float] = field(default_factory=dict)  # class -> probability (empty: no classifier)
     verdicts: dict[float, dict[str, float]] = field(default_factory=dict)  # per w: class -> probability
     settings: dict[str, Any] = field(default_factory=dict)
+    raw: dict[float, np.ndarray] = field(default_factory=dict)  # the model's own output per w (model grid, [0, 1])
+    raw_verdicts: dict[float, dict[str, float]] = field(default_factory=dict)
+    source: str | None = None  # the class the change is measured from (None: unpaired)
+
+    def change(self, w: float) -> np.ndarray:
+        """The change shown at ``w`` on the model grid (counterfactual - input)."""
+        return self.model_grid[float(w)] - self.prepared.model_input
+
+
+AUTO = "auto"
+
+
+def shown_counterfactual(result, w: float, unit: np.ndarray, mask: np.ndarray, intensity) -> np.ndarray:
+    """The model-grid counterfactual a user sees at ``w``, in [0, 1] inside ``mask``: of a paired run the input
+    ``unit`` plus the paired change, of an unpaired one the model's output. The evaluation measures this very array."""
+    out = from_model_range(result.images[float(w)].numpy(), intensity)
+    if result.source_images is not None:  # from_model_range is linear: the change keeps its units
+        out = unit + (out - from_model_range(result.source_images[float(w)].numpy(), intensity))
+    return np.clip(out, 0.0, 1.0) * mask
+
+
+def choose_source(source: str | int | None, verdict: dict[str, float], class_names) -> str | None:
+    """The source class of a paired run: ``"auto"`` -> the classifier's verdict on the input."""
+    if source is None:
+        return None
+    if source != AUTO:
+        return class_names[source] if isinstance(source, int) else source
+    if not verdict:
+        raise ValueError(
+            "a paired counterfactual with source 'auto' needs a classifier (its verdict on the input is the source "
+            "class); give a classifier, the source class, or no source (unpaired)"
+        )
+    return max(verdict, key=verdict.get)
 
 
 def run_counterfactual(
@@ -50,13 +89,15 @@ def run_counterfactual(
     should_stop: StopCallback | None = None,
     on_stage: Callable[[str], None] | None = None,
     accept_unusual: bool = False,
+    source: str | int | None = None,
 ) -> CounterfactualRun:
     """Counterfactuals of ``image`` toward ``target`` for each w; see the module docstring.
 
     ``on_stage(name)`` announces "preparing", "sampling", "mapping back" and "verdicts"; ``should_stop`` is asked
     before each of them and before every sampling step (:class:`~ControlCGLib.progress.Cancelled` when it says yes).
     A scan that does not look like a whole-brain T1 is refused (:class:`~ControlCGLib.imaging.scan_checks.ScanRefused`)
-    unless ``accept_unusual``; then the findings are kept in ``settings["scan_warnings"]``.
+    unless ``accept_unusual``; then the findings are kept in ``settings["scan_warnings"]``. ``source``: see the
+    module docstring.
     """
 
     def stage(name: str) -> None:
@@ -73,7 +114,11 @@ def run_counterfactual(
             f"the classifier's classes {list(classifier.config.class_names)} differ from the model's "
             f"{list(config.class_names)}: its verdicts would not speak of the counterfactual's class"
         )
-    config.class_index(target)  # an unknown class is refused before the (slow) registration
+    config.class_index(target)  # an unknown class (target or source) is refused before the (slow) registration
+    if source not in (None, AUTO):
+        config.class_index(source)
+    if source == AUTO and classifier is None:
+        choose_source(source, {}, config.class_names)
     stage("preparing")
     screen = "warn" if accept_unusual else "refuse"
 
@@ -90,20 +135,29 @@ def run_counterfactual(
         on_iteration=registration_step,
     )
     y0 = torch.from_numpy(np.asarray(to_model_range(prepared.model_input, config.intensity), dtype=np.float32))
-    stage("sampling")
-    result = counterfactual(model, y0, target, scales, sampling, seed=seed, on_step=on_step, should_stop=should_stop)
-    grid_cf = {
-        w: np.clip(from_model_range(x.numpy(), config.intensity), 0.0, 1.0) * prepared.mask
-        for w, x in result.images.items()
-    }
-    stage("mapping back")
-    native = {w: prepared.to_native(cf) for w, cf in grid_cf.items()}
-    input_verdict, verdicts = {}, {}
+    input_verdict = {}
     if classifier is not None:
-        stage("verdicts")
         names, scale = classifier.config.class_names, classifier.config.intensity
         input_verdict = classify(classifier, to_model_range(prepared.model_input, scale), names)
+    source = choose_source(source, input_verdict, list(config.class_names))
+    stage("sampling")
+    result = counterfactual(
+        model, y0, target, scales, sampling, seed=seed, on_step=on_step, should_stop=should_stop, source=source
+    )
+    unit, mask = prepared.model_input, prepared.mask
+    raw = {w: np.clip(from_model_range(x.numpy(), config.intensity), 0.0, 1.0) * mask for w, x in result.images.items()}
+    grid_cf = {w: shown_counterfactual(result, w, unit, mask, config.intensity) for w in result.images}
+    stage("mapping back")
+    native = {w: prepared.to_native(cf, raw[w]) for w, cf in grid_cf.items()}
+    verdicts, raw_verdicts = {}, {}
+    if classifier is not None:
+        stage("verdicts")
         verdicts = {w: classify(classifier, to_model_range(cf, scale), names) for w, cf in grid_cf.items()}
+        raw_verdicts = (
+            verdicts
+            if source is None
+            else {w: classify(classifier, to_model_range(x, scale), names) for w, x in raw.items()}
+        )
     settings = {
         **result.settings,
         "preprocessed": preprocessed,
@@ -113,4 +167,4 @@ def run_counterfactual(
         "code_version": __version__,
         "sampling": to_dict(sampling or SamplingConfig()),
     }
-    return CounterfactualRun(prepared, grid_cf, native, input_verdict, verdicts, settings)
+    return CounterfactualRun(prepared, grid_cf, native, input_verdict, verdicts, settings, raw, raw_verdicts, source)

@@ -24,6 +24,7 @@ class CounterfactualRequest:
     model: str | None = None  # None: the embedded model (and, unless no_classifier, the embedded classifier)
     classifier: str | None = None
     no_classifier: bool = False
+    source: str | None = "auto"  # paired run from this class ("auto": the classifier's verdict); None: unpaired
     preprocessed: bool = False
     accept_unusual: bool = False
     steps: int = int(STEPS.default)
@@ -58,6 +59,7 @@ class CounterfactualRequest:
             model=args.model,
             classifier=args.classifier,
             no_classifier=args.no_classifier,
+            source=None if args.source == "none" else args.source,
             preprocessed=args.preprocessed,
             accept_unusual=args.accept_unusual_scan,
             steps=args.steps,
@@ -141,7 +143,8 @@ def run(request: CounterfactualRequest, should_stop) -> int:
         start_strength=request.start_strength,
         precision=choose_precision(request.precision, device),
     )
-    _check_memory(model, len(request.scales), sampling, device, request.input)  # before any work on the image
+    trajectories = len(request.scales) * (2 if request.source else 1)  # a paired run keeps both ends per w
+    _check_memory(model, trajectories, sampling, device, request.input)  # before any work on the image
     image = read_scan(request.input, request.series)
     with TqdmProgress(f"counterfactual -> {request.target}", disable=lines is not None) as bar:
         result = run_counterfactual(
@@ -157,6 +160,7 @@ def run(request: CounterfactualRequest, should_stop) -> int:
             should_stop=should_stop,
             on_stage=lines.stage if lines else None,
             accept_unusual=request.accept_unusual,
+            source=request.source,
         )
     for warning in result.settings["scan_warnings"]:  # accepted on request, but never quietly
         print(f"WARNING: {warning}; the result is recorded with this warning", file=sys.stderr, flush=True)
@@ -175,6 +179,7 @@ def run(request: CounterfactualRequest, should_stop) -> int:
         classifier_sha256=file_sha256(classifier_path / WEIGHTS) if classifier_path else None,
         input_verdict=result.input_verdict,
         verdicts={w_key(w): v for w, v in result.verdicts.items()},
+        raw_verdicts={w_key(w): v for w, v in result.raw_verdicts.items()} if result.source else {},
     )
     images = {
         w: {"counterfactual": r.detail, "counterfactual_resampled": r.resampled, "saliency": r.saliency}
@@ -194,6 +199,12 @@ def run(request: CounterfactualRequest, should_stop) -> int:
             **{f"w={w_key(w)}": v for w, v in result.verdicts.items()},
         }.items():
             print(f"{key:8s} " + "  ".join(f"{k}={v:.3f}" for k, v in verdict.items()))
+    if result.source == request.target:
+        print(
+            f"note: the paired counterfactual starts from {result.source}, the target itself (the classifier's verdict "
+            "on the scan, or --source): the change is zero and the counterfactual is the scan. The model's own "
+            "output is counterfactual_resampled_w*.nii.gz; --source sets the class to start from"
+        )
     if lines:
         lines.stage("done")
     change = max(float(np.abs(c - result.prepared.model_input).max()) for c in result.model_grid.values())
@@ -235,9 +246,13 @@ def _write_montage(path: Path, result, target: str) -> None:
         path,
         columns,
         sal,
-        title=f"counterfactuals toward {target} (model grid; signed saliency, red = brighter)",
+        title=f"counterfactuals toward {target}{_pairing(result)} (model grid; signed saliency, red = brighter)",
         spacing=result.prepared.grid.GetSpacing()[::-1],
     )
+
+
+def _pairing(result) -> str:
+    return f", paired with {result.source}" if result.source else ", unpaired"
 
 
 def _labelled_verdicts(result) -> dict[str, dict[str, float]]:
@@ -259,6 +274,13 @@ def _options(p: argparse.ArgumentParser, default_w) -> None:
     p.add_argument("--model", default=None, help="diffusion model folder; unset: the embedded model")
     p.add_argument("--classifier", default=None, help="classifier folder for verdicts; unset: the embedded one")
     p.add_argument("--no-classifier", action="store_true", help="skip the classifier's verdicts")
+    p.add_argument(
+        "--source",
+        default="auto",
+        help="paired counterfactual: the change is CF(target) - CF(source) from the same noise, shown on the scan. "
+        "'auto' (default): the classifier's verdict on the input; a class name; 'none': the unpaired model output "
+        "(the paper's)",
+    )
     p.add_argument("--preprocessed", action="store_true", help="input is skull-stripped and in MNI space already")
     p.add_argument(
         "--accept-unusual-scan",

@@ -27,6 +27,14 @@ def _cmd_evaluate(args) -> int:
     if args.seeds:
         changes["seeds"] = tuple(args.seeds)
         changes["axioms_seed"] = args.seeds[0]
+    if args.baselines is not None:
+        from ..sampling.baselines import PAPER_BASELINES
+
+        known = {m.name: m for m in PAPER_BASELINES}
+        unknown = [b for b in args.baselines if b not in known]
+        if unknown:
+            raise ValueError(f"unknown baseline(s) {unknown}; choose from {sorted(known)}")
+        changes["baselines"] = tuple(known[b] for b in args.baselines)
     settings = dataclasses.replace(settings, **changes)
     if settings.default_w not in settings.scales:
         settings = dataclasses.replace(settings, scales=tuple(sorted({*settings.scales, settings.default_w})))
@@ -117,6 +125,13 @@ def register(sub) -> None:
     )
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="sampling seeds (default 0 1 2; --fast 0 1)")
     p.add_argument("--w", type=float, nargs="+", default=None, help="our w sweep (default 0 2 4 6 8)")
+    p.add_argument(
+        "--baselines",
+        nargs="*",
+        default=None,
+        metavar="NAME",
+        help="the paper's baselines to run (default all five: ILVR-1 ILVR-2 ILVR-3 DDIM-inv-250 DDIM-inv-500)",
+    )
     p.add_argument("--default-w", type=float, default=None, help="w at which methods are compared (default 4)")
     p.add_argument("--steps", type=int, default=None, help="DDIM grid of every method (default 20; --fast 4)")
     p.add_argument("--augment-cohort", default=None, help="simulated training cohort for the augmentation table")

@@ -48,16 +48,34 @@ def _cmd_train_diffusion(args) -> int:
             train,
             device=device,
             on_step=progress,
+            init_from=args.init_from,
             provenance={
                 "cohort": str(args.cohort),
                 "subjects": len(splits["train"]),
                 "anatomies": cohort_anatomies(args.cohort),
+                **({"initialised_from": _model_origin(args.init_from)} if args.init_from else {}),
             },
         )
     shutdown()
     if rank == 0:
         print(f"wrote {result.folder}")
     return 0
+
+
+def _model_origin(folder) -> dict:
+    """What a warm start began from: the folder, its weights' hash and what those were trained on."""
+    from pathlib import Path
+
+    from ..hashing import file_sha256
+    from ..model.checkpoints import WEIGHTS, read_checkpoint_config
+
+    _, provenance = read_checkpoint_config(folder)
+    return {
+        "folder": str(folder),
+        "sha256": file_sha256(Path(folder) / WEIGHTS),
+        "cohort": provenance.get("cohort"),
+        "steps": provenance.get("steps"),
+    }
 
 
 def _cmd_train_classifier(args) -> int:
@@ -103,6 +121,11 @@ def register(sub) -> None:
     p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--init-from",
+        metavar="MODEL",
+        help="start a fresh run from this model folder's weights (it may lack the preset's newer attention blocks)",
+    )
 
     p = add_command(train_sub, "classifier", "train the diagnostic classifier (3D DenseNet)", _cmd_train_classifier)
     p.add_argument("--cohort", required=True, help="cohort CSV (image,label,subject[,split]) or a simulated manifest")

@@ -12,7 +12,7 @@ import torch
 
 from ..imaging.intensity import to_model_range
 from ..sampling.settings import SamplingConfig
-from .subjects import SimulatedSubject, balanced, model_tensor, prepare_subject, read_simulated, real_example, to_unit
+from .subjects import SimulatedSubject, balanced, model_tensor, prepare_subject, read_simulated, real_example
 
 
 @dataclass(frozen=True)
@@ -37,13 +37,14 @@ def training_pairs(examples, class_names) -> list:
 
 def generated_example(model, method, subject: SimulatedSubject, w: float, steps: int, seed: int, intensity) -> dict:
     """One extra training example: the subject's counterfactual toward its other class, labelled with that class."""
+    from ..pipeline import shown_counterfactual
     from ..sampling.baselines import run_method
 
     config = model.config
     prepared = prepare_subject(subject, config.grid, config.intensity)
     y0 = model_tensor(prepared.model_input, config.intensity)
     result = run_method(method, model, y0, subject.label, subject.target, (w,), SamplingConfig(steps=steps), seed=seed)
-    cf = to_unit(result.images[float(w)], config, prepared.mask)
+    cf = shown_counterfactual(result, w, prepared.model_input, prepared.mask, config.intensity)
     return {
         "method": method.name,
         "subject": subject.subject,

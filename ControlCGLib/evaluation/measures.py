@@ -16,12 +16,15 @@ import SimpleITK as sitk
 from ..defaults import EVALUATION_SWEEP, START_STRENGTH, W, w_key
 from ..imaging.intensity import to_model_range
 from ..model.classifier import classify
+from ..pipeline import shown_counterfactual
 from ..progress import StepCallback
 from ..sampling.settings import InjectionConfig, SamplingConfig
 from .metrics import CHANGED, mse, saliency_auroc, ssim
-from .subjects import SimulatedSubject, model_tensor, prepare_subject, real_example, to_unit
+from .subjects import SimulatedSubject, model_tensor, prepare_subject, real_example
 
-OURS = "ours"
+OURS = "ours"  # the product: paired (the change toward the target minus the change toward the source class)
+UNPAIRED = "ours-unpaired"  # the paper's output: the model's counterfactual itself
+NO_INJECTION = "ours-no-injection"  # paired, without attention injection (the ablation of issue 16)
 # The anchors every metric is read against: the input unchanged (the floor: what "doing nothing" scores) and the
 # simulator's true counterfactual (the ceiling). Neither runs a model; both are measured like any method.
 IDENTITY = "identity"
@@ -44,12 +47,21 @@ class EvaluationSettings:
     precision: str = "fp32"
     axioms: bool = True  # composition and reversibility on the axioms seed (benchmarks may skip their two runs)
     anchors: bool = True  # identity and oracle rows at the default w
+    ablations: bool = True  # ours unpaired and ours without injection, at the default w
 
     def methods(self):
         from ..sampling.baselines import PAPER_BASELINES, Method
 
         baselines = PAPER_BASELINES if self.baselines is None else self.baselines
-        return (Method(OURS, "ours", depth=self.start_strength), *baselines)
+        ours = Method(OURS, "ours", depth=self.start_strength, paired=True)
+        if not self.ablations:
+            return (ours, *baselines)
+        return (
+            ours,
+            Method(UNPAIRED, "ours", depth=self.start_strength),
+            Method(NO_INJECTION, "ours", depth=self.start_strength, paired=True, inject=False),
+            *baselines,
+        )
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(steps=self.steps, injection=self.injection, precision=self.precision)
@@ -128,17 +140,17 @@ def measure_subject(
         scales = settings.scales if method.name == OURS else (settings.default_w,)
         loop = {"seed": seed, "on_step": on_step}
         result = run_method(method, model, y0, subject.label, subject.target, scales, sampling, **loop)
-        for w, x in result.images.items():
-            cf = to_unit(x, config, mask)
+        for w in result.images:
+            cf = shown_counterfactual(result, w, unit, mask, config.intensity)
             entry = row(method.name, w, cf, result.seconds)
             if images is not None:
                 images[(method.name, float(w))] = cf
             if settings.axioms and seed == settings.axioms_seed and float(w) == float(settings.default_w):
                 own = run_method(method, model, y0, subject.label, subject.label, (w,), sampling, seed=seed)
-                entry["composition_mse"] = mse(unit, to_unit(own.images[w], config, mask))
+                entry["composition_mse"] = mse(unit, shown_counterfactual(own, w, unit, mask, config.intensity))
                 back_input = model_tensor(cf, config.intensity)
                 back = run_method(method, model, back_input, subject.target, subject.label, (w,), sampling, seed=seed)
-                entry["reversibility_mse"] = mse(unit, to_unit(back.images[w], config, mask))
+                entry["reversibility_mse"] = mse(unit, shown_counterfactual(back, w, cf, mask, config.intensity))
             rows.append(entry)
     if settings.anchors:
         for method, cf in ((IDENTITY, unit), (ORACLE, np.clip(truth, 0.0, 1.0) * mask)):

@@ -63,7 +63,15 @@ def measure_real(
         image = read_scan(str(path))
         runs = {
             target: run_counterfactual(
-                model, image, target, (w,), sampling, seed=seed, classifier=classifier, accept_unusual=True
+                model,
+                image,
+                target,
+                (w,),
+                sampling,
+                seed=seed,
+                classifier=classifier,
+                accept_unusual=True,
+                source="auto",  # the product's default: paired with the classifier's verdict
             )
             for target in names
         }
@@ -79,6 +87,7 @@ def measure_real(
             "own_class": own,
             "composition_mse": mse(unit, runs[own].model_grid[w]),
             "composition_ssim": ssim(unit, runs[own].model_grid[w]),
+            "raw_composition_mse": mse(unit, runs[own].raw[w]),  # the unpaired model output's (the paper's)
             "change_toward": {},
             "warnings": first.settings.get("scan_warnings", []),
         }
@@ -86,6 +95,7 @@ def measure_real(
             change = run.model_grid[w] - unit
             record["change_toward"][target] = {
                 "mean_abs_change": float(np.abs(change)[brain].mean()),
+                "raw_mean_abs_change": float(np.abs(run.raw[w] - unit)[brain].mean()),
                 "verdict": run.verdicts.get(w, {}),
                 "concentration": region_concentration(change, labels, brain),
             }

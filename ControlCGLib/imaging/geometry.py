@@ -117,4 +117,6 @@ def anti_alias(image: sitk.Image, target_spacing: Sequence[float]) -> sitk.Image
     sigma = np.sqrt(np.clip(np.array(target_spacing) ** 2 - src**2, 0, None)) / 2.355
     if not np.any(sigma > 0):
         return image
+    # an axis already as coarse as the target (thick slices) needs no blur, but ITK's filter refuses a zero sigma
+    sigma = np.where(sigma > 0, sigma, 1e-3 * src)
     return sitk.SmoothingRecursiveGaussian(sitk.Cast(image, sitk.sitkFloat32), sigma.tolist())

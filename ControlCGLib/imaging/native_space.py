@@ -4,7 +4,8 @@
 anti-aliasing), strips it with the template's brain mask and normalises it as the paper does. ``Prepared.to_native``
 brings a model-grid counterfactual back onto the input's own grid (same size, origin, spacing and direction) in two
 ways: *detail* = the native scan plus the up-sampled model-grid change (keeps the scan's own resolution), and
-*resampled* = the up-sampled counterfactual itself (blurry where the model grid is coarse).
+*resampled* = the up-sampled model output itself (blurry where the model grid is coarse). On the native grid the
+change lives only inside the patient's own brain (imaging/brain_mask.py), not the template's mapped mask.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import SimpleITK as sitk
 
 from ..data.template import Template, load_template
 from ..model.config import IntensityConfig
+from .brain_mask import patient_brain_mask
 from .geometry import anti_alias, model_grid, resample
 from .intensity import normalize_brain, scale_brain
 from .registration import as_affine, register_affine
@@ -30,7 +32,7 @@ class NativeResult:
     detail: sitk.Image  # native + up-sampled change: the counterfactual with the scan's own detail
     resampled: sitk.Image  # the up-sampled model-grid counterfactual
     saliency: sitk.Image  # signed change (counterfactual - input), inside the brain
-    mask: sitk.Image  # brain mask mapped back from the template
+    mask: sitk.Image  # the patient's brain: the template's mapped back, refined with the scan
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Prepared:
     registration_metric: float | None = None
     screening: Screening | None = None  # what the appearance check measured (None: checks off)
     warnings: list[str] = field(default_factory=list)  # findings accepted with screen="warn"
+    _native_mask: sitk.Image | None = field(default=None, repr=False)  # made on first use, shared by every w
 
     def _to_grid_image(self, array: np.ndarray) -> sitk.Image:
         img = sitk.GetImageFromArray(np.asarray(array, dtype=np.float32))
@@ -58,25 +61,38 @@ class Prepared:
         scaled with this scan's (low, high), so that differences to ``model_input`` are true intensity changes."""
         return scale_brain(_on_grid(image, self.grid, self.transform), self.mask, self.low, self.high)
 
-    def to_native(self, counterfactual: np.ndarray) -> NativeResult:
-        """Bring a model-grid counterfactual (z, y, x, in [0, 1]) back onto the input's grid."""
+    def native_mask(self) -> sitk.Image:
+        """The patient's brain on the input's grid (uint8): the template's mask mapped back, refined with the scan."""
+        if self._native_mask is None:
+            back = as_affine(self.transform).GetInverse()
+            mapped = resample(self._to_grid_image(self.mask.astype(np.float32)), self.native, back) > 0.5
+            mapped.CopyInformation(self.native)
+            self._native_mask = patient_brain_mask(self.native, mapped)
+        return self._native_mask
+
+    def to_native(self, counterfactual: np.ndarray, raw: np.ndarray | None = None) -> NativeResult:
+        """Bring a model-grid counterfactual (z, y, x, in [0, 1]) back onto the input's grid: its change to the
+        input, inside the patient's brain, added to the scan (``detail``); ``raw`` (the model's own output, if it
+        differs from the counterfactual shown, as in a paired run) is what ``resampled`` shows."""
         cf = np.asarray(counterfactual, dtype=np.float32)
-        if cf.shape != self.model_input.shape:
-            raise ValueError(f"counterfactual shape {cf.shape} differs from the model grid {self.model_input.shape}")
+        raw = cf if raw is None else np.asarray(raw, dtype=np.float32)
+        for name, a in (("counterfactual", cf), ("raw output", raw)):
+            if a.shape != self.model_input.shape:
+                raise ValueError(f"{name} shape {a.shape} differs from the model grid {self.model_input.shape}")
         scale = self.high - self.low
         back = as_affine(self.transform).GetInverse()  # native point -> model-grid point
         change = np.where(self.mask, cf - self.model_input, 0.0)
+        mask = self.native_mask()
+        weight = sitk.Cast(mask, sitk.sitkFloat32)
         change_native = resample(self._to_grid_image(change * scale), self.native, back)
-        mask_native = resample(self._to_grid_image(self.mask.astype(np.float32)), self.native, back) > 0.5
+        change_native.CopyInformation(self.native)
+        saliency = change_native * weight
         native = sitk.Cast(self.native, sitk.sitkFloat32)
-        resampled = resample(self._to_grid_image(cf * scale + self.low), self.native, back, default=self.low)
-        saliency = change_native * sitk.Cast(mask_native, sitk.sitkFloat32)
-        for img in (change_native, resampled, saliency):
+        resampled = resample(self._to_grid_image(raw * scale + self.low), self.native, back, default=self.low)
+        for img in (resampled, saliency):
             img.CopyInformation(self.native)
-        detail = native + change_native
-        mask_img = sitk.Cast(mask_native, sitk.sitkUInt8)
-        mask_img.CopyInformation(self.native)
-        return NativeResult(detail=detail, resampled=resampled, saliency=saliency, mask=mask_img)
+        detail = native + saliency
+        return NativeResult(detail=detail, resampled=resampled, saliency=saliency, mask=mask)
 
 
 def _on_grid(image: sitk.Image, grid: sitk.Image, transform: sitk.Transform) -> np.ndarray:

@@ -38,6 +38,8 @@ class Method:
     depth: float = 1.0  # fraction of the chain the run starts from (T / 1000)
     factor: int = 2  # ILVR's down-sampling factor n
     inversion_label: str = "source"  # DDIM inversion: encode with the "source" class or the "null" class
+    paired: bool = False  # ours: also run the source class's trajectory (sampler.py), the product's default
+    inject: bool = True  # ours: attention injection as the sampling settings say (False: none, an ablation)
 
     def __post_init__(self):
         if self.kind not in get_args(MethodKind):
@@ -163,7 +165,10 @@ def run_method(
     """One entry point for every method, so that the evaluation treats them alike."""
     if method.kind == "ours":
         sampling = dataclasses.replace(sampling or SamplingConfig(), start_strength=method.depth)
-        return counterfactual(model, y0, target, scales, sampling, seed=seed, **loop)
+        if not method.inject:
+            sampling = dataclasses.replace(sampling, injection=None)
+        paired = source if method.paired else None
+        return counterfactual(model, y0, target, scales, sampling, seed=seed, source=paired, **loop)
     if method.kind == "ilvr":
         return ilvr(model, y0, target, scales, sampling, factor=method.factor, depth=method.depth, seed=seed, **loop)
     label = source if method.inversion_label == "source" else None

@@ -66,8 +66,8 @@ def step_passes(model, injection: InjectionConfig | None, precision: str, device
 
     x = torch.zeros((1, 1, *model.config.grid), device=device)
     t = model.config.schedule.num_train_timesteps // 2
-    with torch.no_grad(), GuidedStep(model, 0, injection, precision) as guided, PeakTracker() as tracker:
-        v = guided({1.0: x}, t, reference=x if injection is not None else None)
+    with torch.no_grad(), GuidedStep(model, [0], injection, precision) as guided, PeakTracker() as tracker:
+        v = guided({(0, 1.0): x}, t, reference=x if injection is not None else None)
         del v
     return tracker.peak
 

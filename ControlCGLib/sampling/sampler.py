@@ -10,6 +10,11 @@ Per step t -> s (paper Eqs. 2, 4, 5, 9):
 
 All noise comes from one CPU generator seeded by ``seed``, drawn in an order that does not depend on the number of w
 values, so that a sweep equals separate runs and a seed reproduces its output bit for bit.
+
+*Paired* runs (``source`` given, our departure from the paper, issue 16): the source class's trajectory runs beside
+the target's from the same start with the same noise and the same reference pass; the difference of the two ends is
+the change that the class alone makes (what both share -- the model redrawing anatomy it does not know -- cancels).
+A source equal to the target is not sampled twice: its change is exactly zero.
 """
 
 from __future__ import annotations
@@ -41,9 +46,16 @@ class Counterfactuals:
     target_name: str
     settings: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    source_images: dict[float, torch.Tensor] | None = None  # paired runs: the source class's ends, same noise
 
     def __getitem__(self, w: float) -> torch.Tensor:
         return self.images[float(w)]
+
+    def change(self, w: float) -> torch.Tensor:
+        """The paired change at ``w`` (target end minus source end); needs a paired run."""
+        if self.source_images is None:
+            raise ValueError("this run was not paired (no source class): there is no paired change")
+        return self.images[float(w)] - self.source_images[float(w)]
 
 
 def as_batch(y0: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
@@ -90,6 +102,7 @@ def counterfactual(
     should_stop: StopCallback | None = None,
     start: torch.Tensor | None = None,
     after_step: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+    source: str | int | None = None,
 ) -> Counterfactuals:
     """Counterfactuals of ``y0`` (model grid, model intensity range) toward class ``target``, one per scale w.
 
@@ -99,10 +112,14 @@ def counterfactual(
     Two seams for the baselines (baselines.py), so that they run this very loop: ``start`` replaces the starting
     point (x at the first timestep, e.g. a DDIM-inverted input), and ``after_step(x_s, s)`` may correct every new
     x_s (e.g. ILVR's low-frequency replacement).
+
+    ``source`` (a class): also run that class's trajectory per w, paired with the target's (module docstring); the
+    result's ``source_images`` holds its ends and ``change(w)`` the paired change.
     """
     sampling = sampling or SamplingConfig()
     config = model.config
     target_index = config.class_index(target)
+    source_index = None if source is None else config.class_index(source)
     ws = check_scales(scales)
     y = as_batch(y0, config.grid)
 
@@ -133,9 +150,10 @@ def counterfactual(
         start = given_start.reshape(shape).to(device, dtype)
     elif sampling.start_strength < 1:
         start = schedule.q_sample(y, timesteps[0], start)
-    xs = {w: start.clone() for w in ws}
+    labels = [target_index] + ([source_index] if source_index not in (None, target_index) else [])
+    xs = {(c, w): start.clone() for c in labels for w in ws}
 
-    guided = GuidedStep(model, target_index, injection, sampling.precision)
+    guided = GuidedStep(model, labels, injection, sampling.precision)
 
     began = time.perf_counter()
     with guided:
@@ -149,25 +167,29 @@ def counterfactual(
             reference = schedule.q_sample(y, t, reference_noise) if inject else None
             step_noise = sample_noise(shape, generator, noise_cfg).to(device, dtype) if sampling.stochastic else None
             x0s = {}
-            for w, v in guided(xs, t, reference).items():
-                x0, eps = schedule.split_v(xs[w], v, t)
+            for key, v in guided(xs, t, reference).items():
+                x0, eps = schedule.split_v(xs[key], v, t)
                 if sampling.method == "ddpm":
-                    xs[w] = schedule.ddpm_step(xs[w], x0, t, s, step_noise)
+                    xs[key] = schedule.ddpm_step(xs[key], x0, t, s, step_noise)
                 else:
-                    xs[w] = schedule.ddim_step(x0, eps, t, s, sampling.eta, step_noise)
+                    xs[key] = schedule.ddim_step(x0, eps, t, s, sampling.eta, step_noise)
                 if after_step is not None:
-                    xs[w] = after_step(xs[w], s)
-                x0s[w] = x0
+                    xs[key] = after_step(xs[key], s)
+                if key[0] == target_index:
+                    x0s[key[1]] = x0
             if on_step is not None:
                 on_step(StepInfo(i + 1, len(pairs), t, time.perf_counter() - began, x0s))
     seconds = time.perf_counter() - began
     settings = {
         "target": config.class_names[target_index],
         "scales": list(ws),
+        "source": None if source_index is None else config.class_names[source_index],
         "seed": seed,
         "timesteps": timesteps,
         "sampling": to_dict(sampling),
         "model": config.name,
     }
-    images = {w: x[0, 0].float().cpu() for w, x in xs.items()}
-    return Counterfactuals(images, target_index, config.class_names[target_index], settings, seconds)
+    ends = {key: x[0, 0].float().cpu() for key, x in xs.items()}
+    images = {w: ends[target_index, w] for w in ws}
+    paired = None if source_index is None else {w: ends.get((source_index, w), images[w]) for w in ws}
+    return Counterfactuals(images, target_index, config.class_names[target_index], settings, seconds, paired)

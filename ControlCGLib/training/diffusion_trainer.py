@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..model.checkpoints import save_checkpoint
+from ..model.checkpoints import save_checkpoint, warm_start
 from ..model.config import ModelConfig, to_dict
 from ..model.networks import ClassConditionalUNet
 from ..progress import Cancelled
@@ -136,9 +136,11 @@ def train_diffusion(
     provenance: dict | None = None,
     on_step: Callable[[int, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    init_from: str | Path | None = None,
 ) -> TrainResult:
     """Train (or resume, if ``out/state`` exists) a class-conditional diffusion model on ``dataset`` of
-    ``(volume (1, D, H, W) in model range, class index)`` pairs."""
+    ``(volume (1, D, H, W) in model range, class index)`` pairs. ``init_from`` (a model folder) gives a fresh run
+    its starting weights (:func:`~ControlCGLib.model.checkpoints.warm_start`); a resumed run ignores it."""
     train = train or TrainConfig()
     out = Path(out)
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -149,6 +151,8 @@ def train_diffusion(
     device = torch.device(device)
     torch.manual_seed(train.seed)  # same initial weights on every rank
     model = ClassConditionalUNet(config).to(device)
+    if init_from is not None and find_state(out) is None:
+        warm_start(model, init_from)
     ema = copy.deepcopy(model).requires_grad_(False)
     optimiser = torch.optim.Adam(model.parameters(), lr=train.lr)
     step = 0

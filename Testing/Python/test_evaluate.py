@@ -62,8 +62,11 @@ def test_fast_evaluation_writes_the_report(simulated_manifest, tiny_models, tmp_
     args = ["--cohort", str(simulated_manifest), "--augment-cohort", str(simulated_manifest)]
     assert main(_evaluate(args, tiny_models, out)) == 0
     summary = json.loads((out / "summary.json").read_text())
-    names = ["ours", *[m.name for m in PAPER_BASELINES]]
+    names = ["ours", "ours-unpaired", "ours-no-injection", *[m.name for m in PAPER_BASELINES]]
     assert list(summary["methods"]) == [*names, "identity", "oracle"]
+    # paired: toward its own class the shown counterfactual is the input (the unpaired model output is not)
+    assert summary["methods"]["ours"]["composition_mse"] == 0
+    assert summary["methods"]["ours-unpaired"]["composition_mse"] > 0
     # the anchors: doing nothing is the floor, the truth the ceiling, of every metric against the truth
     identity, oracle = summary["methods"]["identity"], summary["methods"]["oracle"]
     assert identity["ssim"] == pytest.approx(1.0) and identity["mse"] == 0 and identity["saliency_dice"] == 0
@@ -96,7 +99,8 @@ def test_fast_evaluation_writes_the_report(simulated_manifest, tiny_models, tmp_
         assert (out / picture).stat().st_size > 10_000
     with open(out / "rows.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 2 * 2 * (2 + 5 + 2)  # subjects x seeds x (two w of ours + five baselines + two anchors)
+    # subjects x seeds x (two w of ours + two ablations + five baselines + two anchors)
+    assert len(rows) == 2 * 2 * (2 + 2 + 5 + 2)
 
 
 def test_torchrun_shards_give_the_rows_of_one_process(simulated_manifest, tiny_models, tmp_path):

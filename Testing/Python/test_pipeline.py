@@ -32,9 +32,12 @@ def test_counterfactual_command(tmp_path):
         "--preprocessed",
         "--classifier",
         str(tmp_path / "classifier"),
+        "--source",
+        "CN",  # the tiny random classifier calls this CN subject AD: "auto" would pair AD with AD (no change)
     ]
     assert main(args) == 0
     record = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert record["settings"]["source"] == "CN" and set(record["raw_verdicts"]) == {"0", "2"}
     assert record["format_version"] == 2 and set(record["input_verdict"]) == {"CN", "AD"}
     assert set(record["verdicts"]) == {"0", "2"} and set(record["outputs"]) == {"0", "2"}  # one w spelling
     assert abs(sum(record["verdicts"]["2"].values()) - 1) < 1e-5
