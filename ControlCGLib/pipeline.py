@@ -52,12 +52,18 @@ class CounterfactualRun:
 AUTO = "auto"
 
 
+def model_output(x: torch.Tensor, mask: np.ndarray, intensity) -> np.ndarray:
+    """A model-range volume as the [0, 1] volume inside ``mask`` (the model's own output, unpaired)."""
+    return np.clip(from_model_range(x.numpy(), intensity), 0.0, 1.0) * mask
+
+
 def shown_counterfactual(result, w: float, unit: np.ndarray, mask: np.ndarray, intensity) -> np.ndarray:
     """The model-grid counterfactual a user sees at ``w``, in [0, 1] inside ``mask``: of a paired run the input
     ``unit`` plus the paired change, of an unpaired one the model's output. The evaluation measures this very array."""
-    out = from_model_range(result.images[float(w)].numpy(), intensity)
-    if result.source_images is not None:  # from_model_range is linear: the change keeps its units
-        out = unit + (out - from_model_range(result.source_images[float(w)].numpy(), intensity))
+    if result.source_images is None:
+        return model_output(result.images[float(w)], mask, intensity)
+    out = from_model_range(result.images[float(w)].numpy(), intensity)  # linear: the difference keeps its units
+    out = unit + (out - from_model_range(result.source_images[float(w)].numpy(), intensity))
     return np.clip(out, 0.0, 1.0) * mask
 
 
@@ -145,7 +151,7 @@ def run_counterfactual(
         model, y0, target, scales, sampling, seed=seed, on_step=on_step, should_stop=should_stop, source=source
     )
     unit, mask = prepared.model_input, prepared.mask
-    raw = {w: np.clip(from_model_range(x.numpy(), config.intensity), 0.0, 1.0) * mask for w, x in result.images.items()}
+    raw = {w: model_output(x, mask, config.intensity) for w, x in result.images.items()}
     grid_cf = {w: shown_counterfactual(result, w, unit, mask, config.intensity) for w in result.images}
     stage("mapping back")
     native = {w: prepared.to_native(cf, raw[w]) for w, cf in grid_cf.items()}

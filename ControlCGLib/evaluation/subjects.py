@@ -12,7 +12,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..imaging.intensity import from_model_range, to_model_range
+from ..imaging.intensity import to_model_range
 from ..imaging.native_space import prepare
 
 
@@ -64,11 +64,6 @@ def prepare_subject(subject: SimulatedSubject, grid, intensity):
 def model_tensor(unit: np.ndarray, intensity) -> torch.Tensor:
     """A [0, 1] volume as the float32 tensor in model range the sampler takes."""
     return torch.from_numpy(np.asarray(to_model_range(unit, intensity), dtype=np.float32))
-
-
-def to_unit(x: torch.Tensor, config, mask: np.ndarray) -> np.ndarray:
-    """A model-range counterfactual as the [0, 1] volume on the brain mask that the metrics compare."""
-    return np.clip(from_model_range(x.numpy(), config.intensity), 0.0, 1.0) * mask
 
 
 def real_example(subject: SimulatedSubject, grid, intensity) -> dict:

@@ -45,8 +45,7 @@ def head_mask(image: sitk.Image) -> sitk.Image:
 
 def patient_brain_mask(native: sitk.Image, template_mask: sitk.Image) -> sitk.Image:
     """uint8 mask on ``native``'s grid: ``template_mask`` (the template's brain already on that grid) refined with
-    the scan (module docstring). Falls back to the template's mask if the scan gives nothing usable (e.g. a
-    skull-stripped scan whose tissue fills the whole search region is kept as is)."""
+    the scan (module docstring). A template mask that does not reach the scan's grid at all is returned as is."""
     work = coarser_grid(native, WORK_MM)
     scan = resample(anti_alias(native, work.GetSpacing()), work)
     prior = resample(sitk.Cast(template_mask, sitk.sitkFloat32), work) > 0.5
