@@ -11,11 +11,13 @@ def _cmd_evaluate(args) -> int:
 
     from tqdm.auto import tqdm
 
+    from ..defaults import INJECTION
     from ..evaluation.augmentation import FAST_AUGMENTATION, AugmentationSettings
     from ..evaluation.measures import EvaluationSettings
     from ..evaluation.run import FAST, run_evaluation
     from ..model.checkpoints import load_checkpoint
     from ..resources import classifier_dir, diffusion_dir, judge_dir
+    from ..sampling.settings import product_injection
 
     set_threads(args.threads)
     if not args.cohort and not args.real:
@@ -48,6 +50,8 @@ def _cmd_evaluate(args) -> int:
     n = args.n if args.n is not None else (2 if args.fast else 8)
     out = output_folder(args.out, args.overwrite)
     model = load_checkpoint(args.model or diffusion_dir())
+    # ours as the product runs this model (the ablation rows run the other choice)
+    settings = dataclasses.replace(settings, injection=product_injection(INJECTION, model.config.name))
     classifier = load_checkpoint(args.classifier or classifier_dir())
     if args.real:
         _real_scans(args.real, out, model, classifier, settings)
@@ -91,7 +95,9 @@ def _real_scans(paths, out, model, classifier, settings) -> None:
     from ..evaluation.real_scans import markdown, measure_real
     from ..sampling.settings import SamplingConfig
 
-    sampling = SamplingConfig(steps=settings.steps, start_strength=settings.start_strength)
+    sampling = SamplingConfig(
+        steps=settings.steps, start_strength=settings.start_strength, injection=settings.injection
+    )
     records = measure_real(
         model,
         classifier,

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from .noise import make_generator, sample_noise
 from .sampler import Counterfactuals, as_batch, counterfactual, sampling_timesteps
 from .schedule import CLEAN, Schedule
-from .settings import SamplingConfig
+from .settings import InjectionConfig, SamplingConfig
 
 MethodKind = Literal["ours", "ilvr", "ddim-inversion"]
 
@@ -39,7 +39,7 @@ class Method:
     factor: int = 2  # ILVR's down-sampling factor n
     inversion_label: str = "source"  # DDIM inversion: encode with the "source" class or the "null" class
     paired: bool = False  # ours: also run the source class's trajectory (sampler.py), the product's default
-    inject: bool = True  # ours: attention injection as the sampling settings say (False: none, an ablation)
+    inject: bool | None = None  # ours: None = injection as the sampling settings say; True: the paper's; False: none
 
     def __post_init__(self):
         if self.kind not in get_args(MethodKind):
@@ -165,8 +165,8 @@ def run_method(
     """One entry point for every method, so that the evaluation treats them alike."""
     if method.kind == "ours":
         sampling = dataclasses.replace(sampling or SamplingConfig(), start_strength=method.depth)
-        if not method.inject:
-            sampling = dataclasses.replace(sampling, injection=None)
+        if method.inject is not None and (sampling.injection is not None) != method.inject:
+            sampling = dataclasses.replace(sampling, injection=InjectionConfig() if method.inject else None)
         paired = source if method.paired else None
         return counterfactual(model, y0, target, scales, sampling, seed=seed, source=paired, **loop)
     if method.kind == "ilvr":

@@ -46,6 +46,18 @@ class InjectionConfig:
         return self.window[0] <= frac < self.window[1]
 
 
+def product_injection(choice: str, model_name: str) -> InjectionConfig | None:
+    """The injection a product run uses: ``choice`` is one of ``defaults.INJECTIONS``; "auto" injects only for a
+    model of the paper preset, where the paper measured it (defaults.INJECTION says why not elsewhere)."""
+    from ..defaults import INJECTIONS
+
+    if choice not in INJECTIONS:
+        raise ConfigError(f"injection must be one of {INJECTIONS}, got {choice!r}")
+    if choice == "on" or (choice == "auto" and model_name == "paper"):
+        return InjectionConfig()
+    return None
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
     """How a counterfactual is sampled. ``start_strength`` 1 starts from pure noise (the paper); below 1 the run

@@ -14,7 +14,7 @@ from ControlCGLib.model.config import (
     save_config,
     to_dict,
 )
-from ControlCGLib.sampling.settings import InjectionConfig, SamplingConfig
+from ControlCGLib.sampling.settings import InjectionConfig, SamplingConfig, product_injection
 
 
 def test_paper_preset_matches_section_4():
@@ -143,3 +143,12 @@ def test_wrong_json_types_are_named(field, value, message):
     data["schedule"]["num_train_timesteps"] = 1000.0
     with pytest.raises(ConfigError, match="schedule.num_train_timesteps must be of type int"):
         from_dict(ModelConfig, data)
+
+
+def test_product_injection_follows_the_model_preset_unless_chosen():
+    assert product_injection("auto", "cpu") is None  # the embedded model: measured to change nothing (issue 16)
+    assert product_injection("auto", "paper") == InjectionConfig()
+    assert product_injection("on", "cpu") == InjectionConfig()
+    assert product_injection("off", "paper") is None
+    with pytest.raises(ConfigError, match="injection must be one of"):
+        product_injection("yes", "cpu")

@@ -62,7 +62,7 @@ def test_fast_evaluation_writes_the_report(simulated_manifest, tiny_models, tmp_
     args = ["--cohort", str(simulated_manifest), "--augment-cohort", str(simulated_manifest)]
     assert main(_evaluate(args, tiny_models, out)) == 0
     summary = json.loads((out / "summary.json").read_text())
-    names = ["ours", "ours-unpaired", "ours-no-injection", *[m.name for m in PAPER_BASELINES]]
+    names = ["ours", "ours-unpaired", "ours-injection", *[m.name for m in PAPER_BASELINES]]
     assert list(summary["methods"]) == [*names, "identity", "oracle"]
     # paired: toward its own class the shown counterfactual is the input (the unpaired model output is not)
     assert summary["methods"]["ours"]["composition_mse"] == 0
