@@ -219,10 +219,12 @@ def end_process_tree(process: subprocess.Popen, pid_file: str | os.PathLike | No
 @dataclass
 class WResult:
     w: float
-    counterfactual: np.ndarray  # (K, J, I) on the input's grid
-    saliency: np.ndarray
+    counterfactual: np.ndarray  # (K, J, I) on the input's grid: the scan + the change (what the panel shows)
+    saliency: np.ndarray  # the change itself: the paired change of a paired run
     ijk_to_ras: np.ndarray
-    verdict: dict[str, float]
+    verdict: dict[str, float]  # the classifier on ``counterfactual``
+    raw: np.ndarray | None = None  # the model's own output, resampled onto the input's grid
+    raw_verdict: dict[str, float] = field(default_factory=dict)  # the classifier on ``raw`` (paired runs only)
 
 
 @dataclass
@@ -239,15 +241,23 @@ class RunResults:
         """What the scan checks found and the user accepted (empty for a scan that passed them)."""
         return self.record.warnings
 
+    @property
+    def source(self) -> str | None:
+        """The class the change is measured from (a paired run), or None (unpaired: the model's own output)."""
+        return self.record.settings.get("source")
+
     def attributes(self, w: float, kind: str) -> dict[str, str]:
         """Node attributes recording how a result was made (model checksum, w, steps, seed, code version...)."""
         settings = self.record.settings
         sampling = settings.get("sampling", {})
+        result = self.by_w.get(w)
+        verdict = {} if result is None else (result.raw_verdict if kind == RAW_KIND else result.verdict)
         return {
             ATTRIBUTE_PREFIX + k: str(v)
             for k, v in {
                 "Kind": kind,
                 "Target": self.record.target,
+                "Source": self.source or "none (unpaired)",
                 "w": defaults.w_key(w),
                 "Steps": sampling.get("steps", ""),
                 "StartStrength": sampling.get("start_strength", ""),
@@ -257,22 +267,30 @@ class RunResults:
                 "ModelSHA256": self.record.model_sha256,
                 "ClassifierSHA256": self.record.classifier_sha256 or "",
                 "CodeVersion": settings.get("code_version", ""),
-                "Verdict": format_verdict(self.by_w[w].verdict) if w in self.by_w else "",
+                "Verdict": format_verdict(verdict) if verdict else "",
                 "ScanWarnings": " | ".join(self.warnings),
             }.items()
         }
 
 
+RAW_KIND = "raw model output"  # the Kind attribute (and node name part) of the model's own output
+
+
 def read_results(output: str | os.PathLike) -> RunResults:
-    """Read what the child wrote (outputs.py's result folder) into arrays on the input's grid."""
+    """Read what the child wrote (outputs.py's result folder) into arrays on the input's grid: per w the shown
+    counterfactual (scan + change), the change (saliency) and the model's raw output (``counterfactual_resampled``)."""
     record, images = read_result_folder(output)
     by_w = {}
     for w, by_kind in images.items():
         cf_array, geometry = array_from_image(by_kind["counterfactual"])
-        sal_array, sal_geometry = array_from_image(by_kind["saliency"])
-        if not same_grid(cf_array.shape, geometry, sal_array.shape, sal_geometry):
-            raise ValueError(f"w={defaults.w_key(w)}: the counterfactual and its saliency are on different grids")
-        by_w[w] = WResult(w, cf_array, sal_array, geometry, record.verdict(w))
+        for kind in ("saliency", "counterfactual_resampled"):
+            other, other_geometry = array_from_image(by_kind[kind])
+            if not same_grid(cf_array.shape, geometry, other.shape, other_geometry):
+                raise ValueError(f"w={defaults.w_key(w)}: the counterfactual and its {kind} are on different grids")
+        sal_array = array_from_image(by_kind["saliency"])[0]
+        raw_array = array_from_image(by_kind["counterfactual_resampled"])[0]
+        raw_verdict = record.raw_verdicts.get(defaults.w_key(w), {})
+        by_w[w] = WResult(w, cf_array, sal_array, geometry, record.verdict(w), raw_array, raw_verdict)
     return RunResults(record, by_w)
 
 
@@ -326,6 +344,18 @@ def format_verdict(verdict: dict[str, float]) -> str:
     if not verdict:
         return "-"
     return " · ".join(f"{name} {p:.2f}" for name, p in sorted(verdict.items(), key=lambda kv: -kv[1]))
+
+
+def format_pairing(source: str | None, target: str) -> str:
+    """What the saliency of a run is the change of, in the panel's words."""
+    if source is None:
+        return f"unpaired: the model's output toward {target} minus the scan"
+    if source == target:
+        return (
+            f"{source} (the classifier's verdict or the chosen source) is the target itself: the change is zero and "
+            "the counterfactual is the scan; the raw model output shows what the model made"
+        )
+    return f"paired: {target} minus {source}, from the same noise, added to the scan"
 
 
 def node_name(input_name: str, kind: str, target: str, w: float | None = None) -> str:

@@ -25,8 +25,9 @@ def _scale_key(outputs: dict, w: float) -> str:
 
 
 def _verdict(verdicts: dict, w: float) -> dict[str, float] | None:
+    """The verdict at ``w`` of result.json's ``verdicts`` (format 2: keyed "4", "2.5"; the input's is apart)."""
     for key, probabilities in verdicts.items():
-        if key.startswith("w=") and float(key[2:]) == float(w):
+        if float(key.removeprefix("w=")) == float(w):
             return probabilities
     return None
 
@@ -58,10 +59,12 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     target = result.get("target", "?")
-    title = f"Counterfactual towards {target}, w = {args.w:g}"
+    source = result.get("settings", {}).get("source")
+    pairing = f"saliency = the paired change {target} - {source}" if source else "unpaired"
+    title = f"Counterfactual (scan + change) towards {target}, w = {args.w:g}, {pairing}"
     verdict = _verdict(result.get("verdicts", {}), args.w)
     if verdict:
-        before = result.get("verdicts", {}).get("input")
+        before = result.get("input_verdict")
         shown = ", ".join(f"p({name}) = {p:.3f}" for name, p in verdict.items())
         title += f"; classifier on the counterfactual: {shown}"
         if before and target in before:

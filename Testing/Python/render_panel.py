@@ -27,6 +27,44 @@ def quiet_offscreen(kind: QtMsgType, context, message: str) -> None:
         print(message, file=sys.stderr)
 
 
+RUN_TEXTS: dict[str, str] = {  # set by --run from a real result folder; these are the sample's run toward AD
+    "sweepLabel": "0, 2, 4, 6, 8, 10",
+    "statusLabel": "6 counterfactual(s) toward AD (29 s). Drag w to switch between results.",
+    "inputVerdictLabel": "CN 1.00 \u00b7 AD 0.00",
+    "counterfactualVerdictLabel": "w=4: AD 1.00 \u00b7 CN 0.00",
+    "rawVerdictLabel": "w=4: AD 1.00 \u00b7 CN 0.00",
+    "pairingLabel": "paired: AD minus CN, from the same noise, added to the scan",
+}
+
+
+def run_texts() -> dict[str, str]:
+    return dict(RUN_TEXTS)
+
+
+def texts_from_run(run_dir: Path, w: float, seconds: float) -> dict[str, str]:
+    """The labels as the module fills them from a run's result.json (slicer_bridge's words; ControlCG.py's status
+    message after a run that took ``seconds``)."""
+    from ControlCGLib import slicer_bridge as bridge
+    from ControlCGLib.defaults import w_key
+    from ControlCGLib.outputs import read_record
+
+    record = read_record(run_dir)
+    key = w_key(w)
+    computed = record.scales
+    texts = {
+        "sweepLabel": ", ".join(f"{v:g}" for v in computed),
+        "sweepLineEdit": " ".join(w_key(v) for v in computed),
+        "statusLabel": f"{len(computed)} counterfactual(s) toward {record.target} ({seconds:.0f} s). "
+        "Drag w to switch between results.",
+        "inputVerdictLabel": bridge.format_verdict(record.input_verdict),
+        "counterfactualVerdictLabel": f"w={w:g}: {bridge.format_verdict(record.verdicts.get(key, {}))}",
+        "pairingLabel": bridge.format_pairing(record.settings.get("source"), record.target),
+    }
+    raw = record.raw_verdicts.get(key)
+    texts["rawVerdictLabel"] = f"w={w:g}: {bridge.format_verdict(raw)}" if raw else "-"
+    return texts
+
+
 def finished_run(panel: QWidget) -> None:
     """Fill the panel as the module leaves it after sweeping w toward AD on the bundled sample."""
 
@@ -40,13 +78,12 @@ def finished_run(panel: QWidget) -> None:
     ui("targetClassComboBox").addItems(["CN", "AD"])
     ui("targetClassComboBox").setCurrentText("AD")
     ui("deviceComboBox").addItems(["auto", "cpu", "cuda"])
-    ui("sweepLabel").setText("0, 2, 4, 6, 8, 10")
-    ui("inputVerdictLabel").setText("CN 1.00 \u00b7 AD 0.00")
-    ui("counterfactualVerdictLabel").setText("w=4: AD 1.00 \u00b7 CN 0.00")
+    ui("backgroundComboBox").addItems(["counterfactual", "raw model output", "input scan"])  # the Choice's values
+    for name, text in run_texts().items():
+        ui(name).setText(text)
     ui("advancedCollapsibleButton").collapsed = False
     ui("applyButton").setEnabled(True)
     ui("progressBar").setValue(100)
-    ui("statusLabel").setText("Done in 29 s: 6 counterfactuals toward AD. Drag w to switch between them.")
 
 
 def render(out: Path, width: int = 420) -> Path:
@@ -69,7 +106,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images" / "slicer_panel.png")
     parser.add_argument("--width", type=int, default=420, help="panel width in pixels")
+    parser.add_argument("--run", type=Path, help="a `controlcg counterfactual` result folder to take the labels from")
+    parser.add_argument("--w", type=float, default=4.0, help="the w shown (with --run)")
+    parser.add_argument("--seconds", type=float, default=0.0, help="the run's wall time, for the status line")
     args = parser.parse_args(argv)
+    if args.run:
+        RUN_TEXTS.update(texts_from_run(args.run, args.w, args.seconds))
     print(render(args.out, args.width))
 
 

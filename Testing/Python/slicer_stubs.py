@@ -11,6 +11,7 @@ raises), node classes only have the methods written here, so a typo in the modul
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import queue
@@ -19,6 +20,8 @@ import sys
 import threading
 import time
 import types
+import unittest
+import xml.etree.ElementTree as ET
 
 import numpy as np
 
@@ -359,6 +362,158 @@ class SubjectHierarchy:
         self.parents[item] = parent
 
 
+# --- the panel: widgets of Resources/UI/ControlCG.ui as plain Python objects -----------------------------------------
+
+
+class FakeWidget:
+    """A widget of the .ui: settable properties as attributes, PythonQt-style ``connect("signal(args)", slot)``, and
+    ``emit`` to play a signal (blocked while ``blockSignals(True)``)."""
+
+    def __init__(self, name="", class_name="QWidget"):
+        self.objectName = name
+        self.className = class_name
+        self.enabled = True
+        self.toolTip = ""
+        self.text = ""
+        self._slots: dict[str, list] = {}
+        self._blocked = False
+
+    def connect(self, signal, slot):
+        self._slots.setdefault(signal, []).append(slot)
+
+    def emit(self, signal, *args):
+        if not self._blocked:
+            for slot in list(self._slots.get(signal, [])):
+                slot(*args)
+
+    def blockSignals(self, blocked):
+        previous, self._blocked = self._blocked, bool(blocked)
+        return previous
+
+    def setMRMLScene(self, scene):
+        self.scene = scene
+
+
+class FakeComboBox(FakeWidget):
+    def __init__(self, name="", class_name="QComboBox"):
+        super().__init__(name, class_name)
+        self.items: list[str] = []
+        self._index = -1
+
+    @property
+    def count(self):
+        return len(self.items)
+
+    @property
+    def currentIndex(self):
+        return self._index
+
+    @currentIndex.setter
+    def currentIndex(self, index):
+        changed = index != self._index
+        self._index = index
+        if changed:
+            self.emit("currentTextChanged(QString)", self.currentText)
+
+    @property
+    def currentText(self):
+        return self.items[self._index] if 0 <= self._index < len(self.items) else ""
+
+    def addItem(self, text):
+        self.items.append(text)
+        if self._index < 0:
+            self.currentIndex = 0
+
+    def clear(self):
+        self.items, self._index = [], -1
+
+    def findText(self, text):
+        return self.items.index(text) if text in self.items else -1
+
+
+class FakePathLineEdit(FakeWidget):
+    """ctkPathLineEdit as CTK at Slicer 5.12.3's pinned revision behaves (Libs/Widgets/ctkPathLineEdit.cpp,
+    Libs/Core/ctkUtils.cpp): every text change runs updateHasValidInput(), which emits currentPathChanged(path) only
+    for acceptable text -- with no name filters the validator's pattern is ".+", so never for an empty field -- and
+    validInputChanged(bool) when acceptability flips. ``writes`` counts the texts set by code (``currentPath = ...``);
+    ``type`` and ``clear_by_user`` are the user's keystrokes."""
+
+    def __init__(self, name="", class_name="ctkPathLineEdit"):
+        super().__init__(name, class_name)
+        self._text = ""
+        self._valid = False  # the constructor sets an empty path before connecting its slots
+        self.writes = 0
+        self.filters = None
+
+    @property
+    def currentPath(self):
+        return self._text
+
+    @currentPath.setter
+    def currentPath(self, path):
+        self.writes += 1
+        self._text_changed(str(path))
+
+    def type(self, characters):
+        for c in characters:
+            self._text_changed(self._text + c)
+
+    def clear_by_user(self):
+        self._text_changed("")
+
+    def _text_changed(self, text):
+        self._text = text
+        valid = len(text) > 0
+        if valid:
+            self.emit("currentPathChanged(QString)", text)
+        if valid != self._valid:
+            self._valid = valid
+            self.emit("validInputChanged(bool)", valid)
+
+
+_WIDGET_CLASSES = {"QComboBox": FakeComboBox, "ctkPathLineEdit": FakePathLineEdit}
+
+
+def _load_ui(path):
+    """slicer.util.loadUI: the root widget, with every named widget of the .ui as a fake of its class."""
+    root = FakeWidget("root", "qMRMLWidget")
+    root.children = {}
+    for element in ET.parse(path).getroot().iter("widget"):
+        cls = _WIDGET_CLASSES.get(element.get("class"), FakeWidget)
+        root.children[element.get("name")] = cls(element.get("name"), element.get("class"))
+    _state["ui"] = root
+    return root
+
+
+def _child_widget_variables(widget):
+    return types.SimpleNamespace(**widget.children)
+
+
+@contextlib.contextmanager
+def _wait_cursor(show=True):
+    _state["wait_cursor"] = _state.get("wait_cursor", 0) + 1
+    try:
+        yield
+    finally:
+        _state["wait_cursor"] -= 1
+
+
+def _display(kind):
+    def show(text, windowTitle=None, **kwargs):
+        _state.setdefault("dialogs", []).append((kind, text))
+
+    return show
+
+
+def _add_volume_from_array(narray, ijkToRAS=None, name=None, nodeClassName=None):
+    node = _state["scene"].AddNewNodeByClass(nodeClassName or "vtkMRMLScalarVolumeNode", name or "")
+    node.array = np.array(narray, copy=True)
+    if ijkToRAS is not None:
+        node.ijk_to_ras = np.array(ijkToRAS, dtype=float)
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
 # --- slicer.util ------------------------------------------------------------------------------------------------------
 
 
@@ -376,7 +531,11 @@ def _launch_console_process(
     logCallback=None,
     completedCallback=None,
 ):
-    """Slicer 5.12's behaviour: Popen with merged, text-mode output; a reader thread; callbacks from the event loop."""
+    """Slicer 5.12's behaviour: Popen with merged, text-mode output; a reader thread; callbacks from the event loop.
+    The arguments of each call are kept in ``state["launches"]``."""
+    _state.setdefault("launches", []).append(
+        {"args": list(args), "useStartupEnvironment": useStartupEnvironment, "cwd": cwd, "blocking": blocking}
+    )
     env = dict(os.environ)
     env.update(updateEnvironment or {})
     proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -426,13 +585,23 @@ def _set_slice_viewer_layers(
 
 
 _state: dict = {}
+_observers: list = []  # (object, event, method) of VTKObservationMixin.addObserver
+
+
+def emit_app_signal(signal):
+    """Play a signal of slicer.app (e.g. "aboutToQuit()") to the slots connected to it."""
+    for connected, slot in list(_state["app_connections"]):
+        if connected == signal:
+            slot()
 
 
 def install() -> types.ModuleType:
     """Put the stand-ins into ``sys.modules``; returns the fake ``slicer`` (with ``.state`` for inspections)."""
     _timers.clear()
     _state.clear()
+    _observers.clear()
     scene = Scene()
+    _state["scene"] = scene
     slicer = _LooseModule("slicer")
     slicer.__path__ = []
     slicer.state = _state
@@ -442,11 +611,13 @@ def install() -> types.ModuleType:
     slicer.vtkMRMLNode = vtkMRMLNode
     slicer.vtkMRMLSubjectHierarchyNode = SubjectHierarchy
 
+    connections = []  # (signal, slot) of slicer.app.connect; emit_app_signal plays one
+    _state["app_connections"] = connections
     app = types.SimpleNamespace(
         processEvents=process_events,
         layoutManager=lambda: None,
         testingEnabled=lambda: True,
-        connect=lambda *args: None,
+        connect=lambda signal, slot: connections.append((signal, slot)),
     )
     slicer.app = app
 
@@ -466,7 +637,11 @@ def install() -> types.ModuleType:
 
     class ScriptedLoadableModuleWidget:
         def __init__(self, parent=None):
-            self.parent = parent
+            self.parent = parent or types.SimpleNamespace(isEntered=True)
+            self.layout = types.SimpleNamespace(addWidget=lambda widget: None)
+
+        def setup(self):
+            pass
 
     class ScriptedLoadableModuleLogic:
         def __init__(self, parent=None):
@@ -477,8 +652,11 @@ def install() -> types.ModuleType:
                 "vtkMRMLScriptedModuleNode", "ControlCG"
             )
 
-    class ScriptedLoadableModuleTest:
-        pass
+    class ScriptedLoadableModuleTest(unittest.TestCase):
+        """Slicer's is a unittest.TestCase too (Base/Python/slicer/ScriptedLoadableModule.py)."""
+
+        def delayDisplay(self, message, requestedDelay=None, msec=None):
+            _state.setdefault("messages", []).append(message)
 
     for cls in (
         ScriptedLoadableModule,
@@ -495,11 +673,22 @@ def install() -> types.ModuleType:
         fields = {name: getattr(cls, name, None) for name in cls.__annotations__}
 
         def __init__(self, node=None):
-            self.node = node
+            object.__setattr__(self, "node", node)
             for name, default in fields.items():
-                setattr(self, name, default)
+                object.__setattr__(self, name, default)
+
+        def __setattr__(self, name, value):
+            """A field's change is the parameter node's ModifiedEvent: observers run at once, as in Slicer."""
+            object.__setattr__(self, name, value)
+            if name in fields:
+                for obj, _event, method in list(_observers):
+                    if obj is self:
+                        method(self, _event)
 
         cls.__init__ = __init__
+        cls.__setattr__ = __setattr__
+        cls.connectGui = lambda self, ui: "gui-tag"  # the .ui bindings themselves are test_slicer_ui.py's part
+        cls.disconnectGui = lambda self, tag: None
         return cls
 
     pnw.parameterNodeWrapper = parameterNodeWrapper
@@ -512,7 +701,23 @@ def install() -> types.ModuleType:
         def __init__(self):
             pass
 
+        def addObserver(self, obj, event, method, group="none", priority=0.0):
+            _observers.append((obj, event, method))
+
+        def removeObserver(self, obj, event, method):
+            with contextlib.suppress(ValueError):
+                _observers.remove((obj, event, method))
+
+        def removeObservers(self, method=None):
+            _observers[:] = [o for o in _observers if method is not None and o[2] != method]
+
     util.VTKObservationMixin = VTKObservationMixin
+    util.loadUI = _load_ui
+    util.childWidgetVariables = _child_widget_variables
+    util.WaitCursor = _wait_cursor
+    util.errorDisplay = _display("error")
+    util.warningDisplay = _display("warning")
+    util.addVolumeFromArray = _add_volume_from_array
     util.arrayFromVolume = lambda node: node.array
     util.arrayFromVTKMatrix = lambda matrix: matrix.a.copy()
     util.updateVolumeFromArray = _update_volume_from_array

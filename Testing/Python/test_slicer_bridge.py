@@ -213,6 +213,12 @@ def test_module_command_runs_reports_progress_and_returns_results_on_the_input_g
         assert corr > 0.8, "the counterfactual is the same anatomy in the same (K, J, I) order"
         assert np.abs(r.saliency).max() > 0
         assert set(r.verdict) == {"CN", "AD"}
+        # the model's raw output, on the same grid, with its own verdict (a paired run: the default)
+        assert r.raw is not None and r.raw.shape == r.counterfactual.shape and set(r.raw_verdict) == {"CN", "AD"}
+    assert results.source == max(results.input_verdict, key=results.input_verdict.get)
+    assert results.attributes(4.0, bridge.RAW_KIND)["ControlCG.Verdict"] == bridge.format_verdict(
+        results.by_w[4.0].raw_verdict
+    )
     attributes = results.attributes(4.0, "saliency")
     assert attributes["ControlCG.w"] == "4" and attributes["ControlCG.Steps"] == "10"
     assert attributes["ControlCG.Seed"] == "3" and len(attributes["ControlCG.ModelSHA256"]) == 64
@@ -283,3 +289,9 @@ def test_version_comparison_for_the_torch_floor():
     assert bridge.version_at_least("2.8.0", "2.8")
     assert not bridge.version_at_least("2.7.1+cu118", "2.8")
     assert bridge.version_at_least("2.10.0rc1", "2.8")
+
+
+def test_pairing_is_worded_for_the_panel():
+    assert bridge.format_pairing("CN", "AD").startswith("paired: AD minus CN")
+    assert bridge.format_pairing(None, "AD").startswith("unpaired")
+    assert "the change is zero" in bridge.format_pairing("AD", "AD")

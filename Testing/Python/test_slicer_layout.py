@@ -111,8 +111,11 @@ import slicer_stubs
 slicer_stubs.install()
 sys.path.insert(0, {module_dir!r})  # what Slicer does for every scripted module folder
 import ControlCG, ControlCGLib
+module = ControlCG.ControlCG(__import__("types").SimpleNamespace())  # what Slicer does at start-up
+sitk_at_startup = "SimpleITK" in sys.modules
 from ControlCGLib import resources
 print(json.dumps({{
+    "sitk": sitk_at_startup,
     "root": ControlCG.LIBRARY_ROOT, "resources": ControlCG.RESOURCES, "lib": ControlCGLib.__file__,
     "model": str(resources.diffusion_dir()), "template": str(resources.template_dir()),
     "ui": str(__import__("pathlib").Path(ControlCG.RESOURCES, "UI", "ControlCG.ui").is_file()),
@@ -148,6 +151,7 @@ def test_module_finds_library_and_resources_in_a_source_checkout(tmp_path):
     assert Path(found["lib"]).is_relative_to(ROOT / "ControlCGLib")
     assert found["ui"] == "True"
     assert not found["torch"], "opening the module must not import torch (it may not be installed yet)"
+    assert not found["sitk"], "Slicer's start-up (importing the module, making it) must not import SimpleITK"
 
 
 def test_module_finds_library_and_resources_in_the_installed_layout(installed, tmp_path):

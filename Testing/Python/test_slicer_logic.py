@@ -83,8 +83,15 @@ def test_logic_runs_shows_switches_and_extends(module):
     assert outcome == "done", message
     assert [e.index for e in events if e.stage == "sampling" and e.index] == [1, 2, 3]
     np.testing.assert_array_equal(p.inputVolume.array, before)  # the input is never modified
+    launch = slicer.state["launches"][-1]
+    assert launch["useStartupEnvironment"] is False and launch["blocking"] is False  # as executePythonModule does
 
-    for sequence, kind in ((p.counterfactualSequence, "counterfactual"), (p.saliencySequence, "saliency")):
+    kinds = (
+        (p.counterfactualSequence, "counterfactual"),
+        (p.saliencySequence, "saliency"),
+        (p.rawSequence, bridge.RAW_KIND),
+    )
+    for sequence, kind in kinds:
         assert sequence.GetName() == f"patient T1 {kind} AD" and sequence.index_name == "w"
         assert [v for v, _ in sequence.items] == ["2", "4"]
         for value, node in sequence.items:
@@ -97,10 +104,24 @@ def test_logic_runs_shows_switches_and_extends(module):
             assert node.GetAttribute("ControlCG.Kind") == kind
     results = logic.resultsOf(p)
     assert set(results["verdicts"]) == {"2", "4"} and set(results["input_verdict"]) == {"CN", "AD"}
+    # paired by default: the change is measured from the classifier's verdict on the input, and the raw output has
+    # its own verdicts
+    assert results["source"] == max(results["input_verdict"], key=results["input_verdict"].get)
+    assert results["target"] == "AD" and set(results["raw_verdicts"]) == {"2", "4"}
+    for (_, cf), (_, sal), (_, raw) in zip(*(q.items for q, _ in kinds)):
+        # the counterfactual shown is the patient's scan plus the change the overlay draws; the raw output is not
+        np.testing.assert_allclose(cf.array, before + sal.array, atol=1e-3 * float(np.abs(before).max()))
+        assert np.abs(raw.array - cf.array).max() > 0.01 * float(np.abs(before).max())
+        assert cf.GetAttribute("ControlCG.Source") == results["source"]
+    assert p.rawSequence.items[1][1].GetAttribute("ControlCG.Verdict") == bridge.format_verdict(
+        results["raw_verdicts"]["4"]
+    )
 
     browser = p.sequenceBrowser
     cf_proxy, sal_proxy = browser.GetProxyNode(p.counterfactualSequence), browser.GetProxyNode(p.saliencySequence)
+    raw_proxy = browser.GetProxyNode(p.rawSequence)
     assert cf_proxy.GetTransformNodeID() == sal_proxy.GetTransformNodeID() == "vtkMRMLLinearTransformNode7"
+    assert raw_proxy.GetTransformNodeID() == "vtkMRMLLinearTransformNode7" and browser.sequences[2] is p.rawSequence
     assert browser.selected == 1 and cf_proxy.GetAttribute("ControlCG.w") == "4"  # p.w = 4 is shown
     layers = slicer.state["layers"]
     assert layers["background"] is cf_proxy and layers["foreground"] is sal_proxy
@@ -116,7 +137,11 @@ def test_logic_runs_shows_switches_and_extends(module):
 
     assert logic.showW(p, 2.0) and browser.selected == 0 and cf_proxy.GetAttribute("ControlCG.w") == "2"
     assert not logic.showW(p, 3.0)  # not computed: the widget re-runs on release
-    p.showInput = True
+    p.background = "raw model output"
+    logic.updateDisplay(p)
+    assert slicer.state["layers"]["background"] is raw_proxy and slicer.state["layers"]["foreground"] is sal_proxy
+    assert raw_proxy.GetAttribute("ControlCG.w") == "2"  # browsed with the others
+    p.background = "input scan"
     logic.updateDisplay(p)
     assert slicer.state["layers"]["background"] is p.inputVolume
 
@@ -171,8 +196,10 @@ def test_model_folder_default_is_the_embedded_model(module):
     p = logic.getParameterNode()
     assert Path(logic.modelFolder(p)) == controlcg.EMBEDDED_MODEL
     assert logic.request(p, [4.0]).model == ""  # the child then also uses the embedded classifier
-    p.modelPath = Path("/elsewhere/model")
+    p.modelPath = "/elsewhere/model"
     assert logic.request(p, [4.0]).model == "/elsewhere/model"
+    p.modelPath = "."  # what a scene saved with the former pathlib.Path field holds for "empty"
+    assert logic.request(p, [4.0]).model == "" and logic.modelPathText(p) == ""
 
 
 def test_an_unusual_scan_is_refused_in_words_or_accepted_with_a_warning(module):
@@ -199,3 +226,36 @@ def test_an_unusual_scan_is_refused_in_words_or_accepted_with_a_warning(module):
     assert len(logic.lastWarnings) == 1 and "T2-weighted" in logic.lastWarnings[0]
     for _, item in p.counterfactualSequence.items:
         assert "T2-weighted" in item.GetAttribute("ControlCG.ScanWarnings")
+
+
+def test_quitting_slicer_mid_run_ends_the_child_and_removes_its_folder(module):
+    """No completion callback comes once Slicer quits: the aboutToQuit() slot the Logic connects ends the child
+    (the Python behind the launcher too) and removes the temporary folder."""
+    import time
+
+    controlcg, slicer = module
+    logic = controlcg.ControlCGLogic()
+    p = logic.getParameterNode()
+    p.inputVolume = _oblique_sample(slicer)
+    started = []
+    logic.start(p, logic.request(p, [4.0]), onProgress=lambda e: started.append(e.stage == "sampling"))
+    work, process = logic.work, logic.process
+    assert [s for s, _ in slicer.state["app_connections"]] == ["aboutToQuit()"]
+    deadline = time.monotonic() + 300
+    while not any(started) and time.monotonic() < deadline:
+        slicer.app.processEvents()
+        time.sleep(0.02)
+    assert any(started), "the child never reached sampling"
+    assert work.root.exists()
+    slicer_stubs.emit_app_signal("aboutToQuit()")
+    assert process.poll() is not None, "the child still runs after Slicer quit"
+    assert not work.root.exists(), "the temporary folder outlived Slicer"
+    while logic.busy and time.monotonic() < deadline:  # (here the event loop goes on: the ended run completes)
+        slicer.app.processEvents()
+        time.sleep(0.02)
+    assert not logic.busy
+    logic.start(p, logic.request(p, [4.0]))  # a second run connects no second slot
+    assert len(slicer.state["app_connections"]) == 1
+    second = logic.work
+    logic.onAboutToQuit()
+    assert not second.root.exists() and logic.process.poll() is not None

@@ -34,17 +34,20 @@ WIDGETS = {
     "sweepLabel": ("QLabel", None),
     "inputVerdictLabel": ("QLabel", None),
     "counterfactualVerdictLabel": ("QLabel", None),
+    "rawVerdictLabel": ("QLabel", None),
+    "pairingLabel": ("QLabel", None),
     "displayCollapsibleButton": ("ctkCollapsibleButton", None),
     "overlayOpacitySliderWidget": ("ctkSliderWidget", "overlayOpacity"),
     "saliencyThresholdSliderWidget": ("ctkSliderWidget", "saliencyThreshold"),
-    "showInputCheckBox": ("QCheckBox", "showInput"),
+    "backgroundComboBox": ("QComboBox", "background"),
     "advancedCollapsibleButton": ("ctkCollapsibleButton", None),
     "stepsSpinBox": ("QSpinBox", "steps"),
     "startStrengthSliderWidget": ("ctkSliderWidget", "startStrength"),
     "seedSpinBox": ("QSpinBox", "seed"),
     "sweepLineEdit": ("QLineEdit", "sweep"),
     "deviceComboBox": ("QComboBox", "device"),
-    "modelPathLineEdit": ("ctkPathLineEdit", "modelPath"),
+    # bound by hand in ControlCG.py (a str): Slicer's Path connector cannot express "empty = the embedded model"
+    "modelPathLineEdit": ("ctkPathLineEdit", None),
     "preprocessedCheckBox": ("QCheckBox", "preprocessed"),
     "acceptUnusualScanCheckBox": ("QCheckBox", "acceptUnusualScan"),
     "applyButton": ("QPushButton", None),
@@ -192,6 +195,8 @@ def test_form_labels_and_texts(panel):
         "sweepLabel": "none yet",
         "inputVerdictLabel": "-",
         "counterfactualVerdictLabel": "-",
+        "rawVerdictLabel": "-",
+        "pairingLabel": "-",
         "statusLabel": "",
         "sweepLineEdit": "0 2 4 6 8 10",
     }
@@ -214,8 +219,11 @@ def test_form_labels_and_texts(panel):
         "sweepLabel": "Precomputed w:",
         "inputVerdictLabel": "Classifier on input:",
         "counterfactualVerdictLabel": "Classifier on counterfactual:",
+        "rawVerdictLabel": "Classifier on raw output:",
+        "pairingLabel": "Saliency:",
         "overlayOpacitySliderWidget": "Saliency opacity:",
         "saliencyThresholdSliderWidget": "Saliency threshold:",
+        "backgroundComboBox": "Under the overlay:",
         "stepsSpinBox": "DDIM steps:",
         "startStrengthSliderWidget": "Start strength:",
         "seedSpinBox": "Seed:",
@@ -242,9 +250,11 @@ def test_initial_states(panel):
     assert widget(panel, "progressBar").value() == 0
     assert widget(panel, "progressBar").isTextVisible()
     assert widget(panel, "statusLabel").wordWrap()
+    assert widget(panel, "pairingLabel").wordWrap()
     for name in ("targetClassComboBox", "wSliderWidget", "sweepLineEdit", "modelPathLineEdit", "stepsSpinBox"):
         assert widget(panel, name).toolTip(), f"{name} has no tool tip"
     assert "embedded model" in widget(panel, "modelPathLineEdit").toolTip()
+    assert "raw output" in widget(panel, "backgroundComboBox").toolTip()
 
 
 # (e) ranges and defaults
@@ -400,13 +410,13 @@ class ControlCGParameterNode:
     w: Annotated[float, WithinRange(0, 10)] = 4.0
     overlayOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.6
     saliencyThreshold: Annotated[float, WithinRange(0.0, 0.5)] = 0.05
-    showInput: bool = False
+    background: Annotated[str, Choice(["counterfactual", "raw model output", "input scan"])] = "counterfactual"
     steps: Annotated[int, WithinRange(1, 1000)] = 50
     startStrength: Annotated[float, WithinRange(0.05, 1.0)] = 0.3
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0
     sweep: str = "0 2 4 6 8 10"
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
-    modelPath: pathlib.Path
+    modelPath: str = ""  # bound by hand: no widget names it
     preprocessed: bool = False
     acceptUnusualScan: bool = False
 
@@ -423,9 +433,9 @@ def test_checks_on_an_example_module(monkeypatch, panel):
     tree = ast.parse(EXAMPLE_MODULE)
     assert used_ui_names(tree) == {"applyButton", "targetClassComboBox"}
     fields = parameter_fields(tree)
-    assert {param for _, param in bound_widgets().values()} == set(fields)
+    assert {param for _, param in bound_widgets().values()} == set(fields) - {"modelPath"}
     assert _base_type(fields["w"]) == "float" and _bounds(fields["w"]) == (0, 10)
-    assert _base_type(fields["modelPath"]) == "pathlib.Path" and _bounds(fields["seed"]) == (0, 2147483647)
+    assert _base_type(fields["background"]) == "str" and _bounds(fields["seed"]) == (0, 2147483647)
     monkeypatch.setattr(sys.modules[__name__], "module_tree", lambda: tree)
     test_every_ui_attribute_the_module_uses_exists(panel)
     test_every_parameter_name_is_a_parameter_node_field()

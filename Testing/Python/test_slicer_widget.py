@@ -1,0 +1,143 @@
+"""ControlCGWidget and ControlCGTest driven outside Slicer: the module's own code, with the stand-ins of
+slicer_stubs.py -- every widget of Resources/UI/ControlCG.ui as a plain object, ctkPathLineEdit emitting its signals
+as CTK does, field changes of the parameter node running its observers at once as Slicer's ModifiedEvent does.
+
+What it proves: the model folder field round-trips what is typed and goes back to the embedded model when cleared;
+a slider release during a run leaves no drag pending; the self-tests report "skipped" (never "passed") without the
+model's packages; the package install runs before the wait cursor and without skip_packages. What it cannot prove:
+that Slicer's widgets behave like the stand-ins (their behaviour is quoted from CTK's and Slicer's source).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import types
+import unittest
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_slicer_logic import _oblique_sample, module  # noqa: E402, F401  (module: the stand-in fixture)
+
+
+@pytest.fixture
+def widget(module):  # noqa: F811
+    controlcg, slicer = module
+    w = controlcg.ControlCGWidget()
+    w.setup()
+    return controlcg, slicer, w
+
+
+# --- item 1: the model folder field ----------------------------------------------------------------------------------
+
+
+def test_model_folder_field_keeps_what_is_typed_and_clearing_it_selects_the_embedded_model(widget):
+    controlcg, _, w = widget
+    field, p = w.ui.modelPathLineEdit, w._parameterNode
+    assert field.currentPath == "" and p.modelPath == ""  # the embedded model shows as an empty field, not "."
+    writes = field.writes
+    field.type("/data/m")
+    assert field.currentPath == "/data/m", "the panel rewrote the text while it was typed"
+    assert field.writes == writes, "the panel wrote into the field while the user typed"
+    assert p.modelPath == "/data/m" and w.logic.request(p, [4.0]).model == "/data/m"
+
+    field.clear_by_user()  # ctkPathLineEdit emits no currentPathChanged for an empty text, only validInputChanged
+    assert p.modelPath == "", "clearing the field must select the embedded model again"
+    assert w.logic.request(p, [4.0]).model == ""
+    assert Path(w.logic.modelFolder(p)) == controlcg.EMBEDDED_MODEL
+
+
+def test_model_folder_from_the_scene_reaches_the_field_once(widget):
+    _, _, w = widget
+    field, p = w.ui.modelPathLineEdit, w._parameterNode
+    writes = field.writes
+    p.modelPath = "/models/other"  # a scene load or a script
+    assert field.currentPath == "/models/other" and field.writes == writes + 1
+    p.modelPath = "."  # a scene saved with the former pathlib.Path field
+    assert field.currentPath == "" and w.logic.request(p, [4.0]).model == ""
+
+
+# --- item 7: a release during a run ----------------------------------------------------------------------------------
+
+
+def test_release_during_a_run_leaves_no_drag_for_a_later_edit(widget, module):  # noqa: F811
+    _, slicer, w = widget
+    p = w._parameterNode
+    p.inputVolume = _oblique_sample(slicer)
+    p.counterfactualSequence = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSequenceNode", "earlier result")
+    started = []
+    w._startOrExplain = started.append
+    w.logic.process = types.SimpleNamespace(poll=lambda: None)  # a run in progress
+
+    w.onWChanging(3.0)
+    w.onWReleased(3.0)  # released while busy: nothing starts, and the drag is over
+    assert started == [] and not w._dragging
+    w.logic.process = None
+    w.onWReleased(5.0)  # valueChanged without a drag: a typed value, a script, a scene load
+    assert started == [], "a spin-box edit after a busy release started a run nobody asked for"
+
+    w.onWChanging(3.0)
+    w.onWReleased(3.0)  # a real drag, not busy, w not computed: compute just this w
+    assert started == [[3.0]]
+
+
+# --- item 2: the self-tests without torch ----------------------------------------------------------------------------
+
+
+def test_self_tests_report_skipped_not_passed_without_the_model_packages(module, monkeypatch):  # noqa: F811
+    controlcg, slicer = module
+    monkeypatch.setattr(controlcg.ControlCGLogic, "missingPackages", staticmethod(lambda: ["torch", "monai"]))
+    suite = unittest.TestLoader().loadTestsFromTestCase(controlcg.ControlCGTest)  # what runUnitTest does
+    result = unittest.TestResult()
+    suite.run(result)
+    assert result.wasSuccessful(), result.errors + result.failures
+    skipped = {test._testMethodName: reason for test, reason in result.skipped}
+    assert set(skipped) == {"test_counterfactual_on_sample", "test_cancel_leaves_scene_unchanged"}
+    assert all("torch, monai" in reason for reason in skipped.values())
+    assert result.testsRun == 3  # the geometry test ran and passed
+
+    controlcg.ControlCGTest().runTest()  # the Reload and Test button: says what it skipped, raises nothing
+    assert sum("skipped" in m for m in slicer.state["messages"]) == 2
+
+
+# --- items 3 and 4: installing the packages --------------------------------------------------------------------------
+
+
+def test_packages_install_before_the_wait_cursor_without_skip_packages(widget, monkeypatch):
+    controlcg, slicer, w = widget
+    calls = []
+    missing = [["monai"], []]  # before and after the install
+
+    def pip_ensure(requirements, **kwargs):
+        calls.append(("pip_ensure", slicer.state.get("wait_cursor", 0), kwargs))
+
+    packaging = types.ModuleType("slicer.packaging")
+    packaging.load_requirements = lambda path: [r for r in Path(path).read_text().splitlines() if r[:1].isalpha()]
+    packaging.pip_ensure = pip_ensure
+    packaging.pip_check = lambda requirement: True
+    monkeypatch.setitem(sys.modules, "slicer.packaging", packaging)
+    monkeypatch.setattr(slicer, "packaging", packaging, raising=False)
+    monkeypatch.setattr(controlcg.ControlCGLogic, "missingPackages", staticmethod(lambda: missing.pop(0)))
+    monkeypatch.setattr(controlcg.ControlCGLogic, "checkTorchVersion", staticmethod(lambda: None))
+    monkeypatch.setattr(controlcg.importlib.util, "find_spec", lambda name: object())  # torch is there
+    w._parameterNode.inputVolume = _oblique_sample(slicer)
+    w.logic.start = lambda *args, **kwargs: calls.append(("start", slicer.state.get("wait_cursor", 0), {}))
+
+    w._startOrExplain([4.0])
+    assert [(name, cursor) for name, cursor, _ in calls] == [("pip_ensure", 0), ("start", 1)], slicer.state.get(
+        "dialogs"
+    )
+    kwargs = calls[0][2]
+    assert "skip_packages" not in kwargs and kwargs["requester"] == "ControlCG"
+
+
+def test_a_package_left_unmet_or_a_replaced_torch_is_reported(module):  # noqa: F811
+    controlcg, _ = module
+    logic = controlcg.ControlCGLogic
+    with pytest.raises(RuntimeError, match="monai>=1.6"):
+        logic.checkInstalled(["monai>=1.6"], {}, lambda requirement: False)
+    torch = logic.installedVersions(["torch"])["torch"]
+    with pytest.raises(RuntimeError, match=re.escape(f"torch changed from 0.0 to {torch}")):
+        logic.checkInstalled([], {"torch": "0.0"}, lambda requirement: True)
