@@ -49,6 +49,10 @@ STEPS = Setting("steps", 50, 1, 1000, integer=True)
 # reference pass per step; the library's SamplingConfig keeps the paper's injection on.
 INJECTIONS = ("auto", "on", "off")
 INJECTION = "auto"
+# Mask-guided blending (sampling/blending.py): outside the region that changes, the input replaces every trajectory
+# during sampling. Measured on held-out anatomies kept apart from the reported ones (issue 16): saliency AUROC
+# 0.872 -> 0.908, Dice 0.558 -> 0.584, SSIM to the true counterfactual 0.973 -> 0.984 at the same flip rate.
+BLEND = True
 SEED = Setting("seed", 0, 0, 2**31 - 1, integer=True)
 # changes below this fraction of the largest one are transparent: at 0.05 the embedded model's redrawn noise
 # (median |change| in the brain ~9 % of the window on the sample) covered the whole brain; 0.2 keeps the anatomy

@@ -55,7 +55,7 @@ def main() -> None:
     records = []
     for t in args.timesteps:
         g = make_generator(t)
-        noise = sample_noise(ys[0].shape, g)
+        noise = sample_noise(ys[0].shape, g, None)
         x, other = (schedule.q_sample(y, t, noise) for y in ys)
         tt = torch.full((1,), t, dtype=torch.long)
         tokens: dict[str, torch.Tensor] = {}

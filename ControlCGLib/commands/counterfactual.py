@@ -8,7 +8,19 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..defaults import DEMO_SWEEP, EXIT_CANCELLED, EXIT_OK, INJECTION, INJECTIONS, SEED, START_STRENGTH, STEPS, W, w_key
+from ..defaults import (
+    BLEND,
+    DEMO_SWEEP,
+    EXIT_CANCELLED,
+    EXIT_OK,
+    INJECTION,
+    INJECTIONS,
+    SEED,
+    START_STRENGTH,
+    STEPS,
+    W,
+    w_key,
+)
 from .common import add_command, add_device_and_precision, add_overwrite, add_threads
 
 
@@ -30,6 +42,7 @@ class CounterfactualRequest:
     steps: int = int(STEPS.default)
     start_strength: float = START_STRENGTH.default
     injection: str = INJECTION  # "auto": on for a paper-preset model only (defaults.INJECTION)
+    blend: bool = BLEND  # keep the input outside the changing region during sampling (sampling/blending.py)
     seed: int = int(SEED.default)
     threads: int = 2
     overwrite: bool = False
@@ -68,6 +81,7 @@ class CounterfactualRequest:
             steps=args.steps,
             start_strength=args.start_strength,
             injection=args.injection,
+            blend=args.blend,
             seed=args.seed,
             threads=args.threads,
             overwrite=args.overwrite,
@@ -124,6 +138,7 @@ def run(request: CounterfactualRequest, should_stop) -> int:
     from ..pipeline import run_counterfactual
     from ..progress import Cancelled, LineProgress, TqdmProgress
     from ..resources import classifier_dir, diffusion_dir
+    from ..sampling.blending import BlendConfig
     from ..sampling.settings import SamplingConfig, product_injection
     from .common import choose_device, choose_precision, output_folder, set_threads
 
@@ -146,6 +161,7 @@ def run(request: CounterfactualRequest, should_stop) -> int:
         steps=request.steps,
         start_strength=request.start_strength,
         injection=product_injection(request.injection, model.config.name),
+        blend=BlendConfig() if request.blend else None,
         precision=choose_precision(request.precision, device),
     )
     trajectories = len(request.scales) * (2 if request.source else 1)  # a paired run keeps both ends per w
@@ -284,7 +300,7 @@ def _options(p: argparse.ArgumentParser, default_w) -> None:
         default="auto",
         help="paired counterfactual: the change is CF(target) - CF(source) from the same noise, shown on the scan. "
         "'auto' (default): the classifier's verdict on the input; a class name; 'none': the unpaired model output "
-        "(the paper's)",
+        "(the paper's, with --no-blend)",
     )
     p.add_argument("--preprocessed", action="store_true", help="input is skull-stripped and in MNI space already")
     p.add_argument(
@@ -305,6 +321,13 @@ def _options(p: argparse.ArgumentParser, default_w) -> None:
         default=INJECTION,
         help="attention injection (Eq. 8); auto = on for a paper-preset model, off for the embedded cpu model, where "
         "it measurably changed nothing and cost a UNet pass per step",
+    )
+    p.add_argument(
+        "--blend",
+        action=argparse.BooleanOptionalAction,
+        default=BLEND,
+        help="keep the input outside the region that changes, during sampling (default on; --no-blend with "
+        "--source none gives the paper's raw output)",
     )
     p.add_argument("--seed", type=int, default=int(SEED.default))
     add_threads(p)

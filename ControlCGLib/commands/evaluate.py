@@ -11,7 +11,7 @@ def _cmd_evaluate(args) -> int:
 
     from tqdm.auto import tqdm
 
-    from ..defaults import INJECTION
+    from ..defaults import INJECTION, START_STRENGTH
     from ..evaluation.augmentation import FAST_AUGMENTATION, AugmentationSettings
     from ..evaluation.measures import EvaluationSettings
     from ..evaluation.run import FAST, run_evaluation
@@ -23,7 +23,10 @@ def _cmd_evaluate(args) -> int:
     if not args.cohort and not args.real:
         raise ValueError("give --cohort (a simulated cohort with ground truth) and/or --real T1 files")
     settings = FAST if args.fast else EvaluationSettings()
-    changes = {k: v for k, v in {"steps": args.steps, "default_w": args.default_w}.items() if v is not None}
+    given = {"steps": args.steps, "default_w": args.default_w, "start_strength": args.start_strength}
+    changes = {k: v for k, v in given.items() if v is not None}
+    if args.start_strength is not None:
+        START_STRENGTH.check(args.start_strength, "--start-strength")
     if args.w:
         changes["scales"] = tuple(args.w)
     if args.seeds:
@@ -37,7 +40,10 @@ def _cmd_evaluate(args) -> int:
         if unknown:
             raise ValueError(f"unknown baseline(s) {unknown}; choose from {sorted(known)}")
         changes["baselines"] = tuple(known[b] for b in args.baselines)
+    if args.ablations is not None:
+        changes["ablations"] = tuple(args.ablations)
     settings = dataclasses.replace(settings, **changes)
+    settings.methods()  # an unknown ablation is refused before any work
     if settings.default_w not in settings.scales:
         settings = dataclasses.replace(settings, scales=tuple(sorted({*settings.scales, settings.default_w})))
     augmentation = FAST_AUGMENTATION if args.fast else AugmentationSettings()
@@ -93,10 +99,11 @@ def _real_scans(paths, out, model, classifier, settings) -> None:
     import json
 
     from ..evaluation.real_scans import markdown, measure_real
+    from ..sampling.blending import BlendConfig
     from ..sampling.settings import SamplingConfig
 
-    sampling = SamplingConfig(
-        steps=settings.steps, start_strength=settings.start_strength, injection=settings.injection
+    sampling = SamplingConfig(  # the product's settings (commands/counterfactual.py)
+        steps=settings.steps, start_strength=settings.start_strength, injection=settings.injection, blend=BlendConfig()
     )
     records = measure_real(
         model,
@@ -138,8 +145,22 @@ def register(sub) -> None:
         metavar="NAME",
         help="the paper's baselines to run (default all five: ILVR-1 ILVR-2 ILVR-3 DDIM-inv-250 DDIM-inv-500)",
     )
+    p.add_argument(
+        "--ablations",
+        nargs="*",
+        default=None,
+        metavar="NAME",
+        help="variants of ours at the default w (default all: ours-unpaired ours-no-blend ours-injection "
+        "ours-inversion-start)",
+    )
     p.add_argument("--default-w", type=float, default=None, help="w at which methods are compared (default 4)")
     p.add_argument("--steps", type=int, default=None, help="DDIM grid of every method (default 20; --fast 4)")
+    p.add_argument(
+        "--start-strength",
+        type=float,
+        default=None,
+        help="where ours and its ablations start (default 0.3, the product's; 1: pure noise, the paper's)",
+    )
     p.add_argument("--augment-cohort", default=None, help="simulated training cohort for the augmentation table")
     p.add_argument("--augment-real", type=int, default=None, help="real training scans (default 8)")
     p.add_argument("--augment-steps", type=int, default=None, help="classifier steps per method (default 300)")

@@ -22,9 +22,15 @@ from ..sampling.settings import InjectionConfig, SamplingConfig
 from .metrics import CHANGED, mse, saliency_auroc, ssim
 from .subjects import SimulatedSubject, model_tensor, prepare_subject, real_example
 
-OURS = "ours"  # the product: paired (the change toward the target minus the change toward the source class)
-UNPAIRED = "ours-unpaired"  # the paper's output: the model's counterfactual itself
-WITH_INJECTION = "ours-injection"  # paired, with the paper's attention injection (the ablation of issue 16)
+# The product: paired (the change toward the target minus the change toward the source class), with mask-guided
+# blending of the input during sampling (sampling/blending.py). Each ablation changes one thing of it, except the
+# paper's output, which has neither pairing nor blending.
+OURS = "ours"
+UNPAIRED = "ours-unpaired"  # the paper's output: the model's counterfactual itself, no pairing, no blending
+WITHOUT_BLEND = "ours-no-blend"  # paired, without blending
+WITH_INJECTION = "ours-injection"  # with the paper's attention injection (the ablation of issue 16)
+INVERSION_START = "ours-inversion-start"  # started from the DDIM-inverted input instead of the noised input
+ABLATIONS = (UNPAIRED, WITHOUT_BLEND, WITH_INJECTION, INVERSION_START)
 # The anchors every metric is read against: the input unchanged (the floor: what "doing nothing" scores) and the
 # simulator's true counterfactual (the ceiling). Neither runs a model; both are measured like any method.
 IDENTITY = "identity"
@@ -47,21 +53,24 @@ class EvaluationSettings:
     precision: str = "fp32"
     axioms: bool = True  # composition and reversibility on the axioms seed (benchmarks may skip their two runs)
     anchors: bool = True  # identity and oracle rows at the default w
-    ablations: bool = True  # ours unpaired and ours with injection, at the default w
+    ablations: tuple[str, ...] = ABLATIONS  # variants of ours at the default w (names above); (): none
 
     def methods(self):
         from ..sampling.baselines import PAPER_BASELINES, Method
 
         baselines = PAPER_BASELINES if self.baselines is None else self.baselines
-        ours = Method(OURS, "ours", depth=self.start_strength, paired=True)
-        if not self.ablations:
-            return (ours, *baselines)
-        return (
-            ours,
-            Method(UNPAIRED, "ours", depth=self.start_strength),
-            Method(WITH_INJECTION, "ours", depth=self.start_strength, paired=True, inject=True),
-            *baselines,
-        )
+        depth = self.start_strength
+        variants = {
+            UNPAIRED: Method(UNPAIRED, "ours", depth=depth),
+            WITHOUT_BLEND: Method(WITHOUT_BLEND, "ours", depth=depth, paired=True),
+            WITH_INJECTION: Method(WITH_INJECTION, "ours", depth=depth, paired=True, inject=True, blend=True),
+            INVERSION_START: Method(INVERSION_START, "ddim-inversion", depth=depth, paired=True, blend=True),
+        }
+        unknown = [a for a in self.ablations if a not in variants]
+        if unknown:
+            raise ValueError(f"unknown ablation(s) {unknown}; choose from {list(variants)}")
+        ours = Method(OURS, "ours", depth=depth, paired=True, blend=True)
+        return (ours, *(variants[a] for a in self.ablations), *baselines)
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(steps=self.steps, injection=self.injection, precision=self.precision)

@@ -21,6 +21,7 @@ from typing import Literal, get_args
 import torch
 import torch.nn.functional as F
 
+from .blending import BlendConfig
 from .noise import make_generator, sample_noise
 from .sampler import Counterfactuals, as_batch, counterfactual, sampling_timesteps
 from .schedule import CLEAN, Schedule
@@ -38,8 +39,9 @@ class Method:
     depth: float = 1.0  # fraction of the chain the run starts from (T / 1000)
     factor: int = 2  # ILVR's down-sampling factor n
     inversion_label: str = "source"  # DDIM inversion: encode with the "source" class or the "null" class
-    paired: bool = False  # ours: also run the source class's trajectory (sampler.py), the product's default
+    paired: bool = False  # ours, DDIM inversion: also run the source class's trajectory (sampler.py)
     inject: bool | None = None  # ours: None = injection as the sampling settings say; True: the paper's; False: none
+    blend: bool = False  # ours, DDIM inversion: mask-guided blending of the input during sampling (blending.py)
 
     def __post_init__(self):
         if self.kind not in get_args(MethodKind):
@@ -140,14 +142,17 @@ def ddim_inversion(
     *,
     depth: float = 0.25,
     seed: int = 0,
+    pair_with: str | int | None = None,
     **loop,
 ) -> Counterfactuals:
-    """DDIM-inversion counterfactuals: encode with ``source`` (None: the null class), decode toward ``target``."""
+    """DDIM-inversion counterfactuals: encode with ``source`` (None: the null class), decode toward ``target``.
+    ``pair_with`` (a class): also decode toward it from the same inverted start (the paired change, sampler.py);
+    this is ours started from an exact inversion instead of the noised input, an option measured in issue 16."""
     sampling = dataclasses.replace(
         sampling or SamplingConfig(), start_strength=depth, injection=None, method="ddim", eta=0.0
     )
     start = ddim_invert(model, y0, source, sampling, depth)
-    return counterfactual(model, y0, target, scales, sampling, seed=seed, start=start, **loop)
+    return counterfactual(model, y0, target, scales, sampling, seed=seed, start=start, source=pair_with, **loop)
 
 
 def run_method(
@@ -163,6 +168,8 @@ def run_method(
     **loop,
 ) -> Counterfactuals:
     """One entry point for every method, so that the evaluation treats them alike."""
+    if method.blend:
+        sampling = dataclasses.replace(sampling or SamplingConfig(), blend=BlendConfig())
     if method.kind == "ours":
         sampling = dataclasses.replace(sampling or SamplingConfig(), start_strength=method.depth)
         if method.inject is not None and (sampling.injection is not None) != method.inject:
@@ -172,4 +179,7 @@ def run_method(
     if method.kind == "ilvr":
         return ilvr(model, y0, target, scales, sampling, factor=method.factor, depth=method.depth, seed=seed, **loop)
     label = source if method.inversion_label == "source" else None
-    return ddim_inversion(model, y0, label, target, scales, sampling, depth=method.depth, seed=seed, **loop)
+    paired = source if method.paired else None
+    return ddim_inversion(
+        model, y0, label, target, scales, sampling, depth=method.depth, seed=seed, pair_with=paired, **loop
+    )

@@ -30,6 +30,7 @@ import torch
 from ..model.config import to_dict
 from ..model.networks import ClassConditionalUNet
 from ..progress import Cancelled, StepCallback, StepInfo, StopCallback
+from .blending import MaskBlend
 from .guidance import check_scales
 from .guided_step import GuidedStep
 from .noise import make_generator, sample_noise
@@ -154,6 +155,11 @@ def counterfactual(
     xs = {(c, w): start.clone() for c in labels for w in ws}
 
     guided = GuidedStep(model, labels, injection, sampling.precision)
+    blend = None
+    if sampling.blend is not None:  # its noise from a generator of its own: the loop's stream stays as it was
+        blend_noise = sample_noise(shape, make_generator(seed + 104729), noise_cfg).to(device, dtype)
+        paired_with = source_index if source_index != target_index else None
+        blend = MaskBlend(sampling.blend, schedule, y, blend_noise, target_index, paired_with)
 
     began = time.perf_counter()
     with guided:
@@ -166,7 +172,7 @@ def counterfactual(
                 reference_noise = sample_noise(shape, generator, noise_cfg).to(device, dtype)
             reference = schedule.q_sample(y, t, reference_noise) if inject else None
             step_noise = sample_noise(shape, generator, noise_cfg).to(device, dtype) if sampling.stochastic else None
-            x0s = {}
+            x0s, clean = {}, {}
             for key, v in guided(xs, t, reference).items():
                 x0, eps = schedule.split_v(xs[key], v, t)
                 if sampling.method == "ddpm":
@@ -175,8 +181,11 @@ def counterfactual(
                     xs[key] = schedule.ddim_step(x0, eps, t, s, sampling.eta, step_noise)
                 if after_step is not None:
                     xs[key] = after_step(xs[key], s)
+                clean[key] = x0
                 if key[0] == target_index:
                     x0s[key[1]] = x0
+            if blend is not None:
+                blend(xs, clean, i, len(pairs), s)
             if on_step is not None:
                 on_step(StepInfo(i + 1, len(pairs), t, time.perf_counter() - began, x0s))
     seconds = time.perf_counter() - began

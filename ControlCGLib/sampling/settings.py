@@ -11,6 +11,7 @@ from typing import Literal, get_args
 
 from ..defaults import PAPER_START_STRENGTH, START_STRENGTH, STEPS
 from ..model.config import NOISE_KINDS, ConfigError, NoiseKind
+from .blending import BlendConfig
 
 Method = Literal["ddim", "ddpm"]
 ReferenceNoise = Literal["fixed", "fresh"]
@@ -69,6 +70,7 @@ class SamplingConfig:
     start_strength: float = PAPER_START_STRENGTH  # the library samples as the paper does; the product passes 0.3
     noise: NoiseKind = "gaussian"
     injection: InjectionConfig | None = field(default_factory=InjectionConfig)
+    blend: BlendConfig | None = None  # mask-guided blending of the input (blending.py); the product passes it
     precision: Precision = "fp32"  # "bf16": UNet passes under bfloat16 autocast (the scheduler stays fp32)
 
     def __post_init__(self):

@@ -14,6 +14,7 @@ from ControlCGLib.model.config import (
     save_config,
     to_dict,
 )
+from ControlCGLib.sampling.blending import BlendConfig
 from ControlCGLib.sampling.settings import InjectionConfig, SamplingConfig, product_injection
 
 
@@ -49,6 +50,7 @@ def test_sampling_config_round_trip_with_and_without_injection(tmp_path):
         SamplingConfig(),
         SamplingConfig(injection=None),
         SamplingConfig(injection=InjectionConfig(layers=("mid",))),
+        SamplingConfig(blend=BlendConfig(threshold=0.3)),
     ):
         assert from_dict(SamplingConfig, to_dict(cfg)) == cfg
 
@@ -150,5 +152,18 @@ def test_product_injection_follows_the_model_preset_unless_chosen():
     assert product_injection("auto", "paper") == InjectionConfig()
     assert product_injection("on", "cpu") == InjectionConfig()
     assert product_injection("off", "paper") is None
+
+
+def test_blending_is_the_product_default_and_can_be_turned_off():
+    import argparse
+
+    from ControlCGLib.commands.counterfactual import CounterfactualRequest, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    common = ["counterfactual", "t1.nii.gz", "--target", "AD", "--out", "o"]
+    assert CounterfactualRequest.from_args(parser.parse_args(common), "t1.nii.gz").blend is True
+    off = parser.parse_args([*common, "--no-blend"])
+    assert CounterfactualRequest.from_args(off, "t1.nii.gz").blend is False
     with pytest.raises(ConfigError, match="injection must be one of"):
         product_injection("yes", "cpu")

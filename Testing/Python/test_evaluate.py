@@ -15,6 +15,7 @@ import torch
 from conftest import randomise, tiny_config
 
 from ControlCGLib.cli import main
+from ControlCGLib.evaluation.measures import ABLATIONS, EvaluationSettings
 from ControlCGLib.evaluation.metrics import fid, saliency_dice
 from ControlCGLib.model.checkpoints import save_checkpoint
 from ControlCGLib.model.config import ClassifierConfig
@@ -62,10 +63,12 @@ def test_fast_evaluation_writes_the_report(simulated_manifest, tiny_models, tmp_
     args = ["--cohort", str(simulated_manifest), "--augment-cohort", str(simulated_manifest)]
     assert main(_evaluate(args, tiny_models, out)) == 0
     summary = json.loads((out / "summary.json").read_text())
-    names = ["ours", "ours-unpaired", "ours-injection", *[m.name for m in PAPER_BASELINES]]
+    names = ["ours", *ABLATIONS, *[m.name for m in PAPER_BASELINES]]
     assert list(summary["methods"]) == [*names, "identity", "oracle"]
     # paired: toward its own class the shown counterfactual is the input (the unpaired model output is not)
     assert summary["methods"]["ours"]["composition_mse"] == 0
+    for paired in ("ours-no-blend", "ours-injection", "ours-inversion-start"):
+        assert summary["methods"][paired]["composition_mse"] == 0, paired
     assert summary["methods"]["ours-unpaired"]["composition_mse"] > 0
     # the anchors: doing nothing is the floor, the truth the ceiling, of every metric against the truth
     identity, oracle = summary["methods"]["identity"], summary["methods"]["oracle"]
@@ -99,8 +102,8 @@ def test_fast_evaluation_writes_the_report(simulated_manifest, tiny_models, tmp_
         assert (out / picture).stat().st_size > 10_000
     with open(out / "rows.csv") as f:
         rows = list(csv.DictReader(f))
-    # subjects x seeds x (two w of ours + two ablations + five baselines + two anchors)
-    assert len(rows) == 2 * 2 * (2 + 2 + 5 + 2)
+    # subjects x seeds x (two w of ours + four ablations + five baselines + two anchors)
+    assert len(rows) == 2 * 2 * (2 + 4 + 5 + 2)
 
 
 def test_torchrun_shards_give_the_rows_of_one_process(simulated_manifest, tiny_models, tmp_path):
@@ -209,3 +212,18 @@ def test_real_scans_are_measured_without_ground_truth(tiny_models, tmp_path):
     }
     assert "composition" in (out / "real_scans.md").read_text()
     assert not (out / "summary.json").exists()  # no cohort given: the real-scan measures only
+
+
+def test_unknown_ablation_is_refused_by_name():
+    with pytest.raises(ValueError, match="unknown ablation.*ours-nothing"):
+        EvaluationSettings(ablations=("ours-nothing",)).methods()
+
+
+def test_start_strength_out_of_range_is_refused_before_any_work(tmp_path, capsys):
+    from ControlCGLib.cli import main
+
+    cohort = ["--cohort", str(tmp_path / "missing.csv")]
+    args = ["evaluate", "--fast", *cohort, "--out", str(tmp_path / "e"), "--start-strength", "1.5"]
+    assert main(args) == 2
+    assert "--start-strength must lie in [0.05, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()

@@ -97,3 +97,26 @@ def test_the_brain_mask_stays_inside_the_head_of_an_oblique_whole_head_scan():
     assert 1000 < mask.sum() * np.prod(scan.GetSpacing()) / 1000 < 1900  # mL: a brain, not the template's box
     filled = sitk.GetArrayFromImage(sitk.BinaryFillhole(result.mask)) > 0  # the ventricles (dark) are brain
     assert (filled & ~mask).sum() < 0.002 * mask.sum()
+
+
+def test_mask_blending_keeps_the_input_outside_the_changing_region(tiny_model, tiny_input):
+    """Blending (an option, sampling/blending.py): where the mask is zero the paired change is exactly zero, an
+    unpaired output is the input there, and a blended run repeats bit for bit."""
+    import dataclasses
+
+    from ControlCGLib.model.config import ConfigError, from_dict, to_dict
+    from ControlCGLib.sampling.blending import BlendConfig
+
+    sampling = dataclasses.replace(FAST, blend=BlendConfig(threshold=0.5, start=0.0))
+    paired = counterfactual(tiny_model, tiny_input, "AD", 2.0, sampling, seed=1, source="CN")
+    plain = counterfactual(tiny_model, tiny_input, "AD", 2.0, FAST, seed=1, source="CN")
+    zero = paired.change(2.0) == 0
+    assert 0 < float(zero.float().mean()) < 1 and not bool((plain.change(2.0) == 0).any())
+    again = counterfactual(tiny_model, tiny_input, "AD", 2.0, sampling, seed=1, source="CN")
+    assert torch.equal(again.change(2.0), paired.change(2.0))
+    unpaired = counterfactual(tiny_model, tiny_input, "AD", 2.0, sampling, seed=1)
+    kept = unpaired[2.0] == tiny_input.reshape(unpaired[2.0].shape)
+    assert 0 < float(kept.float().mean()) < 1
+    assert from_dict(SamplingConfig, to_dict(sampling)) == sampling
+    with pytest.raises(ConfigError, match="blend.threshold"):
+        BlendConfig(threshold=1.5)

@@ -43,6 +43,7 @@ def test_counterfactual_command(tmp_path):
     assert abs(sum(record["verdicts"]["2"].values()) - 1) < 1e-5
     assert len(record["model_sha256"]) == 64 and record["settings"]["scales"] == [0.0, 2.0]
     assert record["settings"]["sampling"]["injection"] is None  # auto: off for a model not of the paper preset
+    assert record["settings"]["sampling"]["blend"] == {"threshold": 0.2, "sigma": 1.0, "start": 0.3}  # product default
     for name in ("counterfactual_w2.nii.gz", "counterfactual_resampled_w2.nii.gz", "saliency_w2.nii.gz"):
         out = sitk.ReadImage(str(tmp_path / "out" / name))
         assert same_geometry(out, scan, tol=1e-5)
