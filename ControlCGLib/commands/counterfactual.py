@@ -16,6 +16,10 @@ from ..defaults import (
     INJECTION,
     INJECTIONS,
     SEED,
+    SOLVER,
+    SOLVERS,
+    SPACING,
+    SPACINGS,
     START_STRENGTH,
     STEPS,
     W,
@@ -40,6 +44,8 @@ class CounterfactualRequest:
     preprocessed: bool = False
     accept_unusual: bool = False
     steps: int = int(STEPS.default)
+    solver: str = SOLVER
+    spacing: str = SPACING
     start_strength: float = START_STRENGTH.default
     injection: str = INJECTION  # "auto": on for a paper-preset model only (defaults.INJECTION)
     blend: bool = BLEND  # keep the input outside the changing region during sampling (sampling/blending.py)
@@ -59,6 +65,10 @@ class CounterfactualRequest:
         STEPS.check(self.steps, "--steps")
         START_STRENGTH.check(self.start_strength, "--start-strength")
         SEED.check(self.seed, "--seed")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"--solver must be one of {SOLVERS}, got {self.solver!r}")
+        if self.spacing not in SPACINGS:
+            raise ValueError(f"--spacing must be one of {SPACINGS}, got {self.spacing!r}")
         if self.injection not in INJECTIONS:
             raise ValueError(f"--injection must be one of {INJECTIONS}, got {self.injection!r}")
         if self.threads < 1:
@@ -79,6 +89,8 @@ class CounterfactualRequest:
             preprocessed=args.preprocessed,
             accept_unusual=args.accept_unusual_scan,
             steps=args.steps,
+            solver=args.solver,
+            spacing=args.spacing,
             start_strength=args.start_strength,
             injection=args.injection,
             blend=args.blend,
@@ -159,6 +171,8 @@ def run(request: CounterfactualRequest, should_stop) -> int:
         raise ValueError(f"{classifier_path} holds a diffusion model, not a classifier")
     sampling = SamplingConfig(
         steps=request.steps,
+        method=request.solver,
+        spacing=request.spacing,
         start_strength=request.start_strength,
         injection=product_injection(request.injection, model.config.name),
         blend=BlendConfig() if request.blend else None,
@@ -308,7 +322,9 @@ def _options(p: argparse.ArgumentParser, default_w) -> None:
         action="store_true",
         help="explain a scan the checks think is not a whole-brain T1 (warned, and recorded in result.json)",
     )
-    p.add_argument("--steps", type=int, default=int(STEPS.default), help="DDIM steps")
+    p.add_argument("--steps", type=int, default=int(STEPS.default), help="the grid's steps (from pure noise)")
+    p.add_argument("--solver", choices=SOLVERS, default=SOLVER, help="the step: DDIM or DPM-Solver++(2M)")
+    p.add_argument("--spacing", choices=SPACINGS, default=SPACING, help="the grid: even in timesteps or in log SNR")
     p.add_argument(
         "--start-strength",
         type=float,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..defaults import SOLVERS, SPACINGS
 from .common import add_command, add_overwrite, add_threads, output_folder, set_threads
 
 
@@ -23,7 +24,13 @@ def _cmd_evaluate(args) -> int:
     if not args.cohort and not args.real:
         raise ValueError("give --cohort (a simulated cohort with ground truth) and/or --real T1 files")
     settings = FAST if args.fast else EvaluationSettings()
-    given = {"steps": args.steps, "default_w": args.default_w, "start_strength": args.start_strength}
+    given = {
+        "steps": args.steps,
+        "default_w": args.default_w,
+        "start_strength": args.start_strength,
+        "solver": args.solver,
+        "spacing": args.spacing,
+    }
     changes = {k: v for k, v in given.items() if v is not None}
     if args.start_strength is not None:
         START_STRENGTH.check(args.start_strength, "--start-strength")
@@ -155,6 +162,8 @@ def register(sub) -> None:
     )
     p.add_argument("--default-w", type=float, default=None, help="w at which methods are compared (default 4)")
     p.add_argument("--steps", type=int, default=None, help="DDIM grid of every method (default 20; --fast 4)")
+    p.add_argument("--solver", choices=SOLVERS, default=None, help="the step of ours (default ddim)")
+    p.add_argument("--spacing", choices=SPACINGS, default=None, help="the grid's spacing (default time)")
     p.add_argument(
         "--start-strength",
         type=float,

@@ -44,7 +44,9 @@ class EvaluationSettings:
 
     scales: tuple[float, ...] = EVALUATION_SWEEP  # our w sweep (paper Table 1)
     default_w: float = W.default  # the product's default; every method is compared there (paper Table 2)
-    steps: int = 20  # DDIM grid of every method (the baselines' depths are fractions of it)
+    steps: int = 20  # the grid of every method (the baselines' depths are fractions of it)
+    solver: str = "ddim"  # the step of ours and its ablations (DDIM inversion stays DDIM, ILVR follows)
+    spacing: str = "time"
     start_strength: float = START_STRENGTH.default  # ours, as the product runs it
     seeds: tuple[int, ...] = (0, 1, 2)
     axioms_seed: int = 0  # composition and reversibility are measured on this seed only (they cost two more runs)
@@ -73,7 +75,13 @@ class EvaluationSettings:
         return (ours, *(variants[a] for a in self.ablations), *baselines)
 
     def sampling(self) -> SamplingConfig:
-        return SamplingConfig(steps=self.steps, injection=self.injection, precision=self.precision)
+        return SamplingConfig(
+            steps=self.steps,
+            method=self.solver,
+            spacing=self.spacing,
+            injection=self.injection,
+            precision=self.precision,
+        )
 
 
 def measure_subject(

@@ -6,7 +6,8 @@ Per step t -> s (paper Eqs. 2, 4, 5, 9):
 2. the model function (guided_step.py) returns one guided v per w: a reference pass on y_t shared by every w, then
    conditional and unconditional passes injecting its attention tokens (Eq. 8), combined by Eq. 5. The sampler
    knows nothing of the UNet, the injection, autocast or the guidance formula;
-3. DDIM (or the strided DDPM posterior) moves x_t to x_s.
+3. DDIM (or the strided DDPM posterior, or DPM-Solver++(2M), which also uses the step before's clean prediction)
+   moves x_t to x_s.
 
 All noise comes from one CPU generator seeded by ``seed``, drawn in an order that does not depend on the number of w
 values, so that a sweep equals separate runs and a seed reproduces its output bit for bit.
@@ -82,11 +83,14 @@ def as_batch(y0: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
 
 
 def sampling_timesteps(schedule: Schedule, sampling: SamplingConfig) -> list[int]:
-    """The descending timesteps a run visits: the grid of ``sampling.steps``, cut to its last ``start_strength``."""
+    """The descending timesteps a run visits: the grid of ``sampling.steps``, cut to its last ``start_strength``;
+    with log-SNR spacing, as many steps from the same first timestep, evenly spaced in lambda."""
     grid = schedule.timesteps(sampling.steps)
     if sampling.start_strength < 1:
         keep = max(1, round(len(grid) * sampling.start_strength))
         grid = grid[-keep:]
+    if sampling.spacing == "log-snr" and len(grid) > 1:
+        grid = schedule.log_snr_timesteps(grid[0], len(grid))
     return grid
 
 
@@ -161,6 +165,7 @@ def counterfactual(
         paired_with = source_index if source_index != target_index else None
         blend = MaskBlend(sampling.blend, schedule, y, blend_noise, target_index, paired_with)
 
+    history: dict = {}  # DPM-Solver++(2M): per trajectory, the clean prediction of the step before and its timestep
     began = time.perf_counter()
     with guided:
         for i, (t, s) in enumerate(pairs):
@@ -177,6 +182,9 @@ def counterfactual(
                 x0, eps = schedule.split_v(xs[key], v, t)
                 if sampling.method == "ddpm":
                     xs[key] = schedule.ddpm_step(xs[key], x0, t, s, step_noise)
+                elif sampling.method == "dpm++2m":
+                    xs[key] = schedule.dpm_solver_2m_step(xs[key], x0, t, s, history.get(key))
+                    history[key] = (x0, t)
                 else:
                     xs[key] = schedule.ddim_step(x0, eps, t, s, sampling.eta, step_noise)
                 if after_step is not None:

@@ -1,4 +1,4 @@
-"""Noise schedule, timestep grids and the step maths (DDPM, DDIM, DDIM inversion) for v-prediction.
+"""Noise schedule, timestep grids and the step maths (DDPM, DDIM, DPM-Solver++(2M), DDIM inversion) for v-prediction.
 
 The schedule's betas come from MONAI's ``NoiseSchedules`` registry; everything after that is held in float64 and
 owned here, because MONAI's ``DDPMScheduler.step`` always steps t -> t-1 (wrong with skipped steps) and
@@ -94,6 +94,21 @@ class Schedule:
             return [T - 1]
         return [int(t) for t in np.rint(np.linspace(T - 1, 0, num_steps))]
 
+    def log_snr_timesteps(self, first: int, num_steps: int) -> list[int]:
+        """Descending grid from ``first`` to 0 whose entries are evenly spaced in lambda (half the log SNR), each
+        the nearest integer timestep; repeats are dropped, so a long grid may come out shorter.
+
+        What a multistep solver wants (Lu et al. 2022, "logSNR" spacing): even time steps leave its last interval
+        (t = 111 -> 0 on a 10-step grid) several times longer in lambda than the one before, where the
+        second-order extrapolation overshoots.
+        """
+        if not 1 <= num_steps <= first + 1:
+            raise ValueError(f"a log-SNR grid from timestep {first} has 1 to {first + 1} steps, got {num_steps}")
+        lam = 0.5 * torch.log(self.alphas_cumprod / (1 - self.alphas_cumprod))  # increasing as t falls
+        targets = torch.linspace(float(lam[first]), float(lam[0]), num_steps, dtype=lam.dtype)
+        nearest = (lam[None, : first + 1] - targets[:, None]).abs().argmin(dim=1).tolist()
+        return sorted(set(nearest), reverse=True)
+
     @staticmethod
     def pairs(timesteps: list[int]) -> list[tuple[int, int]]:
         """(t, s) step pairs of a descending grid, the last stepping to :data:`CLEAN`."""
@@ -116,6 +131,40 @@ class Schedule:
                 raise ValueError("a stochastic DDIM step (eta > 0) needs noise")
             out = out + sigma * noise
         return out
+
+    def log_snr_half(self, t: int) -> float:
+        """lambda_t = log(sqrt(a_t) / sqrt(1 - a_t)), DPM-Solver's time variable (infinite at CLEAN)."""
+        a = self.alpha_bar(t)
+        return math.inf if a >= 1.0 else 0.5 * math.log(a / (1.0 - a))
+
+    def dpm_solver_2m_step(
+        self,
+        x_t: torch.Tensor,
+        x0: torch.Tensor,
+        t: int,
+        s: int,
+        previous: tuple[torch.Tensor, int] | None = None,
+    ) -> torch.Tensor:
+        """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2) from t to s < t, the data-prediction form.
+
+        ``previous`` = (x0 predicted at the step before, its timestep): the second-order correction extrapolates the
+        clean prediction along lambda. Without it (the first step), and on the steps into timestep 0 and to
+        :data:`CLEAN`, it is the first-order step, exactly DDIM at eta = 0: the interval into 0 is the longest in
+        lambda, where extrapolating overshoots (diffusers' ``lower_order_final`` makes the same choice).
+        """
+        if s == CLEAN:
+            return x0
+        if s == 0:
+            previous = None
+        a_t, a_s = self.alpha_bar(t), self.alpha_bar(s)
+        lam_t, lam_s = self.log_snr_half(t), self.log_snr_half(s)
+        h = lam_s - lam_t
+        d = x0
+        if previous is not None:
+            x0_prev, t_prev = previous
+            r = (lam_t - self.log_snr_half(t_prev)) / h
+            d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
+        return math.sqrt((1 - a_s) / (1 - a_t)) * x_t + math.sqrt(a_s) * (-math.expm1(-h)) * d
 
     def ddpm_step(self, x_t: torch.Tensor, x0: torch.Tensor, t: int, s: int, noise: torch.Tensor) -> torch.Tensor:
         """Ancestral step from t to any s < t: a draw from the true posterior q(x_s | x_t, x0).

@@ -13,8 +13,9 @@ from ..defaults import PAPER_START_STRENGTH, START_STRENGTH, STEPS
 from ..model.config import NOISE_KINDS, ConfigError, NoiseKind
 from .blending import BlendConfig
 
-Method = Literal["ddim", "ddpm"]
+Method = Literal["ddim", "ddpm", "dpm++2m"]  # schedule.py has the step of each
 ReferenceNoise = Literal["fixed", "fresh"]
+Spacing = Literal["time", "log-snr"]  # the grid: even in timesteps, or even in half the log SNR (schedule.py)
 Precision = Literal["fp32", "bf16"]  # "auto" is the CLI's choice (commands/common.py), resolved before this
 SAMPLING_METHODS: tuple[str, ...] = get_args(Method)
 REFERENCE_NOISE: tuple[str, ...] = get_args(ReferenceNoise)
@@ -66,6 +67,7 @@ class SamplingConfig:
 
     steps: int = STEPS.default
     method: Method = "ddim"
+    spacing: Spacing = "time"
     eta: float = 0.0
     start_strength: float = PAPER_START_STRENGTH  # the library samples as the paper does; the product passes 0.3
     noise: NoiseKind = "gaussian"
@@ -84,12 +86,15 @@ class SamplingConfig:
             raise ConfigError(f"sampling.precision must be one of {exact}, got {self.precision!r}")
         if self.method not in SAMPLING_METHODS:
             raise ConfigError(f"sampling.method must be one of {SAMPLING_METHODS}, got {self.method!r}")
+        if self.spacing not in get_args(Spacing):
+            raise ConfigError(f"sampling.spacing must be one of {get_args(Spacing)}, got {self.spacing!r}")
         if self.eta < 0:
             raise ConfigError(f"sampling.eta must be >= 0, got {self.eta}")
         if self.noise not in NOISE_KINDS:
             raise ConfigError(f"sampling.noise must be one of {NOISE_KINDS}, got {self.noise!r}")
-        if self.method == "ddpm" and self.eta != 0:
-            raise ConfigError("sampling.eta applies to DDIM only; DDPM steps are always stochastic (leave eta at 0)")
+        if self.method != "ddim" and self.eta != 0:
+            kind = "always stochastic" if self.method == "ddpm" else "deterministic"
+            raise ConfigError(f"sampling.eta applies to DDIM only; {self.method} steps are {kind} (leave eta at 0)")
 
     @property
     def stochastic(self) -> bool:
