@@ -20,6 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from PySide6.QtWidgets import QWidget  # noqa: E402
 from qt_standins import STANDINS, load_ui  # noqa: E402
 
+from ControlCGLib.defaults import STEPS  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 UI = ROOT / "Resources" / "UI" / "ControlCG.ui"
 MODULE = ROOT / "ControlCG" / "ControlCG.py"
@@ -63,7 +65,8 @@ SLIDERS = {
     "saliencyThresholdSliderWidget": (0.0, 0.5, 0.01, 0.05, 2, 0.2),
     "startStrengthSliderWidget": (0.05, 1.0, 0.05, 0.1, 2, 0.3),
 }
-SPIN_BOXES = {"stepsSpinBox": (1, 1000, 50), "seedSpinBox": (0, 2147483647, 0)}  # (minimum, maximum, value)
+# (minimum, maximum, value)
+SPIN_BOXES = {"stepsSpinBox": (1, 1000, int(STEPS.default)), "seedSpinBox": (0, 2147483647, 0)}
 
 
 @pytest.fixture(scope="module")
