@@ -58,8 +58,8 @@ from ControlCGLib.overlay import diverging_rgba, symmetric_window  # noqa: E402
 
 class _ImportedOnFirstUse:
     """A module imported when first used. Slicer imports every scripted module at start-up, and slicer_bridge brings
-    SimpleITK with it (1-2 s, and memory) for a panel the user may never open. (slicer.util.LazyImport does this in
-    Slicer after 5.12.3, not in the releases we target.)"""
+    SimpleITK with it (1-2 s, and memory) for a panel the user may never open. (Slicer's own lazy-import helper came
+    after 5.12.3, so it is not in the releases we target.)"""
 
     def __init__(self, name: str) -> None:
         self._name = name

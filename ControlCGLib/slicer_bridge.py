@@ -283,14 +283,21 @@ def read_results(output: str | os.PathLike) -> RunResults:
     by_w = {}
     for w, by_kind in images.items():
         cf_array, geometry = array_from_image(by_kind["counterfactual"])
+        arrays = {}
         for kind in ("saliency", "counterfactual_resampled"):
-            other, other_geometry = array_from_image(by_kind[kind])
-            if not same_grid(cf_array.shape, geometry, other.shape, other_geometry):
+            arrays[kind], other_geometry = array_from_image(by_kind[kind])
+            if not same_grid(cf_array.shape, geometry, arrays[kind].shape, other_geometry):
                 raise ValueError(f"w={defaults.w_key(w)}: the counterfactual and its {kind} are on different grids")
-        sal_array = array_from_image(by_kind["saliency"])[0]
-        raw_array = array_from_image(by_kind["counterfactual_resampled"])[0]
         raw_verdict = record.raw_verdicts.get(defaults.w_key(w), {})
-        by_w[w] = WResult(w, cf_array, sal_array, geometry, record.verdict(w), raw_array, raw_verdict)
+        by_w[w] = WResult(
+            w,
+            cf_array,
+            arrays["saliency"],
+            geometry,
+            record.verdict(w),
+            arrays["counterfactual_resampled"],
+            raw_verdict,
+        )
     return RunResults(record, by_w)
 
 

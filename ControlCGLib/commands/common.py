@@ -6,7 +6,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from ..defaults import DEVICE, DEVICES, PRECISION, PRECISIONS
+from ..defaults import DEVICE, DEVICES, PRECISION, PRECISIONS, SOLVER, SOLVERS, SPACING, SPACINGS
 
 
 def add_command(sub, name: str, help: str, func) -> argparse.ArgumentParser:
@@ -31,6 +31,12 @@ def add_device_and_precision(p: argparse.ArgumentParser) -> None:
         default=PRECISION,
         help="UNet arithmetic; auto = bfloat16 where the hardware has it natively",
     )
+
+
+def add_solver_and_spacing(p: argparse.ArgumentParser, solver: str | None = SOLVER, spacing: str | None = SPACING):
+    """The sampling loop's step and its grid (``None`` defaults: the caller's own settings decide)."""
+    p.add_argument("--solver", choices=SOLVERS, default=solver, help="the step: DDIM or DPM-Solver++(2M)")
+    p.add_argument("--spacing", choices=SPACINGS, default=spacing, help="the grid: even in timesteps or in log SNR")
 
 
 def set_threads(threads: int) -> None:

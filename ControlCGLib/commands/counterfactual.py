@@ -25,7 +25,7 @@ from ..defaults import (
     W,
     w_key,
 )
-from .common import add_command, add_device_and_precision, add_overwrite, add_threads
+from .common import add_command, add_device_and_precision, add_overwrite, add_solver_and_spacing, add_threads
 
 
 @dataclass(frozen=True)
@@ -323,8 +323,7 @@ def _options(p: argparse.ArgumentParser, default_w) -> None:
         help="explain a scan the checks think is not a whole-brain T1 (warned, and recorded in result.json)",
     )
     p.add_argument("--steps", type=int, default=int(STEPS.default), help="the grid's steps (from pure noise)")
-    p.add_argument("--solver", choices=SOLVERS, default=SOLVER, help="the step: DDIM or DPM-Solver++(2M)")
-    p.add_argument("--spacing", choices=SPACINGS, default=SPACING, help="the grid: even in timesteps or in log SNR")
+    add_solver_and_spacing(p)
     p.add_argument(
         "--start-strength",
         type=float,

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ..defaults import SOLVERS, SPACINGS
-from .common import add_command, add_overwrite, add_threads, output_folder, set_threads
+from .common import add_command, add_overwrite, add_solver_and_spacing, add_threads, output_folder, set_threads
 
 
 def _cmd_evaluate(args) -> int:
@@ -103,15 +102,14 @@ def _cmd_evaluate(args) -> int:
 
 def _real_scans(paths, out, model, classifier, settings) -> None:
     """The measures without ground truth on real T1s (evaluation/real_scans.py): real_scans.json and .md."""
+    import dataclasses
     import json
 
     from ..evaluation.real_scans import markdown, measure_real
     from ..sampling.blending import BlendConfig
-    from ..sampling.settings import SamplingConfig
 
-    sampling = SamplingConfig(  # the product's settings (commands/counterfactual.py)
-        steps=settings.steps, start_strength=settings.start_strength, injection=settings.injection, blend=BlendConfig()
-    )
+    # ours as the evaluation runs it (the product's settings): its grid, solver, injection, start, and blending
+    sampling = dataclasses.replace(settings.sampling(), start_strength=settings.start_strength, blend=BlendConfig())
     records = measure_real(
         model,
         classifier,
@@ -162,8 +160,7 @@ def register(sub) -> None:
     )
     p.add_argument("--default-w", type=float, default=None, help="w at which methods are compared (default 4)")
     p.add_argument("--steps", type=int, default=None, help="DDIM grid of every method (default 20; --fast 4)")
-    p.add_argument("--solver", choices=SOLVERS, default=None, help="the step of ours (default ddim)")
-    p.add_argument("--spacing", choices=SPACINGS, default=None, help="the grid's spacing (default time)")
+    add_solver_and_spacing(p, solver=None, spacing=None)  # None: EvaluationSettings' (DDIM, even timesteps)
     p.add_argument(
         "--start-strength",
         type=float,

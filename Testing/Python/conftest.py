@@ -57,6 +57,19 @@ def randomise(model: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torch.
     return model.eval()
 
 
+def count_unet_calls(monkeypatch, model: ClassConditionalUNet) -> list:
+    """Patch ``model``'s UNet to record one entry per forward pass (the cost the sampler's sharing saves)."""
+    calls = []
+    original = model.unet.forward
+
+    def counted(x, t, **kw):
+        calls.append(1)
+        return original(x, t, **kw)
+
+    monkeypatch.setattr(model.unet, "forward", counted)
+    return calls
+
+
 @pytest.fixture
 def tiny_model() -> ClassConditionalUNet:
     torch.manual_seed(0)

@@ -34,14 +34,9 @@ def test_toward_its_own_class_the_paired_change_is_exactly_zero(tiny_model, tiny
 
 
 def test_pairing_shares_the_reference_pass(monkeypatch, tiny_model, tiny_input):
-    calls = []
-    original = tiny_model.unet.forward
+    from conftest import count_unet_calls
 
-    def counted(x, t, **kw):
-        calls.append(1)
-        return original(x, t, **kw)
-
-    monkeypatch.setattr(tiny_model.unet, "forward", counted)
+    calls = count_unet_calls(monkeypatch, tiny_model)
     counterfactual(tiny_model, tiny_input, "AD", 2.0, FAST, seed=0)
     unpaired = len(calls)
     calls.clear()

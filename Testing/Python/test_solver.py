@@ -74,14 +74,9 @@ def test_log_snr_grid_runs_from_the_same_start_to_zero_without_repeats():
 
 def test_the_solver_runs_the_one_loop_paired_blended_and_repeatable(monkeypatch, tiny_model, tiny_input):
     sampling = SamplingConfig(steps=6, method="dpm++2m", spacing="log-snr", injection=None, blend=BlendConfig())
-    calls = []
-    original = tiny_model.unet.forward
+    from conftest import count_unet_calls
 
-    def counted(x, t, **kw):
-        calls.append(1)
-        return original(x, t, **kw)
-
-    monkeypatch.setattr(tiny_model.unet, "forward", counted)
+    calls = count_unet_calls(monkeypatch, tiny_model)
     one = counterfactual(tiny_model, tiny_input, "AD", (0.0, 2.0), sampling, seed=5, source="CN")
     steps = len(sampling_timesteps(Schedule(tiny_model.config.schedule), sampling))
     assert len(calls) == steps * 2 * (1 + 2)  # per step and class: w = 0 one pass, w = 2 two
