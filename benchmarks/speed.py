@@ -1,31 +1,70 @@
-"""Speed of the sampling loop against the naive loop, on the embedded model (and, without --quick, the paper grid).
+"""The product's counterfactual against the naive loop, on the embedded model; the UNet profiled; the paper grid.
 
-    python benchmarks/speed.py --quick        # < 1 min on a 2-core CPU; last line: speedup_vs_naive=X.XX
-    python benchmarks/speed.py --out benchmarks/results/speed_cpu.json
+    python benchmarks/speed.py --quick        # ~3 min on a 2-core CPU; last line: speedup_vs_naive=X.XX
+    python benchmarks/speed.py --out benchmarks/results/speed_cpu.json        # ~8 min: adds end to end and paper grid
 
-Naive loop: one full run per w -- at every step a reference pass, a conditional and an unconditional pass, nothing
-shared between w values, fp32. Optimised loop: the product's -- one run for the whole sweep with the reference pass
-shared by every w (it depends on neither w nor the class), the UNet under bfloat16 autocast where the CPU has it.
-Both run on the bundled sample with the same seed; their outputs are compared (max |difference|, and the SSIM to the
-input, which must agree within 0.005 on this one sample; `benchmarks/embedded_quality.py --precision` compares the
-held-out metrics). Each variant runs in a fresh process so that its peak memory is its own. Also printed: UNet
-forward time, FLOPs per pass and per counterfactual (torch's FlopCounterMode), this machine's measured
-matrix-multiply ceiling and the share of it the loop reaches, and the time to a result after the slider moves.
+Both loops make the same counterfactual: the paired, blended counterfactual of the bundled sample toward AD (paired
+with CN, the classifier's verdict), injection off (the product's choice for the embedded model), seed 0.
+
+- **naive**: the loop as issue 16 landed it -- one run per w, on the 50-step grid (15 steps from 30 %), fp32, exact
+  attention.
+- then one change at a time, each in a fresh process (so that its peak memory is its own): one run for the whole
+  sweep on the 20-step grid (6 steps; the trajectories share the first step's passes, where they all start from one
+  x_t), bfloat16 autocast, fewer keys in the large attention layers (``kv_stride`` 2): the last row is the product.
+
+Printed per row: seconds, UNet passes (counted), GFLOP (torch's FlopCounterMode) and the share of this machine's
+measured bf16/fp32 matrix-multiply ceiling, peak memory, and the held-out quality of that setting -- measured by
+``controlcg evaluate`` on the selection subjects (never the reported ones) and read from ``--quality`` (a JSON of
+summaries; see README "Performance" for the commands). Also: where one UNet pass spends its time (convolutions,
+attention, norms, the rest), library settings tried and not kept, and (without --quick) the command a user runs end
+to end and the paper configuration's pass and counterfactual.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import contextlib
 import json
 import multiprocessing as mp
 import os
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+HERE = Path(__file__).resolve().parent
+QUALITY = HERE / "results" / "quality_selection.json"
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    steps: int  # the grid from pure noise; the run keeps its last 30 %
+    precision: str
+    kv_stride: int
+    per_w: bool  # one run per w (nothing shared between w values)
+    quality: str  # its key in the quality file
+
+
+LADDER = (
+    Variant("naive", 50, "fp32", 1, True, "fp32-kv1-grid50"),
+    Variant("sweep, 20-step grid", 20, "fp32", 1, False, "fp32-kv1"),
+    Variant("+ bf16", 20, "bf16", 1, False, "bf16-kv1"),
+    Variant("+ kv stride 2 (product)", 20, "bf16", 2, False, "bf16-kv2"),
+)
+
+
+def _sampling(v: Variant):
+    from ControlCGLib.sampling.blending import BlendConfig
+    from ControlCGLib.sampling.settings import SamplingConfig
+
+    return SamplingConfig(
+        steps=v.steps, start_strength=0.3, precision=v.precision, kv_stride=v.kv_stride, injection=None,
+        blend=BlendConfig(),
+    )  # fmt: skip
 
 
 def _setup(threads: int):
@@ -43,39 +82,52 @@ def _setup(threads: int):
     return model, y0
 
 
-def _variant(kind: str, ws: list[float], steps: int, threads: int, y0: np.ndarray, queue) -> None:
-    """Child process: run one variant, report seconds, outputs and peak memory."""
+def _variant(v: Variant, ws: list[float], threads: int, y0: np.ndarray, queue) -> None:
+    """Child process: run one variant, report seconds, passes, outputs and peak memory."""
     import resource
 
     from ControlCGLib.model.checkpoints import load_checkpoint
     from ControlCGLib.resources import diffusion_dir
     from ControlCGLib.sampling.sampler import counterfactual
-    from ControlCGLib.sampling.settings import SamplingConfig
 
     torch.set_num_threads(threads)
     model, y0 = load_checkpoint(diffusion_dir()), torch.from_numpy(y0)
-    precision = "bf16" if "bf16" in kind else "fp32"
-    sampling = SamplingConfig(steps=steps, start_strength=0.3, precision=precision)
+    passes = _count_passes(model)
+    sampling = _sampling(v)
+    run = lambda scales: counterfactual(model, y0, "AD", scales, sampling, seed=0, source="CN")  # noqa: E731
+    run([ws[0]])  # warm-up (oneDNN primitive creation), not timed
+    passes.clear()
     began = time.perf_counter()
-    if kind == "naive":
-        images = {w: counterfactual(model, y0, "AD", [w], sampling, seed=0)[w] for w in ws}
-    else:  # "paired": the product's default since issue 16 (the source class's trajectory beside the target's)
-        source = "CN" if kind.endswith("paired") else None
-        images = counterfactual(model, y0, "AD", ws, sampling, seed=0, source=source).images
+    if v.per_w:
+        images = {w: run([w]).change(w) for w in ws}
+    else:
+        result = run(ws)
+        images = {w: result.change(w) for w in ws}
     seconds = time.perf_counter() - began
+    n_passes = len(passes)
     single = time.perf_counter()
-    if kind != "naive":  # the slider left the sweep: one new w alone
-        counterfactual(model, y0, "AD", [ws[0] + 0.5], sampling, seed=0, source=source)
+    run([ws[0] + 0.5])  # the slider left the sweep: one new w alone
     single = time.perf_counter() - single
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB on Linux
-    queue.put({"kind": kind, "seconds": seconds, "single_w_seconds": single, "peak_mib": peak,
-               "images": {w: x.numpy() for w, x in images.items()}})  # fmt: skip
+    queue.put({"seconds": seconds, "passes": n_passes, "single_w_seconds": single, "peak_mib": peak,
+               "changes": {w: x.numpy() for w, x in images.items()}})  # fmt: skip
 
 
-def _run(kind, ws, steps, threads, y0) -> dict:
+def _count_passes(model) -> list:
+    calls, original = [], model.unet.forward
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    model.unet.forward = counted
+    return calls
+
+
+def _run(v: Variant, ws, threads, y0) -> dict:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_variant, args=(kind, ws, steps, threads, y0.numpy(), queue))
+    proc = ctx.Process(target=_variant, args=(v, ws, threads, y0.numpy(), queue))
     proc.start()
     out = queue.get()
     proc.join()
@@ -96,33 +148,93 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def forward_cost(model, dtype: str, reps: int = 3) -> tuple[float, float]:
-    """(seconds, GFLOP) of one UNet pass on the model grid."""
-    from torch.utils.flop_counter import FlopCounterMode
+def _kv(model, kv_stride: int):
+    from ControlCGLib.sampling.injection import AttentionInjector
+
+    return AttentionInjector(model, (), kv_stride=kv_stride) if kv_stride > 1 else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _precision(dtype: str, model=None):
+    """bf16 autocast as the product runs it: with the weights channels-last (guided_step.weight_layout)."""
+    from ControlCGLib.sampling.guided_step import weight_layout
+
+    layout = weight_layout(model, dtype) if model is not None else contextlib.nullcontext()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"), layout:
+        yield
+
+
+def forward_cost(model, dtype: str, reps: int = 3, kv_stride: int = 1) -> tuple[float, float]:
+    """(seconds, GFLOP) of one UNet pass on the model grid. Torch's counter has no formula for the CPU's fused
+    attention kernel (it would count none of the attention); it is given the one it uses for the GPU kernels."""
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+    def attention_flop(query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query, key, value)
+
+    cpu_attention = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: attention_flop}
 
     x = torch.randn(1, 1, *model.config.grid)
     t = torch.full((1,), 500, dtype=torch.long)
     labels = model.labels(1, 1, "cpu")
-    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else torch.autocast("cpu", enabled=False)
-    with torch.no_grad(), ctx:
+    with torch.no_grad(), _precision(dtype, model), _kv(model, kv_stride):
         model(x, t, labels)
         seconds = min(_timed(lambda: model(x, t, labels)) for _ in range(reps))
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounterMode(display=False, custom_mapping=cpu_attention) as counter:
             model(x, t, labels)
     return seconds, counter.get_total_flops() / 1e9
 
 
-def rejected_changes(model) -> dict:
-    """Batching the conditional and unconditional passes, and channels-last-3d memory: each against the plain pass."""
-    out = {}
-    for precision in ("fp32", "bf16"):
-        one, _ = forward_cost(model, precision)
-        two = _batched_pass(model, precision)
-        out[f"batch cond+uncond ({precision})"] = f"{two * 1000:.0f} ms vs 2 x {one * 1000:.0f} ms"
-        model.to(memory_format=torch.channels_last_3d)
-        cl, _ = forward_cost(model, precision)
-        model.to(memory_format=torch.contiguous_format)
-        out[f"channels_last_3d ({precision})"] = f"{cl * 1000:.0f} ms vs {one * 1000:.0f} ms"
+CATEGORIES = {
+    "attention": ("scaled_dot_product", "flash_attention", "softmax", "bmm"),
+    "convolution": ("conv",),
+    "norm": ("group_norm", "layer_norm"),
+    "linear": ("addmm", "aten::mm", "linear"),
+}
+
+
+def pass_profile(model, dtype: str, kv_stride: int = 1) -> dict[str, float]:
+    """Milliseconds of one UNet pass per kind of operator (torch.profiler, self time of the leaf operators)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    x = torch.randn(1, 1, *model.config.grid)
+    t = torch.full((1,), 500, dtype=torch.long)
+    labels = model.labels(1, 1, "cpu")
+    with torch.no_grad(), _precision(dtype, model), _kv(model, kv_stride):
+        model(x, t, labels)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            model(x, t, labels)
+    out = dict.fromkeys((*CATEGORIES, "elementwise and copies"), 0.0)
+    for event in prof.key_averages():
+        kind = next((k for k, keys in CATEGORIES.items() if any(s in event.key for s in keys)), None)
+        out[kind or "elementwise and copies"] += event.self_cpu_time_total / 1000
+    return out
+
+
+def prediction_error(model, y0: torch.Tensor, timesteps=(263, 158, 53)) -> dict[str, dict[str, float]]:
+    """How far bf16 and fewer keys move the UNet's output from exact fp32 on the sample noised into the product's
+    window: relative L2 change of the conditional v, and of the guidance direction cond - uncond (which w
+    multiplies), the worst over ``timesteps``."""
+    from ControlCGLib.sampling.schedule import Schedule
+
+    schedule = Schedule(model.config.schedule)
+    noise = torch.randn((1, 1, *model.config.grid), generator=torch.Generator().manual_seed(0))
+    y = y0[None, None]
+
+    def v(x, t, label, dtype, kv):
+        with torch.no_grad(), _precision(dtype, model), _kv(model, kv):
+            return model(x, torch.full((1,), t, dtype=torch.long), model.labels(label, 1)).float()
+
+    out = {name: {"v": 0.0, "guidance": 0.0} for name in ("bf16", "kv2", "bf16+kv2")}
+    for t in timesteps:
+        x = schedule.q_sample(y, t, noise)
+        cond, uncond = v(x, t, 1, "fp32", 1), v(x, t, model.null_class, "fp32", 1)
+        for name, (dtype, kv) in {"bf16": ("bf16", 1), "kv2": ("fp32", 2), "bf16+kv2": ("bf16", 2)}.items():
+            c, u = v(x, t, 1, dtype, kv), v(x, t, model.null_class, dtype, kv)
+            moved = {"v": (c - cond).norm() / cond.norm(), "guidance": ((c - u) - (cond - uncond)).norm()}
+            moved["guidance"] = moved["guidance"] / (cond - uncond).norm()
+            for k, value in moved.items():
+                out[name][k] = max(out[name][k], float(value))
     return out
 
 
@@ -130,141 +242,184 @@ def _batched_pass(model, precision: str, reps: int = 3) -> float:
     x = torch.randn(2, 1, *model.config.grid)
     t = torch.full((2,), 500, dtype=torch.long)
     labels = torch.cat([model.labels(1, 1, "cpu"), model.labels(model.null_class, 1, "cpu")])
-    ctx = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
-    with torch.no_grad(), ctx:
+    with torch.no_grad(), _precision(precision, model):
         model(x, t, labels)
         return min(_timed(lambda: model(x, t, labels)) for _ in range(reps))
 
 
+def rejected_changes(model) -> dict:
+    """Library settings tried on the product's pass (bf16, kv stride 2), each against the plain pass."""
+    plain, _ = forward_cost(model, "bf16", kv_stride=2)
+    out = {"batch cond+uncond (bf16)": f"{_batched_pass(model, 'bf16') * 1000:.0f} ms vs 2 x {plain * 1000:.0f} ms"}
+    fp32, _ = forward_cost(model, "fp32", kv_stride=2)
+    model.to(memory_format=torch.channels_last_3d)
+    cl, _ = forward_cost(model, "fp32", kv_stride=2)
+    model.to(memory_format=torch.contiguous_format)
+    out["channels_last_3d in fp32 (kept in bf16)"] = f"{cl * 1000:.0f} ms vs {fp32 * 1000:.0f} ms"
+    flash = [m for m in model.modules() if hasattr(m, "use_flash_attention")]
+    for m in flash:
+        m.use_flash_attention = False
+    unfused, _ = forward_cost(model, "bf16")
+    for m in flash:
+        m.use_flash_attention = True
+    exact, _ = forward_cost(model, "bf16")
+    out["MONAI's unfused attention (bf16, exact keys)"] = f"{unfused * 1000:.0f} ms vs fused {exact * 1000:.0f} ms"
+    return out
+
+
+def compiled_pass(model) -> dict:
+    """torch.compile (inductor) on the product's pass: seconds to compile (the first call) and per pass after."""
+    from ControlCGLib.model.networks import ClassConditionalUNet
+
+    plain, _ = forward_cost(model, "bf16", kv_stride=2)
+    twin = ClassConditionalUNet(model.config).eval()
+    twin.load_state_dict(model.state_dict())
+    twin.unet = torch.compile(twin.unet)
+    x, t, labels = torch.randn(1, 1, *model.config.grid), torch.full((1,), 500, dtype=torch.long), model.labels(1, 1)
+    with torch.no_grad(), _precision("bf16", twin), _kv(twin, 2):
+        first = _timed(lambda: twin(x, t, labels))
+        after = min(_timed(lambda: twin(x, t, labels)) for _ in range(3))
+    return {"compile_seconds": first, "pass_seconds": after, "plain_pass_seconds": plain}
+
+
 def end_to_end(threads: int) -> dict:
-    """Wall time of the command a user runs (process start, loading, registration, sampling, writing)."""
+    """Wall time of the command a user runs (process start, loading, registration, sampling, writing): the first
+    run on a machine (no memory estimate cached yet), the next one, and the panel's six-w sweep."""
     import subprocess
     import sys
     import tempfile
 
+    from ControlCGLib.defaults import SLICER_SWEEP
     from ControlCGLib.resources import sample_scan
 
     out = {}
-    for precision in ("fp32", "auto"):
-        with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "CONTROLCG_CACHE_DIR": f"{tmp}/cache"}
+        for name, ws in (("first run, one w", ["4"]), ("next run, one w", ["4"]), ("six w", SLICER_SWEEP)):
             cmd = [sys.executable, "-m", "ControlCGLib.cli", "counterfactual", str(sample_scan()), "--target", "AD"]
-            cmd += ["--w", "4", "--out", f"{tmp}/o", "--threads", str(threads), "--precision", precision]
-            out[precision] = _timed(lambda c=cmd: subprocess.run(c, check=True, capture_output=True))
+            cmd += ["--w", *map(str, ws), "--out", f"{tmp}/{len(out)}", "--threads", str(threads)]
+            out[name] = _timed(lambda c=cmd: subprocess.run(c, check=True, capture_output=True, env=env))
     return out
 
 
-def _ssim_gap(y0, images, reference) -> float:
-    ours, theirs = _ssim_to_input(y0, images), _ssim_to_input(y0, reference)
-    return max(abs(ours[w] - theirs[w]) for w in ours)
+def paper_configuration() -> dict:
+    """The paper preset (80 x 96 x 80, untrained weights: speed only): one bf16 pass (contiguous weights, and as the
+    product holds them), and the passes of a counterfactual with injection on (the reference pass every step;
+    trajectories share the first step's passes) -- as the paper samples (pure noise, unpaired) and as the product
+    does (30 % start, paired), on the 20- and 50-step grids."""
+    from ControlCGLib.model.config import preset
+    from ControlCGLib.model.networks import ClassConditionalUNet
+
+    paper = ClassConditionalUNet(preset("paper")).eval()
+    out = {"pass": {}}
+    x = torch.randn(1, 1, *paper.config.grid)
+    t, labels = torch.full((1,), 500, dtype=torch.long), paper.labels(1, 1)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        paper(x, t, labels)
+        out["pass"]["bf16 contiguous"] = _timed(lambda: paper(x, t, labels))
+    for kv in (1, 2):
+        seconds, gflop = forward_cost(paper, "bf16", reps=1, kv_stride=kv)
+        out["pass"][f"bf16 kv{kv}"] = seconds
+        out[f"gflop_kv{kv}"] = gflop
+    out["passes"] = {}
+    for grid in (20, 50):
+        for name, strength, paired in (("paper: pure noise, unpaired", 1.0, False), ("product: 30 %, paired", 0.3, 1)):
+            steps = max(1, round(grid * strength))
+            per_step, first = (4, 3) if paired else (2, 2)
+            out["passes"][f"{name}, {grid}-step grid"] = steps + first + per_step * (steps - 1)
+    return out
 
 
-def _ssim_to_input(y0, images) -> dict:
-    from ControlCGLib.evaluation.metrics import ssim
-    from ControlCGLib.imaging.intensity import from_model_range
-
-    unit = np.clip(from_model_range(y0.numpy()), 0, 1)
-    return {w: ssim(unit, np.clip(from_model_range(x), 0, 1)) for w, x in images.items()}
+def _load_quality(path: Path | None) -> dict:
+    if path is None or not Path(path).exists():
+        return {}
+    return json.loads(Path(path).read_text())
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="embedded model only, 3 w values on a 20-step grid")
+    p.add_argument("--quick", action="store_true", help="3 w values; no end to end, no paper grid")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quality", type=Path, default=QUALITY, help="held-out quality per setting (JSON)")
     p.add_argument("--out", default=None, help="write the figures as JSON here")
+    p.add_argument("--try-compile", action="store_true", help="also time torch.compile on the pass (~1 min)")
     args = p.parse_args()
 
     ws = [2.0, 4.0, 6.0] if args.quick else [2.0, 4.0, 6.0, 8.0]
-    steps = 20 if args.quick else 50
     torch.set_num_threads(args.threads)
     model, y0 = _setup(args.threads)
     ceiling = {"fp32": matmul_ceiling(torch.float32), "bf16": matmul_ceiling(torch.bfloat16)}
-    fwd = {d: forward_cost(model, d) for d in ("fp32", "bf16")}
-    from ControlCGLib.sampling.sampler import sampling_timesteps
-    from ControlCGLib.sampling.schedule import Schedule
-    from ControlCGLib.sampling.settings import SamplingConfig
-
-    n_steps = len(sampling_timesteps(Schedule(model.config.schedule), SamplingConfig(steps=steps, start_strength=0.3)))
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    extras = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
     device = (
-        f"CPU, {os.cpu_count()} cores ({platform.machine()}{', avx512_bf16' if 'avx512_bf16' in flags else ''}), "
-        f"{args.threads} threads, torch {torch.__version__}"
+        f"CPU, {os.cpu_count()} cores ({', '.join([platform.machine(), *extras])}), {args.threads} threads, "
+        f"torch {torch.__version__}"
     )
+    report: dict = {"device": device, "ws": ws, "ceiling_gflops": ceiling, "forward": {}, "profile": {}}
     print(f"device: {device}")
     print(f"matmul ceiling: fp32 {ceiling['fp32']:.0f} GFLOP/s, bf16 {ceiling['bf16']:.0f} GFLOP/s")
-    for d, (s, g) in fwd.items():
-        print(f"embedded UNet forward ({d}): {s * 1000:.0f} ms, {g:.2f} GFLOP")
-    print(f"sweep w = {ws}, {n_steps} steps (a {steps}-step grid from 30 %)")
+    for dtype, kv in (("fp32", 1), ("bf16", 1), ("bf16", 2)):
+        seconds, gflop = forward_cost(model, dtype, kv_stride=kv)
+        share = gflop / seconds / ceiling[dtype]
+        report["forward"][f"{dtype}-kv{kv}"] = {"seconds": seconds, "gflop": gflop, "ceiling_share": share}
+        profile = pass_profile(model, dtype, kv)
+        report["profile"][f"{dtype}-kv{kv}"] = profile
+        parts = ", ".join(f"{k} {v:.0f}" for k, v in profile.items())
+        print(f"UNet pass {dtype} kv{kv}: {seconds * 1000:.0f} ms, {gflop:.1f} GFLOP, {100 * share:.0f} % of the "
+              f"{dtype} ceiling; ms by kind: {parts}")  # fmt: skip
 
-    kinds = ("naive", "optimised-bf16", "optimised-bf16-paired")
-    if not args.quick:
-        kinds = ("naive", "optimised-fp32", "optimised-bf16", "optimised-bf16-paired")
-    runs = {k: _run(k, ws, steps, args.threads, y0) for k in kinds}
-    if _ssim_gap(y0, runs["optimised-bf16"]["images"], runs["naive"]["images"]) >= 0.005 and args.quick:
-        runs["optimised-fp32"] = _run("optimised-fp32", ws, steps, args.threads, y0)  # bf16 changed the result
-    naive = runs["naive"]
-    report = {"device": device, "ws": ws, "steps": n_steps, "ceiling_gflops": ceiling, "forward": fwd, "variants": {}}
-    for kind, r in runs.items():
-        diff = max(float(np.abs(r["images"][w] - naive["images"][w]).max()) for w in ws)
-        ssim_gap = _ssim_gap(y0, r["images"], naive["images"])
-        passes = n_steps * len(ws) * 3 if kind == "naive" else n_steps * (1 + 2 * len(ws))
-        if kind.endswith("paired"):
-            passes = n_steps * (1 + 4 * len(ws))  # one reference pass shared by both classes and every w
-        precision = "bf16" if "bf16" in kind else "fp32"
-        gflop = passes * fwd[precision][1]
-        share = gflop / r["seconds"] / ceiling[precision]
-        report["variants"][kind] = {
-            "seconds": r["seconds"],
-            "per_counterfactual_seconds": r["seconds"] / len(ws),
-            "single_w_seconds": r["single_w_seconds"] or None,
-            "peak_mib": r["peak_mib"],
-            "unet_passes": passes,
-            "gflop": gflop,
-            "ceiling_share": share,
-            "max_abs_diff_vs_naive": diff,
-            "max_ssim_gap_vs_naive": ssim_gap,
-            "speedup_vs_naive": naive["seconds"] / r["seconds"],
-        }
-        print(
-            f"{kind:15s} {r['seconds']:6.1f} s for {len(ws)} w ({r['seconds'] / len(ws):.1f} s each), "
-            f"{passes} passes, {gflop:.0f} GFLOP, {100 * share:.1f} % of the {precision} ceiling, peak "
-            f"{r['peak_mib']:.0f} MiB, max |diff| vs naive {diff:.2e}, SSIM gap {ssim_gap:.4f}, "
-            f"x{naive['seconds'] / r['seconds']:.2f}"
-        )
-    best = (
-        "optimised-bf16" if report["variants"]["optimised-bf16"]["max_ssim_gap_vs_naive"] < 0.005 else "optimised-fp32"
-    )
-    b = report["variants"][best]
-    paired = report["variants"]["optimised-bf16-paired"]["seconds"] / report["variants"]["optimised-bf16"]["seconds"]
-    report["paired_cost_vs_unpaired"] = paired
-    print(f"paired counterfactual (the product's default): x{paired:.2f} the time of the unpaired sweep")
-    print(
-        "slider: a w of the precomputed sweep = a lookup (no computation); "
-        f"a new w alone: {b['single_w_seconds']:.1f} s"
-    )
+    report["prediction_error"] = prediction_error(model, y0)
+    for name, e in report["prediction_error"].items():
+        print(f"{name} vs exact fp32: v moves {100 * e['v']:.2f} %, the guidance direction {100 * e['guidance']:.1f} %")
+    quality = _load_quality(args.quality)
+    runs = {v.name: _run(v, ws, args.threads, y0) for v in LADDER}
+    naive = runs[LADDER[0].name]
+    report["variants"] = {}
+    print(f"\nthe paired, blended counterfactual toward AD of the sample, sweep w = {ws}")
+    for v in LADDER:
+        r = runs[v.name]
+        gflop = r["passes"] * report["forward"][f"{v.precision}-kv{v.kv_stride}"]["gflop"]
+        share = gflop / r["seconds"] / ceiling[v.precision]
+        diff = max(float(np.abs(r["changes"][w] - naive["changes"][w]).max()) for w in ws)
+        q = quality.get("settings", {}).get(v.quality)
+        report["variants"][v.name] = {
+            **{k: r[k] for k in ("seconds", "passes", "single_w_seconds", "peak_mib")},
+            "gflop": gflop, "ceiling_share": share, "max_abs_change_diff_vs_naive": diff,
+            "speedup_vs_naive": naive["seconds"] / r["seconds"], "held_out": q,
+        }  # fmt: skip
+        held = "not measured" if q is None else ", ".join(f"{k} {q[k]:.3f}" for k in ("ssim_true_cf", "auroc", "dice"))
+        if q is not None:
+            held += f", flip (judge) {q['flip_judge']:.2f}"
+        print(f"{v.name:26s} {r['seconds']:6.1f} s, {r['passes']:3d} passes, {gflop:5.0f} GFLOP, "
+              f"{100 * share:3.0f} % of the {v.precision} ceiling, peak {r['peak_mib']:.0f} MiB, "
+              f"x{naive['seconds'] / r['seconds']:.2f}; a new w alone {r['single_w_seconds']:.1f} s; "
+              f"held out: {held}")  # fmt: skip
+    if quality:
+        print(f"held-out quality: {quality.get('measured', '')}")
+
     if not args.quick:
         report["rejected"] = rejected_changes(model)
         for name, r in report["rejected"].items():
-            print(f"measured, not kept: {name}: {r}")
+            print(f"tried, not kept: {name}: {r}")
+        if args.try_compile:
+            c = report["compiled"] = compiled_pass(model)
+            print(f"tried, not kept: torch.compile (inductor): {c['compile_seconds']:.0f} s to compile, then "
+                  f"{c['pass_seconds'] * 1000:.0f} ms vs {c['plain_pass_seconds'] * 1000:.0f} ms a pass")  # fmt: skip
         report["end_to_end"] = end_to_end(args.threads)
         for name, seconds in report["end_to_end"].items():
-            print(f"end to end, controlcg counterfactual sample --w 4 ({name}): {seconds:.1f} s")
-        from ControlCGLib.model.config import preset
-        from ControlCGLib.model.networks import ClassConditionalUNet
-
-        paper = ClassConditionalUNet(preset("paper")).eval()  # fused attention on (the preset's choice)
-        report["paper_forward"] = {d: forward_cost(paper, d, reps=1) for d in ("fp32", "bf16")}
-        unfused = preset("paper")
-        unfused = unfused.replace(unet=dataclasses.replace(unfused.unet, use_flash_attention=False))
-        s_unfused, _ = forward_cost(ClassConditionalUNet(unfused).eval(), "bf16", reps=1)
-        report["paper_forward_bf16_without_fused_attention"] = s_unfused
-        print(f"paper UNet forward (bf16) without fused attention: {s_unfused:.2f} s")
-        for d, (s, g) in report["paper_forward"].items():
-            est = 50 * 3 * s
-            print(f"paper UNet 80x96x80 forward ({d}): {s:.2f} s, {g:.0f} GFLOP; 50 steps x 3 passes ~ {est:.0f} s")
+            print(f"end to end, controlcg counterfactual <sample> --target AD ({name}): {seconds:.1f} s")
+        paper = paper_configuration()
+        report["paper"] = paper
+        passes = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in paper["pass"].items())
+        print(f"paper configuration, one pass: {passes} ({paper['gflop_kv1']:.0f} / {paper['gflop_kv2']:.0f} GFLOP)")
+        s = paper["pass"]["bf16 kv2"]
+        for name, n in paper["passes"].items():
+            print(f"paper configuration, a counterfactual ({name}): {n} passes ~ {n * s / 60:.1f} min")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"speedup_vs_naive={b['speedup_vs_naive']:.2f}")
+    product = report["variants"][LADDER[-1].name]
+    print(f"speedup_vs_naive={product['speedup_vs_naive']:.2f}")
 
 
 if __name__ == "__main__":

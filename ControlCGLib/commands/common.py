@@ -6,7 +6,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from ..defaults import DEVICE, DEVICES, PRECISION, PRECISIONS, SOLVER, SOLVERS, SPACING, SPACINGS
+from ..defaults import DEVICE, DEVICES, KV_STRIDE, PRECISION, PRECISIONS, SOLVER, SOLVERS, SPACING, SPACINGS
 
 
 def add_command(sub, name: str, help: str, func) -> argparse.ArgumentParser:
@@ -33,10 +33,22 @@ def add_device_and_precision(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_solver_and_spacing(p: argparse.ArgumentParser, solver: str | None = SOLVER, spacing: str | None = SPACING):
-    """The sampling loop's step and its grid (``None`` defaults: the caller's own settings decide)."""
+def add_solver_and_spacing(
+    p: argparse.ArgumentParser,
+    solver: str | None = SOLVER,
+    spacing: str | None = SPACING,
+    kv_stride: int | None = int(KV_STRIDE.default),
+):
+    """The sampling loop's step, its grid and its attention's key stride (``None`` defaults: the caller's own settings
+    decide)."""
     p.add_argument("--solver", choices=SOLVERS, default=solver, help="the step: DDIM or DPM-Solver++(2M)")
     p.add_argument("--spacing", choices=SPACINGS, default=spacing, help="the grid: even in timesteps or in log SNR")
+    p.add_argument(
+        "--kv-stride",
+        type=int,
+        default=kv_stride,
+        help="keys and values of the large self-attention layers averaged over stride^3 token blocks; 1 = exact",
+    )
 
 
 def set_threads(threads: int) -> None:

@@ -15,6 +15,7 @@ from ..defaults import (
     EXIT_OK,
     INJECTION,
     INJECTIONS,
+    KV_STRIDE,
     SEED,
     SOLVER,
     SOLVERS,
@@ -46,6 +47,7 @@ class CounterfactualRequest:
     steps: int = int(STEPS.default)
     solver: str = SOLVER
     spacing: str = SPACING
+    kv_stride: int = int(KV_STRIDE.default)
     start_strength: float = START_STRENGTH.default
     injection: str = INJECTION  # "auto": on for a paper-preset model only (defaults.INJECTION)
     blend: bool = BLEND  # keep the input outside the changing region during sampling (sampling/blending.py)
@@ -65,6 +67,7 @@ class CounterfactualRequest:
         STEPS.check(self.steps, "--steps")
         START_STRENGTH.check(self.start_strength, "--start-strength")
         SEED.check(self.seed, "--seed")
+        KV_STRIDE.check(self.kv_stride, "--kv-stride")
         if self.solver not in SOLVERS:
             raise ValueError(f"--solver must be one of {SOLVERS}, got {self.solver!r}")
         if self.spacing not in SPACINGS:
@@ -91,6 +94,7 @@ class CounterfactualRequest:
             steps=args.steps,
             solver=args.solver,
             spacing=args.spacing,
+            kv_stride=args.kv_stride,
             start_strength=args.start_strength,
             injection=args.injection,
             blend=args.blend,
@@ -173,6 +177,7 @@ def run(request: CounterfactualRequest, should_stop) -> int:
         steps=request.steps,
         method=request.solver,
         spacing=request.spacing,
+        kv_stride=request.kv_stride,
         start_strength=request.start_strength,
         injection=product_injection(request.injection, model.config.name),
         blend=BlendConfig() if request.blend else None,
@@ -253,10 +258,11 @@ def _check_memory(model, n_scales: int, sampling, device: str, input_path: str) 
     import dataclasses
 
     from ..imaging.reading import header_voxels
-    from ..sampling.memory import check_fits, estimate, native_bytes
+    from ..sampling.memory import cache_file, check_fits, estimate, native_bytes
 
     try:
-        est = estimate(model.config, n_scales, sampling.precision, sampling.injection, device)
+        config, kv = model.config, sampling.kv_stride
+        est = estimate(config, n_scales, sampling.precision, sampling.injection, device, kv, cache=cache_file())
     except Exception as exc:  # the trace leans on torch internals; it must never be what stops a run
         print(f"WARNING: no memory estimate ({type(exc).__name__}: {exc}); running without it", file=sys.stderr)
         return

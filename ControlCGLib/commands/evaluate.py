@@ -29,6 +29,8 @@ def _cmd_evaluate(args) -> int:
         "start_strength": args.start_strength,
         "solver": args.solver,
         "spacing": args.spacing,
+        "kv_stride": args.kv_stride,
+        "precision": args.precision,
     }
     changes = {k: v for k, v in given.items() if v is not None}
     if args.start_strength is not None:
@@ -160,7 +162,10 @@ def register(sub) -> None:
     )
     p.add_argument("--default-w", type=float, default=None, help="w at which methods are compared (default 4)")
     p.add_argument("--steps", type=int, default=None, help="DDIM grid of every method (default 20; --fast 4)")
-    add_solver_and_spacing(p, solver=None, spacing=None)  # None: EvaluationSettings' (DDIM, even timesteps)
+    add_solver_and_spacing(p, solver=None, spacing=None, kv_stride=None)  # None: EvaluationSettings'
+    p.add_argument(
+        "--precision", choices=("fp32", "bf16"), default=None, help="UNet arithmetic of every method (default fp32)"
+    )
     p.add_argument(
         "--start-strength",
         type=float,

@@ -53,6 +53,7 @@ class EvaluationSettings:
     baselines: tuple | None = None  # baselines.Method entries; None: the paper's five, (): ours alone
     injection: InjectionConfig | None = None  # ours, as the product runs the embedded model (defaults.INJECTION)
     precision: str = "fp32"
+    kv_stride: int = 1  # > 1: the sampling passes of every method attend to fewer keys (token_downsampling.py)
     axioms: bool = True  # composition and reversibility on the axioms seed (benchmarks may skip their two runs)
     anchors: bool = True  # identity and oracle rows at the default w
     ablations: tuple[str, ...] = ABLATIONS  # variants of ours at the default w (names above); (): none
@@ -81,6 +82,7 @@ class EvaluationSettings:
             spacing=self.spacing,
             injection=self.injection,
             precision=self.precision,
+            kv_stride=self.kv_stride,
         )
 
 

@@ -9,17 +9,22 @@ The behaviour lives in :class:`InjectedSelfAttention`, a thin wrapper put in pla
 no processor hook) by :class:`AttentionInjector` and taken out again on removal, so the model is left holding its
 original modules: same objects, same state dict. The injector never counts calls; the sampler says what to do
 through :meth:`AttentionInjector.recording` / :meth:`AttentionInjector.injecting`.
+
+The same wrapper gives the large layers fewer keys and values when a key/value stride is asked for
+(token_downsampling.py): the one place that decides what a self-attention layer attends to.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from monai.networks.blocks.selfattention import SABlock
 from torch import nn
+
+from .token_downsampling import downsample_tokens, downsampled, token_grid
 
 #: Layer groups by where they sit in MONAI's DiffusionModelUNet.
 GROUPS = {"down": "down_blocks.", "mid": "middle_block.", "up": "up_blocks."}
@@ -63,7 +68,10 @@ def select_layers(model: nn.Module, layers: Iterable[str]) -> list[str]:
 
 def _check_supported(layer: SABlock, name: str) -> None:
     if layer.rel_positional_embedding is not None or layer.causal:
-        raise ValueError(f"attention injection does not support relative position embeddings or causal masks ({name})")
+        raise ValueError(
+            "attention injection and key downsampling do not support relative position embeddings or causal "
+            f"masks ({name})"
+        )
 
 
 def _project(layer: SABlock, x: torch.Tensor, which: int) -> torch.Tensor:
@@ -81,13 +89,21 @@ def _project(layer: SABlock, x: torch.Tensor, which: int) -> torch.Tensor:
 
 def reference_attention(layer: SABlock, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """Eq. 8 through ``layer``'s own projections: Q from ``x``, K and V from concat(reference, x)."""
+    return attend(layer, x, _with_reference(x, reference))
+
+
+def _with_reference(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     if reference.shape[0] != x.shape[0]:
         if reference.shape[0] != 1 or reference.shape[1:] != x.shape[1:]:
             raise ValueError(
                 f"reference tokens {tuple(reference.shape)} do not fit the generated tokens {tuple(x.shape)}"
             )
         reference = reference.expand(x.shape[0], *reference.shape[1:])
-    kv_tokens = torch.cat([reference.to(x.dtype), x], dim=1)
+    return torch.cat([reference.to(x.dtype), x], dim=1)
+
+
+def attend(layer: SABlock, x: torch.Tensor, kv_tokens: torch.Tensor) -> torch.Tensor:
+    """``layer``'s attention with its own projections: Q from ``x``, K and V from ``kv_tokens``."""
     q = _project(layer, x, 0)
     k = _project(layer, kv_tokens, 1)
     v = _project(layer, kv_tokens, 2)
@@ -107,30 +123,55 @@ def reference_attention(layer: SABlock, x: torch.Tensor, reference: torch.Tensor
 
 
 class InjectedSelfAttention(nn.Module):
-    """Stands in for one SABlock while injection is installed; ``layer`` is the original module."""
+    """Stands in for one SABlock while the injector is installed; ``layer`` is the original module. ``injects``: the
+    layer records and injects the reference (Eq. 8); ``stride`` > 1: a layer of at least ``min_tokens`` tokens takes
+    its keys and values (and the reference's) averaged over stride^3 blocks of its tokens' grid (token_downsampling)."""
 
-    def __init__(self, layer: SABlock, name: str, injector: AttentionInjector):
+    def __init__(
+        self,
+        layer: SABlock,
+        name: str,
+        injector: AttentionInjector,
+        injects: bool = True,
+        stride: int = 1,
+        grid: tuple[int, ...] | None = None,
+        min_tokens: int | None = None,
+    ):
         super().__init__()
         self.layer = layer
         self.name = name
         self._injector = injector  # plain attribute: not a submodule
+        self.injects = injects
+        self.stride = stride
+        self.grid = grid
+        self.min_tokens = min_tokens
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        mode = self._injector.mode
+        mode = self._injector.mode if self.injects else "off"
         if mode == "record":
             self._injector.tokens[self.name] = x.detach()
-        elif mode == "inject":
-            if attn_mask is not None:
-                raise ValueError(f"attention injection does not support attention masks ({self.name})")
+        fewer = downsampled(x.shape[1], self.stride, self.min_tokens)
+        if mode != "inject" and not fewer:
+            return self.layer(x, attn_mask)
+        if attn_mask is not None:
+            raise ValueError(f"attention injection and key downsampling do not support attention masks ({self.name})")
+        keys = x
+        if fewer:
+            shape = token_grid(x.shape[1], self.grid)
+            keys = downsample_tokens(x, shape, self.stride)
+        if mode == "inject":
             reference = self._injector.tokens.get(self.name)
             if reference is None:
                 raise RuntimeError(f"no reference tokens recorded for {self.name}; run a recording pass first")
-            return reference_attention(self.layer, x, reference)
-        return self.layer(x, attn_mask)
+            if fewer:
+                reference = downsample_tokens(reference, shape, self.stride)
+            keys = _with_reference(keys, reference)
+        return attend(self.layer, x, keys)
 
 
 class AttentionInjector:
-    """Installs reference-attention injection on chosen self-attention layers of a model, and removes it.
+    """Installs reference-attention injection on chosen self-attention layers of a model, and removes it; with
+    ``kv_stride`` > 1 also fewer keys and values on every large self-attention layer (``grid``: the model grid).
 
     Use as a context manager (removal is guaranteed, also after an error)::
 
@@ -141,9 +182,28 @@ class AttentionInjector:
                 model(x_t, t, c)             # Eq. 8 in every chosen layer
     """
 
-    def __init__(self, model: nn.Module, layers: Iterable[str] = ("down", "mid", "up")):
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Iterable[str] = ("down", "mid", "up"),
+        kv_stride: int = 1,
+        grid: Sequence[int] | None = None,
+        min_tokens: int | None = None,
+    ):
+        layers = tuple(layers)
+        if kv_stride < 1 or int(kv_stride) != kv_stride:
+            raise ValueError(f"the key/value stride must be a whole number >= 1, got {kv_stride!r}")
+        if kv_stride > 1 and grid is None:
+            grid = getattr(getattr(model, "config", None), "grid", None)
+            if grid is None:
+                raise ValueError("key/value downsampling needs the model grid (pass grid=)")
         self.model = model
-        self.layer_names = select_layers(model, tuple(layers))
+        self.injected = select_layers(model, layers) if layers else []
+        every = list(self_attention_layers(model))
+        self.layer_names = every if kv_stride > 1 else self.injected
+        if not self.layer_names:
+            raise ValueError("nothing to install: no layer injects and the key/value stride is 1")
+        self.kv_stride, self.grid, self.min_tokens = int(kv_stride), grid, min_tokens
         self.mode: str = "off"
         self.tokens: dict[str, torch.Tensor] = {}
         self._originals: dict[str, SABlock] = {}
@@ -164,7 +224,10 @@ class AttentionInjector:
             parent_name, _, attr = name.rpartition(".")
             parent = self.model.get_submodule(parent_name) if parent_name else self.model
             original = getattr(parent, attr)
-            setattr(parent, attr, InjectedSelfAttention(original, name, self))
+            wrapper = InjectedSelfAttention(
+                original, name, self, name in self.injected, self.kv_stride, self.grid, self.min_tokens
+            )
+            setattr(parent, attr, wrapper)
             self._originals[name] = original
         return self
 

@@ -158,7 +158,7 @@ def counterfactual(
     labels = [target_index] + ([source_index] if source_index not in (None, target_index) else [])
     xs = {(c, w): start.clone() for c in labels for w in ws}
 
-    guided = GuidedStep(model, labels, injection, sampling.precision)
+    guided = GuidedStep(model, labels, injection, sampling.precision, sampling.kv_stride)
     blend = None
     if sampling.blend is not None:  # its noise from a generator of its own: the loop's stream stays as it was
         blend_noise = sample_noise(shape, make_generator(seed + 104729), noise_cfg).to(device, dtype)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from ..defaults import PAPER_START_STRENGTH, START_STRENGTH, STEPS
+from ..defaults import KV_STRIDE, PAPER_START_STRENGTH, START_STRENGTH, STEPS
 from ..model.config import NOISE_KINDS, ConfigError, NoiseKind
 from .blending import BlendConfig
 
@@ -74,6 +74,7 @@ class SamplingConfig:
     injection: InjectionConfig | None = field(default_factory=InjectionConfig)
     blend: BlendConfig | None = None  # mask-guided blending of the input (blending.py); the product passes it
     precision: Precision = "fp32"  # "bf16": UNet passes under bfloat16 autocast (the scheduler stays fp32)
+    kv_stride: int = 1  # > 1: large self-attention layers' keys averaged over stride^3 blocks (token_downsampling)
 
     def __post_init__(self):
         for setting, value in ((STEPS, self.steps), (START_STRENGTH, self.start_strength)):
@@ -81,6 +82,10 @@ class SamplingConfig:
                 setting.check(value, "sampling." + setting.name.replace(" ", "_"))
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
+        try:
+            KV_STRIDE.check(self.kv_stride, "sampling.kv_stride")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         exact = get_args(Precision)
         if self.precision not in exact:
             raise ConfigError(f"sampling.precision must be one of {exact}, got {self.precision!r}")

@@ -3,6 +3,9 @@ predicts exactly 0 and would hide bugs), and the trained toy model (trained once
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 import torch
 
@@ -10,6 +13,9 @@ from ControlCGLib.model.config import ModelConfig, NoiseConfig, ScheduleConfig, 
 from ControlCGLib.model.networks import ClassConditionalUNet
 
 torch.set_num_threads(2)
+# The command line keeps traced memory estimates in the user's cache folder (sampling/memory.py); tests use their own,
+# inherited by the commands they launch.
+os.environ["CONTROLCG_CACHE_DIR"] = tempfile.mkdtemp(prefix="controlcg-test-cache-")
 
 
 def tiny_config(**changes) -> ModelConfig:

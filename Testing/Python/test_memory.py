@@ -91,3 +91,28 @@ def test_unknown_free_memory_skips_the_check_and_loaded_weights_count_once():
     with pytest.raises(ValueError):
         memory.check_fits(est, free=tight)
     assert memory.native_bytes(1000, 2) == 4 * 1000 * 10
+
+
+def test_the_traced_bytes_are_kept_in_a_cache_that_may_be_missing_or_corrupt(monkeypatch, tmp_path):
+    cache = tmp_path / "cache" / "memory.json"
+    first = memory.estimate(TINY, 2, "bf16", INJECTION, cache=cache)
+    assert cache.exists()
+    monkeypatch.setattr(memory, "_trace", lambda *a: pytest.fail("traced again although the cache knows it"))
+    assert memory.estimate(TINY, 2, "bf16", INJECTION, cache=cache) == first
+    monkeypatch.undo()
+    other = memory.estimate(TINY, 2, "bf16", INJECTION, kv_stride=2, cache=cache)  # another setting: its own entry
+    assert len(__import__("json").loads(cache.read_text())) == 2 and other.weights == first.weights
+    cache.write_text("{not json")
+    assert memory.estimate(TINY, 2, "bf16", INJECTION, cache=cache) == first  # traced again, and the file repaired
+    assert len(__import__("json").loads(cache.read_text())) == 1
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    assert memory.estimate(TINY, 2, "bf16", INJECTION, cache=blocked / "memory.json") == first  # cannot be written
+
+
+def test_the_cache_lives_in_the_users_cache_folder(monkeypatch, tmp_path):
+    monkeypatch.delenv("CONTROLCG_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert memory.cache_file() == tmp_path / "controlcg" / "memory.json"
+    monkeypatch.setenv("CONTROLCG_CACHE_DIR", str(tmp_path / "mine"))
+    assert memory.cache_file() == tmp_path / "mine" / "memory.json"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import torch
@@ -13,6 +14,7 @@ SPEED = Path(__file__).resolve().parents[2] / "benchmarks" / "speed.py"
 def _speed():
     spec = importlib.util.spec_from_file_location("speed_benchmark", SPEED)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -24,3 +26,25 @@ def test_ceiling_and_forward_cost_measure_something(tiny_model):
         seconds, gflop = speed.forward_cost(tiny_model, precision, reps=1)
         assert seconds > 0 and gflop > 0
     assert speed._batched_pass(tiny_model, "fp32", reps=1) > 0
+
+
+def test_the_pass_profile_sorts_operators_into_kinds(monkeypatch, tiny_model):
+    from ControlCGLib.sampling import token_downsampling
+
+    speed = _speed()
+    monkeypatch.setattr(token_downsampling, "MIN_TOKENS", 64)
+    exact = speed.pass_profile(tiny_model, "fp32")
+    assert exact["convolution"] > 0 and exact["attention"] > 0 and exact["norm"] > 0
+    _, flop_exact = speed.forward_cost(tiny_model, "fp32", reps=1)
+    _, flop_fewer = speed.forward_cost(tiny_model, "fp32", reps=1, kv_stride=2)
+    assert flop_fewer < flop_exact  # fewer keys: fewer attention FLOPs, counted
+
+
+def test_every_rung_of_the_ladder_names_its_quality_entry():
+    speed = _speed()
+    assert speed.LADDER[0].per_w and speed.LADDER[0].steps == 50 and speed.LADDER[0].precision == "fp32"
+    product = speed.LADDER[-1]
+    from ControlCGLib.defaults import KV_STRIDE, STEPS
+
+    assert (product.steps, product.kv_stride, product.per_w) == (STEPS.default, KV_STRIDE.default, False)
+    assert len({v.quality for v in speed.LADDER}) == len(speed.LADDER)
