@@ -1,7 +1,7 @@
 """The product's counterfactual against the naive loop, on the embedded model; the UNet profiled; the paper grid.
 
-    python benchmarks/speed.py --quick        # ~3 min on a 2-core CPU; last line: speedup_vs_naive=X.XX
-    python benchmarks/speed.py --out benchmarks/results/speed_cpu.json        # ~8 min: adds end to end and paper grid
+    python benchmarks/speed.py --quick        # ~5 min on a 2-core CPU; last line: speedup_vs_naive=X.XX
+    python benchmarks/speed.py --out benchmarks/results/speed_cpu.json        # ~10 min: adds end to end and paper grid
 
 Both loops make the same counterfactual: the paired, blended counterfactual of the bundled sample toward AD (paired
 with CN, the classifier's verdict), injection off (the product's choice for the embedded model), seed 0.
