@@ -27,9 +27,9 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from ControlCGLib.data.phantoms import CONTRASTS, NON_BRAIN, contrast_scan, non_brain_scan, off_mni  # noqa: E402
 from ControlCGLib.data.simulator import COHORT_V1, CohortSimulator  # noqa: E402
-from ControlCGLib.data.template import load_template  # noqa: E402
 from ControlCGLib.imaging.registration import register_affine  # noqa: E402
 from ControlCGLib.imaging.scan_checks import THRESHOLDS, appearance  # noqa: E402
+from ControlCGLib.imaging.template import load_template  # noqa: E402
 from ControlCGLib.resources import sample_scan  # noqa: E402
 
 

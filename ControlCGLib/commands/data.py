@@ -17,7 +17,7 @@ def _cmd_presets(args) -> int:
 
 
 def _cmd_template(args) -> int:
-    from ..data.template import derive_template
+    from ..imaging.template import derive_template
 
     written = derive_template(args.source, args.out, spacing=args.spacing)
     for name, path in written.items():

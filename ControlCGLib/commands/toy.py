@@ -13,15 +13,15 @@ def _cmd_toy_demo(args) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from ..data.toy import toy_batch, toy_summary, train_toy
+    from ..data.toy import toy_batch, toy_summary
     from ..figures import montage
     from ..imaging.intensity import from_model_range
-    from ..imaging.saliency import saliency_maps
     from ..model.checkpoints import save_checkpoint
     from ..progress import TqdmProgress
     from ..sampling.noise import make_generator
     from ..sampling.sampler import counterfactual
     from ..sampling.settings import SamplingConfig
+    from ..training.toy import train_toy
 
     out = output_folder(args.out, args.overwrite)
     set_threads(args.threads)
@@ -54,7 +54,7 @@ def _cmd_toy_demo(args) -> int:
     for w in ws:
         cf = from_model_range(result[w]).clamp(0, 1).numpy()
         columns[f"w={w_key(w)}"] = cf
-        saliency[f"w={w_key(w)}"] = saliency_maps(unit, cf).signed
+        saliency[f"w={w_key(w)}"] = cf - unit  # signed: red where the counterfactual is brighter
     summary = {**toy_summary(y0, result.images), "seconds": result.seconds, "settings": result.settings}
     png = montage(
         out / "montage.png", columns, saliency, title="toy counterfactuals: small ball -> large ball, across w"

@@ -20,8 +20,8 @@ import torch
 
 from ..imaging.intensity import to_model_range
 from ..imaging.native_space import prepare
+from ..imaging.template import load_template
 from ..model.config import IntensityConfig
-from .template import load_template
 
 REQUIRED = ("image", "label", "subject")
 

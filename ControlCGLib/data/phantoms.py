@@ -15,7 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..imaging.geometry import resample
-from .template import Template, load_template
+from ..imaging.template import Template, load_template
 
 #: Relative (WM, GM, CSF) intensities: typical brain appearance of each contrast (T1 as the model knows it).
 CONTRASTS = {

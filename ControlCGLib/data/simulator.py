@@ -32,8 +32,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..imaging.geometry import anti_alias, model_grid, ras_to_lps, resample
+from ..imaging.template import Template, load_template
 from .anatomies import REGIONS, Anatomy, load_anatomy
-from .template import Template, load_template
 
 #: The age effect's scale: none at 60 years, the full ``age_ventricle_mm`` and ``age_cortex_loss`` at 90.
 AGEING_FROM, AGEING_TO = 60.0, 90.0

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import SimpleITK as sitk
 
-from ..data.template import Template, load_template
 from ..model.config import IntensityConfig
 from .brain_mask import patient_brain_mask
 from .geometry import anti_alias, model_grid, resample
 from .intensity import normalize_brain, scale_brain
 from .registration import as_affine, register_affine
 from .scan_checks import ScanRefused, Screening, appearance, geometry_findings
+from .template import Template, load_template
 
 
 @dataclass

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import SimpleITK as sitk
 
-from ..data.template import Template
 from .geometry import resample
+from .template import Template
 
 #: Chosen from benchmarks/scan_checks.py (synthetic scans from the MNI template's tissue maps, 2 mm): brain scans of
 #: every contrast measured eta^2 >= 0.29, non-brain images <= 0.08; tissue levels are in units of the brain's

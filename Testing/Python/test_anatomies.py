@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ControlCGLib.data.anatomies import REGIONS, anatomy_names, head_scan, load_anatomy, segment_tissues
+from ControlCGLib.data.anatomies import REGIONS, anatomy_names, head_scan, load_anatomy
+from ControlCGLib.data.anatomy_derivation import SOURCES, segment_tissues
 from ControlCGLib.data.simulator import CohortSimulator, SimulationConfig
-from ControlCGLib.data.template import load_template
 from ControlCGLib.imaging.geometry import same_geometry
+from ControlCGLib.imaging.template import load_template
 
 
 @pytest.mark.parametrize("name", anatomy_names())
@@ -89,3 +90,7 @@ def test_the_true_counterfactual_changes_the_disease_and_not_the_age(v2):
     assert old[0].ventricle_ml > young[0].ventricle_ml + 2 and old[0].age == 90 and young[0].age == 60
     record, image, cf, change = v2.subject(1, seed=2, label="CN")
     assert record.counterfactual_ventricle_ml > record.ventricle_ml and np.abs(change).max() > 0.05
+
+
+def test_the_run_time_names_are_the_derived_ones():
+    assert anatomy_names() == list(SOURCES)

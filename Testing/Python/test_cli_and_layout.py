@@ -51,3 +51,45 @@ def test_truncated_compressed_scan_is_refused_before_any_work(tmp_path, capsys):
     assert main(["counterfactual", str(broken), "--target", "AD", "--out", str(out)]) == 2
     assert "truncated or corrupt" in capsys.readouterr().err
     assert not out.exists()
+
+
+# Which library packages each package may import (README "What is in the library": imports only go downward).
+ALLOWED_IMPORTS = {
+    "model": set(),
+    "imaging": {"model"},
+    "data": {"imaging", "model"},
+    "sampling": {"model"},
+    "training": {"data", "sampling", "model", "imaging"},
+    # the evaluation measures what a user gets: the product's own path (pipeline) and its figures
+    "evaluation": {"data", "sampling", "model", "imaging", "training", "pipeline", "figures"},
+}
+
+
+def _library_imports(path):
+    """The ControlCGLib subpackages (or top-level modules) that one file imports, at any depth of the file."""
+    import ast
+
+    package = path.relative_to(ROOT / "ControlCGLib").parts
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = list(package[: len(package) - node.level])
+            parts = base + (node.module.split(".") if node.module else [])
+            names = [parts[0]] if parts else [a.name for a in node.names]
+            found.update(names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ControlCGLib."):
+            found.add(node.module.split(".")[1])
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED_IMPORTS))
+def test_library_packages_import_only_downward(package):
+    top_level = {p.stem for p in (ROOT / "ControlCGLib").glob("*.py")} - {"__init__"}
+    shared = {"defaults", "progress", "resources", "hashing", "overlay"}  # modules every layer may use
+    allowed = ALLOWED_IMPORTS[package] | {package} | shared
+    offenders = {}
+    for path in (ROOT / "ControlCGLib" / package).rglob("*.py"):
+        bad = {m for m in _library_imports(path) if m not in allowed and (m in top_level or m in ALLOWED_IMPORTS)}
+        if bad:
+            offenders[path.name] = sorted(bad)
+    assert offenders == {}

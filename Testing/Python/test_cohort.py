@@ -64,8 +64,8 @@ def test_random_split_keeps_subjects_together_and_is_stratified(tmp_path):
 
 def _template_on(direction, spacing):
     """The template T1 (x 300, one hemisphere partly brightened) on a grid of the given direction and spacing."""
-    from ControlCGLib.data.template import load_template
     from ControlCGLib.imaging.geometry import resample
+    from ControlCGLib.imaging.template import load_template
 
     t1 = load_template().t1
     marked = sitk.GetArrayFromImage(t1) * 300.0

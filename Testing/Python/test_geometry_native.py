@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ControlCGLib.data.template import load_template
 from ControlCGLib.imaging.geometry import (
     CROP_MM,
     array_and_ijk_to_ras,
@@ -16,6 +15,7 @@ from ControlCGLib.imaging.geometry import (
     same_geometry,
 )
 from ControlCGLib.imaging.native_space import check_scan, prepare
+from ControlCGLib.imaging.template import load_template
 
 GRID = (40, 48, 40)
 

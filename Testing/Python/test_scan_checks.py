@@ -6,9 +6,9 @@ import pytest
 import SimpleITK as sitk
 
 from ControlCGLib.data.phantoms import contrast_scan, non_brain_scan
-from ControlCGLib.data.template import load_template
 from ControlCGLib.imaging.native_space import prepare
 from ControlCGLib.imaging.scan_checks import ScanRefused, geometry_findings
+from ControlCGLib.imaging.template import load_template
 from ControlCGLib.resources import sample_scan
 
 GRID = (40, 48, 40)  # the embedded model's grid: 4 mm

@@ -10,8 +10,8 @@ import SimpleITK as sitk
 
 from ControlCGLib.cli import main
 from ControlCGLib.data.simulator import COHORT_V1, CohortSimulator, min_jacobian, write_cohort
-from ControlCGLib.data.template import load_template
 from ControlCGLib.imaging.geometry import model_grid, same_geometry
+from ControlCGLib.imaging.template import load_template
 
 
 @pytest.fixture(scope="module")

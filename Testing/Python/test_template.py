@@ -3,7 +3,7 @@ import pytest
 import SimpleITK as sitk
 
 from ControlCGLib.cli import main
-from ControlCGLib.data.template import SOURCE_NAMES, derive_template, load_template
+from ControlCGLib.imaging.template import SOURCE_NAMES, derive_template, load_template
 
 
 def test_committed_template_is_a_brain():

@@ -1,37 +1,8 @@
 import numpy as np
 import pytest
-import torch
 
 from ControlCGLib.imaging.intensity import from_model_range, normalize, to_model_range
-from ControlCGLib.imaging.saliency import saliency_maps
 from ControlCGLib.model.config import IntensityConfig
-
-
-def test_saliency_signed_absolute_mask_threshold():
-    a = np.zeros((4, 4, 4), np.float32)
-    b = a.copy()
-    b[0, 0, 0], b[1, 1, 1], b[2, 2, 2] = 0.5, -0.3, 0.01
-    mask = np.ones_like(a, bool)
-    mask[1, 1, 1] = False
-    s = saliency_maps(torch.from_numpy(a), b, mask, threshold=0.05)
-    assert s.signed[0, 0, 0] == pytest.approx(0.5)
-    assert s.signed[1, 1, 1] == 0  # outside the brain
-    assert s.signed[2, 2, 2] == 0  # below the threshold
-    assert np.array_equal(s.absolute, np.abs(s.signed))
-    s = saliency_maps(a, b)
-    assert s.signed[1, 1, 1] == pytest.approx(-0.3) and s.absolute[1, 1, 1] == pytest.approx(0.3)
-
-
-def test_saliency_refuses_bad_input():
-    a = np.zeros((4, 4, 4), np.float32)
-    with pytest.raises(ValueError, match="empty"):
-        saliency_maps(a, a, np.zeros_like(a, bool))
-    with pytest.raises(ValueError, match="same shape"):
-        saliency_maps(a, np.zeros((4, 4, 5)))
-    with pytest.raises(ValueError, match="3D"):
-        saliency_maps(np.zeros((4, 4)), np.zeros((4, 4)))
-    with pytest.raises(ValueError, match="threshold"):
-        saliency_maps(a, a, threshold=-1)
 
 
 def test_normalize_uses_the_percentile_and_clips():
