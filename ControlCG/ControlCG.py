@@ -7,7 +7,6 @@ ControlCGLib.slicer_bridge turns volumes into files and files back into arrays (
 import importlib
 import importlib.util
 import inspect
-import json
 import logging
 import os
 import pathlib
@@ -53,7 +52,7 @@ if LIBRARY_ROOT not in sys.path:
 
 # found through the path set just above; defaults is torch-free: every default and range the panel offers
 from ControlCGLib import __version__, defaults  # noqa: E402
-from ControlCGLib.overlay import diverging_rgba, symmetric_window  # noqa: E402
+from ControlCGLib.overlay import diverging_rgba  # noqa: E402
 
 
 class _ImportedOnFirstUse:
@@ -164,7 +163,7 @@ class ControlCGParameterNode:
     saliencySequence: vtkMRMLSequenceNode  # the change (paired: CF(target) - CF(source) from one noise), per w
     rawSequence: vtkMRMLSequenceNode  # the model's own output resampled onto the scan's grid, per w
     sequenceBrowser: vtkMRMLNode
-    results: str = ""  # JSON: target, source, settings, verdicts per w (shown and raw) and on the input
+    results: str = ""  # slicer_bridge.SweepResults as JSON: whose run the sequences hold, verdicts, saliency window
 
 
 #
@@ -275,27 +274,22 @@ class ControlCGWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             _("Compute counterfactuals for every w of the sweep") if ready else _("Select an input T1 volume")
         )
         self.ui.cancelButton.enabled = busy
-        results = self.logic.resultsOf(p) if p else {}
-        computed = sorted(float(w) for w in results.get("verdicts", {}))
+        sweep = self.logic.sweepOf(p)
+        computed = sweep.computed if sweep else []
         self.ui.sweepLabel.text = ", ".join(f"{w:g}" for w in computed) if computed else _("none yet")
-        self.ui.inputVerdictLabel.text = bridge.format_verdict(results.get("input_verdict", {}))
-        self.ui.pairingLabel.text = (
-            bridge.format_pairing(results.get("source"), results.get("target", "")) if results.get("target") else _("-")
-        )
-        if p is not None:
-            shown = bridge.nearest_computed(p.w, computed)
-            key = defaults.w_key(shown) if shown is not None else None
-            verdict = results.get("verdicts", {}).get(key, {})
-            self.ui.counterfactualVerdictLabel.text = (
-                f"w={shown:g}: {bridge.format_verdict(verdict)}" if verdict else _("-")
-            )
-            raw = results.get("raw_verdicts", {}).get(key, {})
-            if raw:
-                self.ui.rawVerdictLabel.text = f"w={shown:g}: {bridge.format_verdict(raw)}"
-            elif verdict and results.get("source") is None:
-                self.ui.rawVerdictLabel.text = _("the same (an unpaired run shows the raw output)")
-            else:
-                self.ui.rawVerdictLabel.text = _("-")
+        self.ui.inputVerdictLabel.text = bridge.format_verdict(sweep.input_verdict if sweep else {})
+        self.ui.pairingLabel.text = bridge.format_pairing(sweep.source, sweep.target) if sweep else _("-")
+        shown = bridge.nearest_computed(p.w, computed) if p is not None else None
+        verdict = sweep.verdict(shown) if shown is not None else {}
+        raw = sweep.raw_verdict(shown) if shown is not None else {}
+        shownVerdict = f"w={shown:g}: {bridge.format_verdict(verdict)}" if verdict else _("-")
+        self.ui.counterfactualVerdictLabel.text = shownVerdict
+        if raw:
+            self.ui.rawVerdictLabel.text = f"w={shown:g}: {bridge.format_verdict(raw)}"
+        elif verdict and sweep.source is None:
+            self.ui.rawVerdictLabel.text = _("the same (an unpaired run shows the raw output)")
+        else:
+            self.ui.rawVerdictLabel.text = _("-")
 
     def onModelPathEdited(self, path) -> None:
         if self._parameterNode is not None and self._parameterNode.modelPath != path:
@@ -314,17 +308,12 @@ class ControlCGWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         wasBlocked = combo.blockSignals(True)
         try:
             combo.clear()
-            info = bridge.model_info(self.logic.modelFolder(p))
-            for name in info.class_names:
+            classNames = bridge.model_class_names(self.logic.modelFolder(p))
+            for name in classNames:
                 combo.addItem(name)
-            if p.targetClass not in info.class_names:
-                p.targetClass = info.class_names[-1]
-            if not p.results:  # nothing computed yet: start the slider at the model's own default w
-                p.w = info.default_w
+            if p.targetClass not in classNames:
+                p.targetClass = classNames[-1]
             combo.currentIndex = combo.findText(p.targetClass)
-            self.ui.wSliderWidget.toolTip = _(
-                "Guidance scale (Eq. 5 of the paper): larger w = more change toward the class; model default {w:g}"
-            ).format(w=info.default_w)
             self.ui.statusLabel.text = ""
         except ValueError as exc:
             self.ui.statusLabel.text = str(exc)
@@ -365,12 +354,7 @@ class ControlCGWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._started = time.monotonic()
         self.ui.progressBar.value = 0
         self.ui.statusLabel.text = _("Starting...")
-        self.logic.start(
-            p,
-            self.logic.request(p, scales),
-            onProgress=self._onProgress,
-            onFinished=self._onFinished,
-        )
+        self.logic.start(p, scales, onProgress=self._onProgress, onFinished=self._onFinished)
         self._updateGui()
 
     def onCancelButton(self) -> None:
@@ -389,18 +373,18 @@ class ControlCGWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if outcome == "done":
             self.ui.progressBar.value = 100
             self.ui.statusLabel.text = message + _(" ({s:.0f} s). Drag w to switch between results.").format(s=seconds)
-            p = self._parameterNode
-            shown = (p.inputVolume.GetID() if p.inputVolume else "", p.targetClass, tuple(self.logic.lastWarnings))
-            if self.logic.lastWarnings:  # an unusual scan the user chose to accept: said loudly, once per scan
+            p, record = self._parameterNode, self.logic.lastRecord
+            shown = (p.inputVolume.GetID() if p.inputVolume else "", p.targetClass, tuple(record.warnings))
+            if record.warnings:  # an unusual scan the user chose to accept: said loudly, once per scan
                 self.ui.statusLabel.text = _("Done, with a warning about the scan: ") + self.ui.statusLabel.text
-            if self.logic.lastSource is not None and self.logic.lastSource == p.targetClass:
-                self.ui.statusLabel.text += " " + bridge.format_pairing(self.logic.lastSource, p.targetClass) + "."
-            if self.logic.lastWarnings and shown != self._warningShown:
+            if record.source is not None and record.source == p.targetClass:
+                self.ui.statusLabel.text += " " + bridge.format_pairing(record.source, p.targetClass) + "."
+            if record.warnings and shown != self._warningShown:
                 self._warningShown = shown
                 slicer.util.warningDisplay(
                     _("The scan does not look like a whole-brain T1; the result may mean nothing:")
                     + "\n\n"
-                    + "\n".join(self.logic.lastWarnings),
+                    + "\n".join(record.warnings),
                     windowTitle=_("ControlCG"),
                 )
         elif outcome == "cancelled":
@@ -445,8 +429,8 @@ class ControlCGWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 class ControlCGLogic(ScriptedLoadableModuleLogic):
     """Runs ``controlcg counterfactual`` in a child process and turns its files into scene nodes.
 
-    Usable without the widget: ``start(parameterNode, request, onProgress, onFinished)`` returns at once;
-    ``runSync`` waits (for tests and scripts).
+    Usable without the widget: ``start(parameterNode, scales, onProgress, onFinished)`` returns at once;
+    ``runSync`` waits (for tests and scripts). The parameter node holds every other choice of the run.
     """
 
     def __init__(self) -> None:
@@ -457,8 +441,7 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
         self._cancelRequested = False
         self._lastStep = None
         self._stepSeconds = 1.0
-        self.lastWarnings = []  # what the scan checks found in the last run's input, accepted by the user
-        self.lastSource = None  # the class the last run's change is measured from (None: unpaired)
+        self.lastRecord = None  # the last finished run's result.json (outputs.RunRecord): its scan warnings, pairing
         self._quitConnected = False
 
     def getParameterNode(self):
@@ -485,8 +468,8 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def modelPathText(parameterNode) -> str:
-        """The model folder as typed; empty for the embedded model ("." is how scenes saved by the earlier
-        pathlib.Path field stored an empty path)."""
+        """The model folder as typed; empty for the embedded model ("." is a pathlib.Path field's empty path, which
+        scenes of versions with such a field hold)."""
         path = str(parameterNode.modelPath or "").strip()
         return "" if path == "." else path
 
@@ -494,17 +477,20 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
     def modelFolder(cls, parameterNode) -> str:
         return cls.modelPathText(parameterNode) or str(EMBEDDED_MODEL)
 
-    def request(self, parameterNode, scales):
+    def request(self, parameterNode, scales, work):
+        """The run the parameter node asks for, on the work folder ``work`` (ControlCGLib.run_request.RunRequest).
+        The embedded model is left unset, so that the child also uses the embedded classifier."""
         p = parameterNode
         model = self.modelFolder(p)
-        return bridge.RunRequest(
+        return bridge.request_for(
+            work,
             target=p.targetClass,
             scales=tuple(scales),
             steps=p.steps,
             seed=p.seed,
             start_strength=p.startStrength,
             device=p.device,
-            model="" if pathlib.Path(model) == EMBEDDED_MODEL else model,
+            model=None if pathlib.Path(model) == EMBEDDED_MODEL else model,
             preprocessed=p.preprocessed,
             accept_unusual=p.acceptUnusualScan,
         )
@@ -602,7 +588,7 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
                 _("ControlCG runs its computation in the background, which needs 3D Slicer 5.12 or newer.")
             )
 
-    def start(self, parameterNode, request, onProgress=None, onFinished=None) -> None:
+    def start(self, parameterNode, scales, onProgress=None, onFinished=None) -> None:
         if self.busy:
             raise RuntimeError(_("A computation is already running."))
         self.checkSlicerVersion()
@@ -612,14 +598,14 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
         array, ijkToRAS = self.arrayAndGeometry(inputVolume)
         work = bridge.WorkFolder.create()
         try:
+            request = self.request(parameterNode, scales, work)
             bridge.write_input(array, ijkToRAS, work)
             python = shutil.which("PythonSlicer") or sys.executable
-            command = bridge.build_command(python, work, request)
+            command = bridge.build_command(python, request)
         except Exception:
             work.remove()
             raise
-        self.work, self._lines, self._cancelRequested, self.lastWarnings = work, [], False, []
-        self.lastSource = None
+        self.work, self._lines, self._cancelRequested, self.lastRecord = work, [], False, None
         self._lastStep, self._stepSeconds = None, 1.0
         self._onProgress, self._onFinished = onProgress, onFinished
         self._target = (parameterNode, inputVolume, request, array.shape, ijkToRAS)
@@ -705,8 +691,7 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
                     if not bridge.same_grid(r.counterfactual.shape, r.ijk_to_ras, shape, ijkToRAS):
                         raise ValueError(_("the result is not on the input's grid"))
                 self.addResults(parameterNode, inputVolume, results)
-                self.lastWarnings = results.warnings
-                self.lastSource = results.source
+                self.lastRecord = results.record
                 n = len(results.by_w)
                 outcome = "done"
                 message = _("{n} counterfactual(s) toward {target}").format(n=n, target=request.target)
@@ -722,10 +707,10 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
             except Exception:
                 logging.exception("ControlCG: the completion handler failed")
 
-    def runSync(self, parameterNode, request, timeout=3600.0, onProgress=None):
+    def runSync(self, parameterNode, scales, timeout=3600.0, onProgress=None):
         """Start and wait (keeping Slicer's event loop running); returns (outcome, message)."""
         finished = []
-        self.start(parameterNode, request, onProgress, lambda outcome, message: finished.append((outcome, message)))
+        self.start(parameterNode, scales, onProgress, lambda outcome, message: finished.append((outcome, message)))
         deadline = time.monotonic() + timeout
         while not finished and time.monotonic() < deadline:
             slicer.app.processEvents()
@@ -738,33 +723,30 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
     # -- results in the scene -----------------------------------------------------------------------------------------
 
     @staticmethod
-    def resultsOf(parameterNode) -> dict:
-        try:
-            return json.loads(parameterNode.results) if parameterNode and parameterNode.results else {}
-        except ValueError:
-            return {}
+    def sweepOf(parameterNode):
+        """What the parameter node's sequences hold (slicer_bridge.SweepResults), None before any run."""
+        return bridge.SweepResults.from_json(parameterNode.results) if parameterNode and parameterNode.results else None
 
     def addResults(self, parameterNode, inputVolume, results) -> None:
         """One counterfactual and one saliency per w, as two Sequences browsed together; a run that adds a w to the
         same input and class extends the existing sequences."""
         p = parameterNode
         target = results.record.target
-        previous = self.resultsOf(p)
+        previous = self.sweepOf(p)
         extend = (
             p.counterfactualSequence is not None
             and p.saliencySequence is not None
             and p.rawSequence is not None
             and p.sequenceBrowser is not None
-            and previous.get("input") == inputVolume.GetID()
-            and previous.get("target") == target
-            and previous.get("source") == results.source
+            and previous is not None
+            and previous.continues(inputVolume.GetID(), results)
         )
         name = inputVolume.GetName()
         if not extend:
             p.counterfactualSequence = self._newSequence(bridge.node_name(name, "counterfactual", target))
             p.saliencySequence = self._newSequence(bridge.node_name(name, "saliency", target))
             p.rawSequence = self._newSequence(bridge.node_name(name, bridge.RAW_KIND, target))
-            previous = {"input": inputVolume.GetID(), "target": target, "source": results.source, "verdicts": {}}
+        sweep = previous.extended(results) if extend else bridge.SweepResults.of_run(inputVolume.GetID(), results)
         scratch = slicer.vtkMRMLScalarVolumeNode()  # not in the scene: the sequence keeps a deep copy
         for w, r in results.by_w.items():
             for kind, array, sequence in (
@@ -778,16 +760,7 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
                 for key, value in results.attributes(w, kind).items():
                     scratch.SetAttribute(key, value)
                 sequence.SetDataNodeAtValue(scratch, defaults.w_key(w))
-            previous["verdicts"][defaults.w_key(w)] = r.verdict
-            if r.raw_verdict:
-                previous.setdefault("raw_verdicts", {})[defaults.w_key(w)] = r.raw_verdict
-        previous["input_verdict"] = results.input_verdict
-        # One window for every w (the same colour = the same change), computed here once rather than on every redraw.
-        previous["window"] = max(
-            previous.get("window", 0.0), symmetric_window(r.saliency for r in results.by_w.values())
-        )
-        previous["settings"] = results.record.settings
-        p.results = json.dumps(previous)
+        p.results = sweep.to_json()
 
         if not extend:
             browser = slicer.mrmlScene.AddNewNodeByClass(
@@ -816,7 +789,7 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def _sequences(parameterNode):
-        """The sequences of a run that exist (a scene saved before the raw output was kept has two)."""
+        """The sequences of a run that exist (two in scenes from versions that kept no raw model output)."""
         p = parameterNode
         return [q for q in (p.counterfactualSequence, p.saliencySequence, p.rawSequence) if q is not None]
 
@@ -842,8 +815,8 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
         p = parameterNode
         if p is None or p.counterfactualSequence is None or p.sequenceBrowser is None:
             return False
-        computed = [float(v) for v in self.resultsOf(p).get("verdicts", {})]
-        shown = bridge.nearest_computed(float(w), computed)
+        sweep = self.sweepOf(p)
+        shown = bridge.nearest_computed(float(w), sweep.computed) if sweep else None
         if shown is None:
             return False
         item = p.counterfactualSequence.GetItemNumberFromIndexValue(defaults.w_key(shown))
@@ -869,7 +842,8 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
             saliency.CreateDefaultDisplayNodes()
         colors = self.saliencyColorTable(p.saliencyThreshold)
         display = saliency.GetDisplayNode()
-        half = self.resultsOf(p).get("window", 1.0)
+        sweep = self.sweepOf(p)
+        half = sweep.window if sweep else 1.0
         display.AutoWindowLevelOff()
         display.SetWindowLevelMinMax(-half, half)
         display.SetAndObserveColorNodeID(colors.GetID())
@@ -958,7 +932,7 @@ class ControlCGTest(ScriptedLoadableModuleTest):
         p.inputVolume = self._sampleVolume()
         before = slicer.util.arrayFromVolume(p.inputVolume).copy()
         p.targetClass, p.steps, p.w = "AD", 10, 4.0
-        outcome, message = logic.runSync(p, logic.request(p, [2.0, 4.0]))
+        outcome, message = logic.runSync(p, [2.0, 4.0])
         self.assertEqual(outcome, "done", message)
         np.testing.assert_array_equal(slicer.util.arrayFromVolume(p.inputVolume), before)  # input untouched
         self.assertEqual(p.counterfactualSequence.GetNumberOfDataNodes(), 2)
@@ -991,7 +965,7 @@ class ControlCGTest(ScriptedLoadableModuleTest):
             if progress.stage == "sampling" and progress.index >= 1:
                 logic.cancel()
 
-        outcome, _message = logic.runSync(p, logic.request(p, [4.0]), onProgress=cancelAtFirstStep)
+        outcome, _message = logic.runSync(p, [4.0], onProgress=cancelAtFirstStep)
         self.assertEqual(outcome, "cancelled")
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodesBefore)
         self.assertFalse(logic.busy)

@@ -34,44 +34,43 @@ class Setting:
         return value
 
 
-# The product's guidance scale (README, "Decisions the paper leaves open"). The range is the Slicer slider's and the
-# one the CLI accepts: beyond 10 the embedded model's outputs saturate (benchmarks/embedded_quality.py).
+# The product's guidance scale (README, "Decisions the paper leaves open"). The range is the Slicer slider's and the one
+# the CLI accepts: beyond 10 the embedded model's outputs saturate (benchmarks/embedded_quality.py).
 W = Setting("w", 4.0, 0.0, 10.0)
 # The product starts from the input noised to 30 % of the trajectory rather than from pure noise (1, the paper):
-# measured on held-out simulated subjects with the embedded model it keeps more of the input (SSIM) and matches the
-# true counterfactual better at the same flip rate, in 30 % of the time (README). Below 0.05 nothing changes.
+# measured on held-out simulated subjects with the embedded model it keeps more of the input (SSIM) and matches the true
+# counterfactual better at the same flip rate, in 30 % of the time (README). Below 0.05 nothing changes.
 START_STRENGTH = Setting("start strength", 0.3, 0.05, 1.0)
 PAPER_START_STRENGTH = 1.0  # the paper's start: pure noise (the toy demo and the evaluation's "from noise" rows)
-# The grid from pure noise; the product runs its last 30 % (6 steps). Measured on held-out anatomies kept apart from
-# the reported ones (issue 18; selection.csv, 4 subjects x 2 seeds, w = 4, paired + blended): a 20-step grid scored
-# saliency AUROC 0.908 / Dice 0.584 / SSIM to the true cf 0.984 against 0.870 / 0.415 / 0.984 for the 50-step grid
-# (15 steps), flip rate 1.00 vs 0.75 (explained), 2.4x faster; the evaluation always ran 20.
+# The grid from pure noise; the product runs its last 30 % (6 steps). Measured on held-out anatomies kept apart from the
+# reported ones (benchmarks/results/quality_selection.json; 4 subjects x 2 seeds, w = 4, paired + blended): a 20-step
+# grid scored saliency AUROC 0.908 / Dice 0.584 / SSIM to the true cf 0.984 against 0.870 / 0.415 / 0.984 for the
+# 50-step grid (15 steps), flip rate 1.00 vs 0.75 (explained), 2.4x faster.
 STEPS = Setting("steps", 20, 1, 1000, integer=True)
-# Attention injection (Eq. 8): "auto" = on for a model of the paper preset, off for any other (the embedded cpu
-# model). Measured on held-out anatomies (issue 16): with self-attention at the paper's 8 mm tokens, paired
-# counterfactuals with and without injection agree to three decimals in every metric, while injection costs a
-# reference pass per step; the library's SamplingConfig keeps the paper's injection on.
-INJECTIONS = ("auto", "on", "off")
-INJECTION = "auto"
+# Attention injection (Eq. 8): "auto" = on for a model of the paper preset, off for any other (the embedded cpu model).
+# Measured on held-out anatomies (README "Attention injection, measured"; docs/evaluation/report.md, the ours-injection
+# row): with self-attention at the paper's 8 mm tokens, paired counterfactuals with and without injection agree to three
+# decimals in every metric, while injection costs a reference pass per step; the library's SamplingConfig keeps the
+# paper's injection on.
+INJECTION = "auto"  # one of sampling/settings.INJECTIONS
 # Mask-guided blending (sampling/blending.py): outside the region that changes, the input replaces every trajectory
-# during sampling. Measured on held-out anatomies kept apart from the reported ones (issue 16): saliency AUROC
-# 0.872 -> 0.908, Dice 0.558 -> 0.584, SSIM to the true counterfactual 0.973 -> 0.984 at the same flip rate.
+# during sampling. Measured on held-out anatomies kept apart from the reported ones (README "Decisions the paper leaves
+# open"; docs/evaluation/report.md holds the ours-no-blend ablation on the reported ones): saliency AUROC 0.872 ->
+# 0.908, Dice 0.558 -> 0.584, SSIM to the true counterfactual 0.973 -> 0.984 at the same flip rate.
 BLEND = True
-# The step of the sampling loop and the spacing of its grid (sampling/schedule.py). DPM-Solver++(2M) on a log-SNR
-# grid was measured against DDIM on held-out anatomies across step counts (issue 18, README "Performance").
-SOLVERS = ("ddim", "dpm++2m")
-SOLVER = "ddim"
-SPACINGS = ("time", "log-snr")
-SPACING = "time"
+# The step of the sampling loop and the spacing of its grid (sampling/schedule.py). DPM-Solver++(2M) on a log-SNR grid
+# was measured against DDIM on held-out anatomies across step counts and not chosen (README "Performance").
+SOLVER = "ddim"  # one of sampling/settings.CLI_SOLVERS
+SPACING = "time"  # one of sampling/settings.SPACINGS
 # Keys and values of the self-attention layers with >= 4096 tokens (the embedded model's three 8 mm layers) averaged
 # over kv_stride^3 blocks (sampling/token_downsampling.py); 1 = exact attention, the library's SamplingConfig default.
-# Chosen on held-out anatomies kept apart from the reported ones (issue 18; selection.csv, 4 subjects x 2 seeds,
-# w = 4): AUROC 0.908 / Dice 0.583 / SSIM to the true cf 0.984 at stride 2 against 0.908 / 0.584 / 0.984 exact (fp32;
-# bf16 alike), a UNet pass 2.2x faster (275 -> 124 ms bf16, README "Performance").
+# Chosen on held-out anatomies kept apart from the reported ones (benchmarks/results/quality_selection.json, 4 subjects
+# x 2 seeds, w = 4): AUROC 0.908 / Dice 0.583 / SSIM to the true cf 0.984 at stride 2 against 0.908 / 0.584 / 0.984
+# exact (fp32; bf16 alike), a UNet pass 2.2x faster (275 -> 124 ms bf16, benchmarks/results/speed_cpu.json).
 KV_STRIDE = Setting("kv stride", 2, 1, 4, integer=True)
 SEED = Setting("seed", 0, 0, 2**31 - 1, integer=True)
-# changes below this fraction of the largest one are transparent: at 0.05 the embedded model's redrawn noise
-# (median |change| in the brain ~9 % of the window on the sample) covered the whole brain; 0.2 keeps the anatomy
+# changes below this fraction of the largest one are transparent: at 0.05 the embedded model's redrawn noise (median
+# |change| in the brain ~9 % of the window on the sample) covered the whole brain; 0.2 keeps the anatomy
 SALIENCY_THRESHOLD = Setting("saliency threshold", 0.2, 0.0, 0.5)
 OVERLAY_OPACITY = Setting("overlay opacity", 0.6, 0.0, 1.0)
 
@@ -91,8 +90,8 @@ EXIT_REFUSED = 2  # bad input or settings: the `error:` line says what to change
 EXIT_CANCELLED = 130  # the conventional code of an interrupted command; the Slicer panel reads it as "cancelled"
 # One flushed line per event (progress.py writes and parses them): "controlcg-progress stage=sampling step=3/15".
 PROGRESS_PREFIX = "controlcg-progress"
-# The stages in the order a run announces them, each with the share of the whole run done when it begins; sampling
-# (the long part) fills 0.1 to 0.9 step by step.
+# The stages in the order a run announces them, each with the share of the whole run done when it begins; sampling (the
+# long part) fills 0.1 to 0.9 step by step.
 STAGES = {"preparing": 0.0, "sampling": 0.1, "mapping back": 0.9, "verdicts": 0.95, "writing": 0.97, "done": 1.0}
 
 

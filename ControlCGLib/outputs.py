@@ -64,6 +64,11 @@ class RunRecord:
         """What the scan checks found and the user accepted (empty for a scan that passed them)."""
         return list(self.settings.get("scan_warnings") or [])
 
+    @property
+    def source(self) -> str | None:
+        """The class the change is measured from (a paired run), or None (unpaired: the model's own output)."""
+        return self.settings.get("source")
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, default=float) + "\n"
 

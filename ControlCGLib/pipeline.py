@@ -5,12 +5,11 @@ One function serves the command line and Slicer's background process: prepare th
 counterfactual back (detail and resampled), and ask the classifier, when one is given, what it thinks of the input
 and of each counterfactual.
 
-The product's counterfactual is *paired* (our departure from the paper, issue 16): the target's and the source
-class's trajectories run from the same noise, and what is shown is the patient's scan plus their difference -- the
-change the class alone makes. Toward the scan's own class that change is zero and the counterfactual is the scan.
-``source="auto"`` takes the source from the classifier's verdict on the input; ``source=None`` is the paper's
-unpaired output (scan + (model output - scan)).
-"""
+The product's counterfactual is *paired* (our departure from the paper, measured in docs/evaluation/report.md): the
+target's and the source class's trajectories run from the same noise, and what is shown is the patient's scan plus their
+difference -- the change the class alone makes. Toward the scan's own class that change is zero and the counterfactual
+is the scan. ``source="auto"`` takes the source from the classifier's verdict on the input; ``source=None`` is the
+paper's unpaired output (scan + (model output - scan))."""
 
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ import torch
 from . import __version__
 from .imaging.intensity import from_model_range, to_model_range
 from .imaging.native_space import NativeResult, Prepared, prepare
-from .model.classifier import classify
+from .model.classifier import VolumeClassifier
 from .model.config import to_dict
 from .progress import Cancelled, StepCallback, StopCallback
 from .sampling.sampler import counterfactual
@@ -44,8 +43,9 @@ class CounterfactualRun:
     raw_verdicts: dict[float, dict[str, float]] = field(default_factory=dict)
     source: str | None = None  # the class the change is measured from (None: unpaired)
 
-    def change(self, w: float) -> np.ndarray:
-        """The change shown at ``w`` on the model grid (counterfactual - input)."""
+    def shown_change(self, w: float) -> np.ndarray:
+        """The change shown at ``w`` on the model grid, in [0, 1] units (shown counterfactual - input); a paired
+        run's model-range change is ``Counterfactuals.paired_change``."""
         return self.model_grid[float(w)] - self.prepared.model_input
 
 
@@ -142,9 +142,9 @@ def run_counterfactual(
     )
     y0 = torch.from_numpy(np.asarray(to_model_range(prepared.model_input, config.intensity), dtype=np.float32))
     input_verdict = {}
-    if classifier is not None:
-        names, scale = classifier.config.class_names, classifier.config.intensity
-        input_verdict = classify(classifier, to_model_range(prepared.model_input, scale), names)
+    asked = VolumeClassifier(classifier) if classifier is not None else None
+    if asked is not None:
+        input_verdict = asked.verdict(prepared.model_input)
     source = choose_source(source, input_verdict, list(config.class_names))
     stage("sampling")
     result = counterfactual(
@@ -156,14 +156,10 @@ def run_counterfactual(
     stage("mapping back")
     native = {w: prepared.to_native(cf, raw[w]) for w, cf in grid_cf.items()}
     verdicts, raw_verdicts = {}, {}
-    if classifier is not None:
+    if asked is not None:
         stage("verdicts")
-        verdicts = {w: classify(classifier, to_model_range(cf, scale), names) for w, cf in grid_cf.items()}
-        raw_verdicts = (
-            verdicts
-            if source is None
-            else {w: classify(classifier, to_model_range(x, scale), names) for w, x in raw.items()}
-        )
+        verdicts = {w: asked.verdict(cf) for w, cf in grid_cf.items()}
+        raw_verdicts = verdicts if source is None else {w: asked.verdict(x) for w, x in raw.items()}
     settings = {
         **result.settings,
         "preprocessed": preprocessed,

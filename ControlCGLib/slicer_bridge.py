@@ -2,15 +2,19 @@
 
 The module (ControlCG/ControlCG.py) hands this file a volume as Slicer holds it -- a numpy array in (K, J, I) order
 plus its 4x4 IJK->RAS matrix -- and gets back the same for every result. Between the two sits the library's own
-command line, run in a child process on temporary files: :func:`build_command` writes that command,
-:func:`~ControlCGLib.progress.parse_progress` reads its progress lines, :func:`read_results` reads what it wrote,
-:func:`end_process_tree` is the fallback when a cooperative cancel is not obeyed.
+command line, run in a child process on temporary files: :func:`request_for` makes the run's
+:class:`~ControlCGLib.run_request.RunRequest` (the command line's own request type) and :func:`build_command` its
+command, :func:`~ControlCGLib.progress.parse_progress` reads its progress lines, :func:`read_results` reads what it
+wrote, :func:`end_process_tree` is the fallback when a cooperative cancel is not obeyed. :class:`SweepResults` is
+what the panel keeps of the runs in its sequences.
 
-Imports numpy and SimpleITK only (both ship with Slicer), never torch: the panel must open before torch exists.
+Imports numpy, SimpleITK (both ship with Slicer) and torch-free parts of the library, never torch: the panel must
+open before torch exists.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -27,11 +31,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import defaults
-from .defaults import EXIT_CANCELLED  # noqa: F401  (re-exported: the module reads the child's exit code with it)
-from .hashing import file_sha256 as sha256  # noqa: F401  (re-exported for the module)
-from .imaging.geometry import array_and_ijk_to_ras, image_from_array  # noqa: F401  (image_from_array re-exported)
+from .imaging.geometry import array_and_ijk_to_ras, image_from_array
+from .model.config import ModelConfig, read_model_config
 from .outputs import RunRecord, read_result_folder
-from .progress import parse_progress  # noqa: F401  (re-exported: the module reads progress lines through here)
+from .overlay import symmetric_window
+from .progress import parse_progress
+from .run_request import RunRequest
 
 ATTRIBUTE_PREFIX = "ControlCG."
 
@@ -51,22 +56,6 @@ def same_grid(shape_a, ijk_to_ras_a, shape_b, ijk_to_ras_b, tolerance: float = 1
 
 
 # --- the child process -----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    """What the panel asks for; turned into one command line by :func:`build_command`."""
-
-    target: str
-    scales: tuple[float, ...]
-    steps: int = int(defaults.STEPS.default)
-    seed: int = int(defaults.SEED.default)
-    start_strength: float = defaults.START_STRENGTH.default
-    device: str = defaults.DEVICE
-    model: str = ""  # empty: the embedded model and its classifier
-    preprocessed: bool = False
-    accept_unusual: bool = False  # explain a scan the checks think is not a whole-brain T1 (warned, recorded)
-    threads: int = 0  # 0: all but one of this machine's cores (the GUI keeps one)
 
 
 @dataclass
@@ -113,51 +102,28 @@ def write_input(array: np.ndarray, ijk_to_ras: np.ndarray, work: WorkFolder) -> 
 
 
 def default_threads() -> int:
+    """All but one of this machine's cores: the GUI keeps one."""
     return max(1, (os.cpu_count() or 2) - 1)
 
 
-def build_command(python: str, work: WorkFolder, request: RunRequest) -> list[str]:
-    """The argument list that runs ``controlcg counterfactual`` on the work folder's input (no shell involved)."""
-    scales = [float(w) for w in request.scales]
-    if not scales:
-        raise ValueError("no w value to compute")
-    command = [
-        python,
-        "-m",
-        "ControlCGLib.cli",
-        "counterfactual",
-        str(work.input),
-        "--out",
-        str(work.output),
-        "--target",
-        request.target,
-        "--w",
-        *[defaults.w_key(w) for w in scales],
-        "--steps",
-        str(int(request.steps)),
-        "--seed",
-        str(int(request.seed)),
-        "--start-strength",
-        f"{float(request.start_strength):g}",
-        "--device",
-        request.device,
-        "--threads",
-        str(request.threads or default_threads()),
-        "--progress",
-        "lines",
-        "--no-montage",
-        "--cancel-file",
-        str(work.cancel_flag),
-        "--pid-file",
-        str(work.pid_file),
-    ]
-    if request.model:
-        command += ["--model", str(request.model)]
-    if request.preprocessed:
-        command.append("--preprocessed")
-    if request.accept_unusual:
-        command.append("--accept-unusual-scan")
-    return command
+def request_for(work: WorkFolder, **choices) -> RunRequest:
+    """The run of the panel's ``choices`` (RunRequest fields) on ``work``: its input, output, cancel and pid files,
+    progress as parseable lines, no montage (the panel shows the volumes themselves), ``default_threads()`` unless
+    chosen. The sampling settings the panel does not choose stay unset: the product's."""
+    fixed = {
+        "input": str(work.input),
+        "out": str(work.output),
+        "cancel_file": str(work.cancel_flag),
+        "pid_file": str(work.pid_file),
+        "progress_lines": True,
+        "montage": False,
+    }
+    return RunRequest(**{"threads": default_threads(), **choices, **fixed})
+
+
+def build_command(python: str, request: RunRequest) -> list[str]:
+    """The argument list that runs ``controlcg`` on ``request`` (no shell involved)."""
+    return [python, "-m", "ControlCGLib.cli", *request.to_argv()]
 
 
 def child_environment(library_root: str | os.PathLike, resources: str | os.PathLike) -> dict[str, str]:
@@ -229,26 +195,14 @@ class WResult:
 
 @dataclass
 class RunResults:
+    """A finished run: its result.json (target, pairing, verdicts, scan warnings) and its volumes per w."""
+
     record: RunRecord
     by_w: dict[float, WResult]
 
-    @property
-    def input_verdict(self) -> dict[str, float]:
-        return self.record.input_verdict
-
-    @property
-    def warnings(self) -> list[str]:
-        """What the scan checks found and the user accepted (empty for a scan that passed them)."""
-        return self.record.warnings
-
-    @property
-    def source(self) -> str | None:
-        """The class the change is measured from (a paired run), or None (unpaired: the model's own output)."""
-        return self.record.settings.get("source")
-
     def attributes(self, w: float, kind: str) -> dict[str, str]:
         """Node attributes recording how a result was made (model checksum, w, steps, seed, code version...)."""
-        settings = self.record.settings
+        record, settings = self.record, self.record.settings
         sampling = settings.get("sampling", {})
         result = self.by_w.get(w)
         verdict = {} if result is None else (result.raw_verdict if kind == RAW_KIND else result.verdict)
@@ -256,19 +210,19 @@ class RunResults:
             ATTRIBUTE_PREFIX + k: str(v)
             for k, v in {
                 "Kind": kind,
-                "Target": self.record.target,
-                "Source": self.source or "none (unpaired)",
+                "Target": record.target,
+                "Source": record.source or "none (unpaired)",
                 "w": defaults.w_key(w),
                 "Steps": sampling.get("steps", ""),
                 "StartStrength": sampling.get("start_strength", ""),
                 "Seed": settings.get("seed", ""),
                 "Device": settings.get("device", ""),
-                "Model": self.record.model,
-                "ModelSHA256": self.record.model_sha256,
-                "ClassifierSHA256": self.record.classifier_sha256 or "",
+                "Model": record.model,
+                "ModelSHA256": record.model_sha256,
+                "ClassifierSHA256": record.classifier_sha256 or "",
                 "CodeVersion": settings.get("code_version", ""),
                 "Verdict": format_verdict(verdict) if verdict else "",
-                "ScanWarnings": " | ".join(self.warnings),
+                "ScanWarnings": " | ".join(record.warnings),
             }.items()
         }
 
@@ -371,24 +325,71 @@ def node_name(input_name: str, kind: str, target: str, w: float | None = None) -
     return f"{input_name} {kind} {target}{suffix}"
 
 
+def model_class_names(model_folder: str | os.PathLike) -> list[str]:
+    """The classes a diffusion model folder can move toward (its config.json, read without torch), for the panel."""
+    config, _ = read_model_config(model_folder)
+    if not isinstance(config, ModelConfig):
+        kind = type(config).__name__
+        raise ValueError(f"{model_folder} holds a {kind}, not a ControlCG diffusion model (ModelConfig)")
+    return list(config.class_names)
+
+
+# --- what the panel keeps of its runs --------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
-class ModelInfo:
-    class_names: list[str]
-    default_w: float
+class SweepResults:
+    """What the panel shows beside the volumes of its sequences: whose run, the verdicts per w, the saliency window.
+    Saved with the scene as JSON in the parameter node (the wrapper stores a string), so a reopened scene shows it."""
 
+    input: str  # the input volume node's ID: a run on another volume starts new sequences
+    target: str
+    source: str | None  # the class the change is measured from; None: unpaired
+    input_verdict: dict[str, float] = field(default_factory=dict)
+    verdicts: dict[str, dict[str, float]] = field(default_factory=dict)  # w_key -> class -> probability, every w
+    raw_verdicts: dict[str, dict[str, float]] = field(default_factory=dict)  # the same, of the raw model output
+    window: float = 1.0  # half-width of the saliency window shared by every w: the same colour, the same change
 
-def model_info(model_folder: str | os.PathLike) -> ModelInfo:
-    """A diffusion model folder's class names and default w (from config.json, without torch) for the panel."""
-    path = Path(model_folder) / "config.json"
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read the model's configuration {path}: {exc}") from None
-    if not isinstance(config, dict) or config.get("kind") != "ModelConfig":
-        kind = config.get("kind") if isinstance(config, dict) else type(config).__name__
-        raise ValueError(f"{path} describes {kind!r}, not a ControlCG diffusion model (ModelConfig)")
-    names = config.get("class_names")
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise ValueError(f"{path} names no classes")
-    default_w = (config.get("provenance") or {}).get("default_w", defaults.W.default)
-    return ModelInfo(list(names), float(default_w))
+    @classmethod
+    def of_run(cls, input_id: str, results: RunResults) -> SweepResults:
+        return cls(input_id, results.record.target, results.record.source, window=0.0).extended(results)
+
+    def continues(self, input_id: str, results: RunResults) -> bool:
+        """Whether ``results`` add w values to this sweep (same input, class and pairing) rather than start one."""
+        record = results.record
+        return (self.input, self.target, self.source) == (input_id, record.target, record.source)
+
+    def extended(self, results: RunResults) -> SweepResults:
+        """This sweep with ``results``' w values added; the window widens to the largest change of all of them."""
+        by_w = results.by_w.items()
+        return dataclasses.replace(
+            self,
+            input_verdict=results.record.input_verdict,
+            verdicts={**self.verdicts, **{defaults.w_key(w): r.verdict for w, r in by_w}},
+            raw_verdicts={**self.raw_verdicts, **{defaults.w_key(w): r.raw_verdict for w, r in by_w if r.raw_verdict}},
+            window=max(self.window, symmetric_window(r.saliency for _, r in by_w)),
+        )
+
+    @property
+    def computed(self) -> list[float]:
+        return sorted(float(k) for k in self.verdicts)
+
+    def verdict(self, w: float) -> dict[str, float]:
+        return self.verdicts.get(defaults.w_key(w), {})
+
+    def raw_verdict(self, w: float) -> dict[str, float]:
+        return self.raw_verdicts.get(defaults.w_key(w), {})
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> SweepResults | None:
+        """None for an empty or unreadable text (a scene of another version): no results shown, the next run
+        starts new sequences. Keys this class does not have are left out."""
+        try:
+            data = json.loads(text)
+            names = {f.name for f in dataclasses.fields(cls)}
+            return cls(**{k: v for k, v in data.items() if k in names})
+        except (ValueError, TypeError, AttributeError):
+            return None

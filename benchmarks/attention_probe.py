@@ -23,7 +23,7 @@ import torch
 from ControlCGLib.evaluation.subjects import model_tensor, prepare_subject, read_simulated
 from ControlCGLib.model.checkpoints import load_checkpoint
 from ControlCGLib.resources import diffusion_dir
-from ControlCGLib.sampling.injection import AttentionInjector, _project, self_attention_layers
+from ControlCGLib.sampling.injection import SelfAttentionControl, _project, self_attention_layers
 from ControlCGLib.sampling.noise import make_generator, sample_noise
 from ControlCGLib.sampling.schedule import Schedule
 
@@ -80,7 +80,7 @@ def main() -> None:
                     ablated = unet(x, tt, **cond).float()
                 finally:
                     layer.forward = original
-                injector = AttentionInjector(model, [name])
+                injector = SelfAttentionControl(model, [name])
                 with injector:
                     with injector.recording():
                         unet(other, tt, **model.conditioning(model.null_class, 1))

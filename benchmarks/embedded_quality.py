@@ -1,4 +1,4 @@
-"""Quality of the embedded model on held-out simulated subjects (issue 4's figures).
+"""Quality of the embedded model on held-out simulated subjects (docs/embedded_quality).
 
     controlcg simulate --out heldout --n 40 --grid 40 48 40 --seed 1   # training used seed 0
     python benchmarks/embedded_quality.py --cohort heldout/manifest.csv --out docs/embedded_quality

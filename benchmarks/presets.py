@@ -59,7 +59,7 @@ def main() -> None:
     result = counterfactual(model, y0, "AD", 3.0, sampling, seed=0)
     total = time.perf_counter() - t0
     print(
-        f"counterfactual preset=cpu steps={sampling.steps} method={sampling.method} injection=on w=3: {total:.1f} s "
+        f"counterfactual preset=cpu steps={sampling.steps} solver={sampling.solver} injection=on w=3: {total:.1f} s "
         f"({result.seconds / sampling.steps:.2f} s/step, 3 UNet passes per step)"
     )
 

@@ -6,7 +6,7 @@
 Both loops make the same counterfactual: the paired, blended counterfactual of the bundled sample toward AD (paired
 with CN, the classifier's verdict), injection off (the product's choice for the embedded model), seed 0.
 
-- **naive**: the loop as issue 16 landed it -- one run per w, on the 50-step grid (15 steps from 30 %), fp32, exact
+- **naive**: the straightforward loop -- one run per w, on the 50-step grid (15 steps from 30 %), fp32, exact
   attention.
 - then one change at a time, each in a fresh process (so that its peak memory is its own): one run for the whole
   sweep on the 20-step grid (6 steps; the trajectories share the first step's passes, where they all start from one
@@ -41,10 +41,12 @@ QUALITY = HERE / "results" / "quality_selection.json"
 
 @dataclass(frozen=True)
 class Variant:
+    """One row of the ladder: the product's sampling with these settings changed (None: the product's)."""
+
     name: str
-    steps: int  # the grid from pure noise; the run keeps its last 30 %
-    precision: str
-    kv_stride: int
+    steps: int | None  # the grid from pure noise; the run keeps its last start strength (30 %)
+    precision: str  # the product's is "auto": bf16 on this project's avx512_bf16 CPU
+    kv_stride: int | None
     per_w: bool  # one run per w (nothing shared between w values)
     quality: str  # its key in the quality file
 
@@ -53,18 +55,15 @@ LADDER = (
     Variant("naive", 50, "fp32", 1, True, "fp32-kv1-grid50"),
     Variant("sweep, 20-step grid", 20, "fp32", 1, False, "fp32-kv1"),
     Variant("+ bf16", 20, "bf16", 1, False, "bf16-kv1"),
-    Variant("+ kv stride 2 (product)", 20, "bf16", 2, False, "bf16-kv2"),
+    Variant("+ kv stride 2 (product)", None, "bf16", None, False, "bf16-kv2"),
 )
 
 
-def _sampling(v: Variant):
-    from ControlCGLib.sampling.blending import BlendConfig
-    from ControlCGLib.sampling.settings import SamplingConfig
+def _sampling(v: Variant, model_name: str = "cpu"):
+    """The sampling of one row, from the product's (sampling/settings.product_sampling)."""
+    from ControlCGLib.sampling.settings import product_sampling
 
-    return SamplingConfig(
-        steps=v.steps, start_strength=0.3, precision=v.precision, kv_stride=v.kv_stride, injection=None,
-        blend=BlendConfig(),
-    )  # fmt: skip
+    return product_sampling(model_name, steps=v.steps, precision=v.precision, kv_stride=v.kv_stride)
 
 
 def _setup(threads: int):
@@ -93,16 +92,16 @@ def _variant(v: Variant, ws: list[float], threads: int, y0: np.ndarray, queue) -
     torch.set_num_threads(threads)
     model, y0 = load_checkpoint(diffusion_dir()), torch.from_numpy(y0)
     passes = _count_passes(model)
-    sampling = _sampling(v)
+    sampling = _sampling(v, model.config.name)
     run = lambda scales: counterfactual(model, y0, "AD", scales, sampling, seed=0, source="CN")  # noqa: E731
     run([ws[0]])  # warm-up (oneDNN primitive creation), not timed
     passes.clear()
     began = time.perf_counter()
     if v.per_w:
-        images = {w: run([w]).change(w) for w in ws}
+        images = {w: run([w]).paired_change(w) for w in ws}
     else:
         result = run(ws)
-        images = {w: result.change(w) for w in ws}
+        images = {w: result.paired_change(w) for w in ws}
     seconds = time.perf_counter() - began
     n_passes = len(passes)
     single = time.perf_counter()
@@ -149,9 +148,9 @@ def _timed(fn) -> float:
 
 
 def _kv(model, kv_stride: int):
-    from ControlCGLib.sampling.injection import AttentionInjector
+    from ControlCGLib.sampling.injection import SelfAttentionControl
 
-    return AttentionInjector(model, (), kv_stride=kv_stride) if kv_stride > 1 else contextlib.nullcontext()
+    return SelfAttentionControl(model, (), kv_stride=kv_stride) if kv_stride > 1 else contextlib.nullcontext()
 
 
 @contextlib.contextmanager
@@ -378,7 +377,8 @@ def main() -> None:
     print(f"\nthe paired, blended counterfactual toward AD of the sample, sweep w = {ws}")
     for v in LADDER:
         r = runs[v.name]
-        gflop = r["passes"] * report["forward"][f"{v.precision}-kv{v.kv_stride}"]["gflop"]
+        kv_stride = _sampling(v).kv_stride
+        gflop = r["passes"] * report["forward"][f"{v.precision}-kv{kv_stride}"]["gflop"]
         share = gflop / r["seconds"] / ceiling[v.precision]
         diff = max(float(np.abs(r["changes"][w] - naive["changes"][w]).max()) for w in ws)
         q = quality.get("settings", {}).get(v.quality)

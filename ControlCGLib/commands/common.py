@@ -6,11 +6,19 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from ..defaults import DEVICE, DEVICES, KV_STRIDE, PRECISION, PRECISIONS, SOLVER, SOLVERS, SPACING, SPACINGS
+from ..defaults import DEVICE, DEVICES, PRECISION, PRECISIONS
+from ..sampling.settings import CLI_SOLVERS, SPACINGS
+
+
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each default, except an unset one (None), whose help says who decides."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
 
 
 def add_command(sub, name: str, help: str, func) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser(name, help=help, formatter_class=_DefaultsFormatter)
     p.set_defaults(func=func)
     return p
 
@@ -33,21 +41,25 @@ def add_device_and_precision(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_solver_and_spacing(
-    p: argparse.ArgumentParser,
-    solver: str | None = SOLVER,
-    spacing: str | None = SPACING,
-    kv_stride: int | None = int(KV_STRIDE.default),
-):
-    """The sampling loop's step, its grid and its attention's key stride (``None`` defaults: the caller's own settings
-    decide)."""
-    p.add_argument("--solver", choices=SOLVERS, default=solver, help="the step: DDIM or DPM-Solver++(2M)")
-    p.add_argument("--spacing", choices=SPACINGS, default=spacing, help="the grid: even in timesteps or in log SNR")
+def add_solver_and_spacing(p: argparse.ArgumentParser, whose: str = "the product's") -> None:
+    """The sampling loop's step, its grid and its attention's key stride; unset (None): ``whose`` defaults decide
+    (sampling/settings.product_sampling)."""
+    from .. import defaults
+
+    p.add_argument(
+        "--solver", choices=CLI_SOLVERS, default=None, help=f"the step: DDIM or DPM-Solver++(2M) (default: {whose}, "
+        f"{defaults.SOLVER})",
+    )  # fmt: skip
+    p.add_argument(
+        "--spacing", choices=SPACINGS, default=None, help=f"the grid: even in timesteps or in log SNR (default: "
+        f"{whose}, {defaults.SPACING})",
+    )  # fmt: skip
     p.add_argument(
         "--kv-stride",
         type=int,
-        default=kv_stride,
-        help="keys and values of the large self-attention layers averaged over stride^3 token blocks; 1 = exact",
+        default=None,
+        help="keys and values of the large self-attention layers averaged over stride^3 token blocks; 1 = exact "
+        f"(default: {whose}, {defaults.KV_STRIDE.default:g})",
     )
 
 

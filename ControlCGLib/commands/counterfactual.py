@@ -5,109 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-from ..defaults import (
-    BLEND,
-    DEMO_SWEEP,
-    EXIT_CANCELLED,
-    EXIT_OK,
-    INJECTION,
-    INJECTIONS,
-    KV_STRIDE,
-    SEED,
-    SOLVER,
-    SOLVERS,
-    SPACING,
-    SPACINGS,
-    START_STRENGTH,
-    STEPS,
-    W,
-    w_key,
-)
+from .. import defaults
+from ..defaults import DEMO_SWEEP, EXIT_CANCELLED, EXIT_OK, SEED, W, w_key
+from ..run_request import RunRequest
+from ..sampling.settings import INJECTIONS
 from .common import add_command, add_device_and_precision, add_overwrite, add_solver_and_spacing, add_threads
-
-
-@dataclass(frozen=True)
-class CounterfactualRequest:
-    """Everything one run of the main job needs, checked once when it is made from the command line."""
-
-    input: str
-    target: str
-    out: str
-    scales: tuple[float, ...] = (W.default,)
-    series: str | None = None
-    model: str | None = None  # None: the embedded model (and, unless no_classifier, the embedded classifier)
-    classifier: str | None = None
-    no_classifier: bool = False
-    source: str | None = "auto"  # paired run from this class ("auto": the classifier's verdict); None: unpaired
-    preprocessed: bool = False
-    accept_unusual: bool = False
-    steps: int = int(STEPS.default)
-    solver: str = SOLVER
-    spacing: str = SPACING
-    kv_stride: int = int(KV_STRIDE.default)
-    start_strength: float = START_STRENGTH.default
-    injection: str = INJECTION  # "auto": on for a paper-preset model only (defaults.INJECTION)
-    blend: bool = BLEND  # keep the input outside the changing region during sampling (sampling/blending.py)
-    seed: int = int(SEED.default)
-    threads: int = 2
-    overwrite: bool = False
-    device: str = "auto"
-    precision: str = "auto"
-    montage: bool = True
-    progress_lines: bool = False
-    cancel_file: str | None = None
-    pid_file: str | None = None
-
-    def __post_init__(self):
-        for w in self.scales:
-            W.check(w, "--w")
-        STEPS.check(self.steps, "--steps")
-        START_STRENGTH.check(self.start_strength, "--start-strength")
-        SEED.check(self.seed, "--seed")
-        KV_STRIDE.check(self.kv_stride, "--kv-stride")
-        if self.solver not in SOLVERS:
-            raise ValueError(f"--solver must be one of {SOLVERS}, got {self.solver!r}")
-        if self.spacing not in SPACINGS:
-            raise ValueError(f"--spacing must be one of {SPACINGS}, got {self.spacing!r}")
-        if self.injection not in INJECTIONS:
-            raise ValueError(f"--injection must be one of {INJECTIONS}, got {self.injection!r}")
-        if self.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {self.threads}")
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace, input: str) -> CounterfactualRequest:
-        return cls(
-            input=input,
-            target=args.target,
-            out=args.out,
-            scales=tuple(args.w),
-            series=getattr(args, "series", None),
-            model=args.model,
-            classifier=args.classifier,
-            no_classifier=args.no_classifier,
-            source=None if args.source == "none" else args.source,
-            preprocessed=args.preprocessed,
-            accept_unusual=args.accept_unusual_scan,
-            steps=args.steps,
-            solver=args.solver,
-            spacing=args.spacing,
-            kv_stride=args.kv_stride,
-            start_strength=args.start_strength,
-            injection=args.injection,
-            blend=args.blend,
-            seed=args.seed,
-            threads=args.threads,
-            overwrite=args.overwrite,
-            device=args.device,
-            precision=args.precision,
-            montage=not args.no_montage,
-            progress_lines=args.progress == "lines",
-            cancel_file=args.cancel_file,
-            pid_file=args.pid_file,
-        )
 
 
 def _cmd_counterfactual(args) -> int:
@@ -117,17 +21,17 @@ def _cmd_counterfactual(args) -> int:
     given = args.input or args.input_option
     if not given:
         raise ValueError("no input image: controlcg counterfactual INPUT --target AD --out DIR")
-    return main_job(CounterfactualRequest.from_args(args, given))
+    return main_job(RunRequest.from_args(args, given))
 
 
 def _cmd_demo(args) -> int:
     """The main job on the bundled sample T1 (a simulated cognitively normal subject) with the embedded model."""
     from ..resources import sample_scan
 
-    return main_job(CounterfactualRequest.from_args(args, str(sample_scan())))
+    return main_job(RunRequest.from_args(args, str(sample_scan())))
 
 
-def main_job(request: CounterfactualRequest) -> int:
+def main_job(request: RunRequest) -> int:
     """Run ``request``; a cancel (the cancel file, or Ctrl-C) writes nothing and returns EXIT_CANCELLED."""
     from ..progress import Cancelled
 
@@ -144,7 +48,7 @@ def main_job(request: CounterfactualRequest) -> int:
         return EXIT_CANCELLED
 
 
-def run(request: CounterfactualRequest, should_stop) -> int:
+def run(request: RunRequest, should_stop) -> int:
     import numpy as np
 
     from ..imaging.reading import read_scan
@@ -154,9 +58,7 @@ def run(request: CounterfactualRequest, should_stop) -> int:
     from ..pipeline import run_counterfactual
     from ..progress import Cancelled, LineProgress, TqdmProgress
     from ..resources import classifier_dir, diffusion_dir
-    from ..sampling.blending import BlendConfig
-    from ..sampling.settings import SamplingConfig, product_injection
-    from .common import choose_device, choose_precision, output_folder, set_threads
+    from .common import choose_device, output_folder, set_threads
 
     set_threads(request.threads)
     out = output_folder(request.out, request.overwrite, create=False)  # checked now, created once results exist
@@ -173,16 +75,7 @@ def run(request: CounterfactualRequest, should_stop) -> int:
     classifier = load_checkpoint(classifier_path, map_location=device) if classifier_path else None
     if classifier is not None and not isinstance(classifier.config, ClassifierConfig):
         raise ValueError(f"{classifier_path} holds a diffusion model, not a classifier")
-    sampling = SamplingConfig(
-        steps=request.steps,
-        method=request.solver,
-        spacing=request.spacing,
-        kv_stride=request.kv_stride,
-        start_strength=request.start_strength,
-        injection=product_injection(request.injection, model.config.name),
-        blend=BlendConfig() if request.blend else None,
-        precision=choose_precision(request.precision, device),
-    )
+    sampling = request_sampling(request, model.config.name, device)
     trajectories = len(request.scales) * (2 if request.source else 1)  # a paired run keeps both ends per w
     _check_memory(model, trajectories, sampling, device, request.input)  # before any work on the image
     image = read_scan(request.input, request.series)
@@ -250,6 +143,16 @@ def run(request: CounterfactualRequest, should_stop) -> int:
     change = max(float(np.abs(c - result.prepared.model_input).max()) for c in result.model_grid.values())
     print(f"wrote {out} ({len(result.native)} counterfactuals, max |saliency| {change:.3f})")
     return EXIT_OK
+
+
+def request_sampling(request: RunRequest, model_name: str, device: str):
+    """The sampling a request runs: the product's for this model (sampling/settings.product_sampling), with the
+    request's changes and its precision resolved for the device."""
+    from ..sampling.settings import product_sampling
+    from .common import choose_precision
+
+    precision = choose_precision(request.precision, device)
+    return product_sampling(model_name, precision=precision, **request.sampling_changes())
 
 
 def _check_memory(model, n_scales: int, sampling, device: str, input_path: str) -> None:
@@ -328,26 +231,31 @@ def _options(p: argparse.ArgumentParser, default_w) -> None:
         action="store_true",
         help="explain a scan the checks think is not a whole-brain T1 (warned, and recorded in result.json)",
     )
-    p.add_argument("--steps", type=int, default=int(STEPS.default), help="the grid's steps (from pure noise)")
+    p.add_argument(
+        "--steps", type=int, default=None,
+        help=f"the grid's steps from pure noise (default: the product's, {defaults.STEPS.default:g})",
+    )  # fmt: skip
     add_solver_and_spacing(p)
     p.add_argument(
         "--start-strength",
         type=float,
-        default=START_STRENGTH.default,
-        help="1 starts from pure noise (the paper); below 1 from the input noised that far (keeps more of the input)",
+        default=None,
+        help="1 starts from pure noise (the paper); below 1 from the input noised that far (keeps more of the input; "
+        f"default: the product's, {defaults.START_STRENGTH.default:g})",
     )
     p.add_argument(
         "--injection",
         choices=INJECTIONS,
-        default=INJECTION,
+        default=None,
         help="attention injection (Eq. 8); auto = on for a paper-preset model, off for the embedded cpu model, where "
-        "it measurably changed nothing and cost a UNet pass per step",
+        f"it measurably changed nothing and cost a UNet pass per step (default: the product's, {defaults.INJECTION})",
     )
     p.add_argument(
         "--blend",
         action=argparse.BooleanOptionalAction,
-        default=BLEND,
-        help="keep the input outside the region that changes, during sampling (default on; --no-blend with "
+        default=None,
+        help="keep the input outside the region that changes, during sampling (default: the product's, "
+        f"{'on' if defaults.BLEND else 'off'}; --no-blend with "
         "--source none gives the paper's raw output)",
     )
     p.add_argument("--seed", type=int, default=int(SEED.default))

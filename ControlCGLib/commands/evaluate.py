@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..sampling.settings import UNET_PRECISIONS
 from .common import add_command, add_overwrite, add_solver_and_spacing, add_threads, output_folder, set_threads
 
 
@@ -11,13 +12,12 @@ def _cmd_evaluate(args) -> int:
 
     from tqdm.auto import tqdm
 
-    from ..defaults import INJECTION, START_STRENGTH
+    from ..defaults import START_STRENGTH
     from ..evaluation.augmentation import FAST_AUGMENTATION, AugmentationSettings
     from ..evaluation.measures import EvaluationSettings
     from ..evaluation.run import FAST, run_evaluation
     from ..model.checkpoints import load_checkpoint
     from ..resources import classifier_dir, diffusion_dir, judge_dir
-    from ..sampling.settings import product_injection
 
     set_threads(args.threads)
     if not args.cohort and not args.real:
@@ -64,8 +64,6 @@ def _cmd_evaluate(args) -> int:
     n = args.n if args.n is not None else (2 if args.fast else 8)
     out = output_folder(args.out, args.overwrite)
     model = load_checkpoint(args.model or diffusion_dir())
-    # ours as the product runs this model (the ablation rows run the other choice)
-    settings = dataclasses.replace(settings, injection=product_injection(INJECTION, model.config.name))
     classifier = load_checkpoint(args.classifier or classifier_dir())
     if args.real:
         _real_scans(args.real, out, model, classifier, settings)
@@ -104,14 +102,11 @@ def _cmd_evaluate(args) -> int:
 
 def _real_scans(paths, out, model, classifier, settings) -> None:
     """The measures without ground truth on real T1s (evaluation/real_scans.py): real_scans.json and .md."""
-    import dataclasses
     import json
 
     from ..evaluation.real_scans import markdown, measure_real
-    from ..sampling.blending import BlendConfig
 
-    # ours as the evaluation runs it (the product's settings): its grid, solver, injection, start, and blending
-    sampling = dataclasses.replace(settings.sampling(), start_strength=settings.start_strength, blend=BlendConfig())
+    sampling = settings.sampling(model.config.name)  # ours as the evaluation runs it: the product, exact arithmetic
     records = measure_real(
         model,
         classifier,
@@ -162,9 +157,9 @@ def register(sub) -> None:
     )
     p.add_argument("--default-w", type=float, default=None, help="w at which methods are compared (default 4)")
     p.add_argument("--steps", type=int, default=None, help="DDIM grid of every method (default 20; --fast 4)")
-    add_solver_and_spacing(p, solver=None, spacing=None, kv_stride=None)  # None: EvaluationSettings'
+    add_solver_and_spacing(p, whose="the product's with exact arithmetic")
     p.add_argument(
-        "--precision", choices=("fp32", "bf16"), default=None, help="UNet arithmetic of every method (default fp32)"
+        "--precision", choices=UNET_PRECISIONS, default=None, help="UNet arithmetic of every method (default fp32)"
     )
     p.add_argument(
         "--start-strength",

@@ -1,3 +1,1 @@
-"""Anatomy and cohorts: the MNI template, the simulated cohort with true counterfactuals, ADNI-style CSV cohorts,
-phantoms of other contrasts for the scan checks, and the toy problem.
-"""
+"""The data the models learn from and are tested on, simulated with a known truth or read from real cohorts."""

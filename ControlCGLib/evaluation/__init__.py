@@ -1,3 +1,3 @@
-"""Measuring counterfactuals against the simulator's truth: simulated subjects, metrics, one measuring function,
-the augmentation experiment, the orchestration of ``controlcg evaluate`` and its report.
+"""Measuring counterfactuals against the simulator's truth (and real scans without it), as ``controlcg evaluate``
+runs and reports it.
 """

@@ -11,7 +11,6 @@ import numpy as np
 import torch
 
 from ..imaging.intensity import to_model_range
-from ..sampling.settings import SamplingConfig
 from .subjects import SimulatedSubject, balanced, model_tensor, prepare_subject, read_simulated, real_example
 
 
@@ -35,7 +34,7 @@ def training_pairs(examples, class_names) -> list:
     ]
 
 
-def generated_example(model, method, subject: SimulatedSubject, w: float, steps: int, seed: int, intensity) -> dict:
+def generated_example(model, method, subject: SimulatedSubject, w: float, sampling, seed: int, intensity) -> dict:
     """One extra training example: the subject's counterfactual toward its other class, labelled with that class."""
     from ..pipeline import shown_counterfactual
     from ..sampling.baselines import run_method
@@ -43,7 +42,7 @@ def generated_example(model, method, subject: SimulatedSubject, w: float, steps:
     config = model.config
     prepared = prepare_subject(subject, config.grid, config.intensity)
     y0 = model_tensor(prepared.model_input, config.intensity)
-    result = run_method(method, model, y0, subject.label, subject.target, (w,), SamplingConfig(steps=steps), seed=seed)
+    result = run_method(method, model, y0, subject.label, subject.target, (w,), sampling, seed=seed)
     cf = shown_counterfactual(result, w, prepared.model_input, prepared.mask, config.intensity)
     return {
         "method": method.name,
@@ -112,7 +111,8 @@ def augmentation_examples(model, classifier, settings, augment_cohort, aug, rank
         what, subject = job
         if isinstance(what, str):
             return {**real_example(subject, grid, intensity), "role": what}
-        return {**generated_example(model, what, subject, settings.default_w, settings.steps, aug.seed, intensity)}
+        sampling = settings.sampling(model.config.name)
+        return {**generated_example(model, what, subject, settings.default_w, sampling, aug.seed, intensity)}
 
     examples = shard_map(jobs, make, rank, world)
     return {"examples": examples, "settings": aug}

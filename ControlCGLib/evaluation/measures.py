@@ -13,12 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from ..defaults import EVALUATION_SWEEP, START_STRENGTH, W, w_key
-from ..imaging.intensity import to_model_range
-from ..model.classifier import classify
+from ..defaults import EVALUATION_SWEEP, W, w_key
+from ..model.classifier import VolumeClassifier
 from ..pipeline import shown_counterfactual
 from ..progress import StepCallback
-from ..sampling.settings import InjectionConfig, SamplingConfig
+from ..sampling.settings import SamplingConfig, product_sampling
 from .metrics import CHANGED, mse, saliency_auroc, ssim
 from .subjects import SimulatedSubject, model_tensor, prepare_subject, real_example
 
@@ -28,7 +27,7 @@ from .subjects import SimulatedSubject, model_tensor, prepare_subject, real_exam
 OURS = "ours"
 UNPAIRED = "ours-unpaired"  # the paper's output: the model's counterfactual itself, no pairing, no blending
 WITHOUT_BLEND = "ours-no-blend"  # paired, without blending
-WITH_INJECTION = "ours-injection"  # with the paper's attention injection (the ablation of issue 16)
+WITH_INJECTION = "ours-injection"  # with the paper's attention injection (defaults.INJECTION: off in the product)
 INVERSION_START = "ours-inversion-start"  # started from the DDIM-inverted input instead of the noised input
 ABLATIONS = (UNPAIRED, WITHOUT_BLEND, WITH_INJECTION, INVERSION_START)
 # The anchors every metric is read against: the input unchanged (the floor: what "doing nothing" scores) and the
@@ -40,20 +39,20 @@ ANCHORS = (IDENTITY, ORACLE)
 
 @dataclass(frozen=True)
 class EvaluationSettings:
-    """What :func:`measure_subject` runs; the defaults are ``controlcg evaluate``'s full setting."""
+    """What :func:`measure_subject` runs; the defaults are ``controlcg evaluate``'s full setting. Ours is the product
+    with exact arithmetic (:meth:`sampling`); a sampling field set here (not None) replaces the product's."""
 
     scales: tuple[float, ...] = EVALUATION_SWEEP  # our w sweep (paper Table 1)
     default_w: float = W.default  # the product's default; every method is compared there (paper Table 2)
-    steps: int = 20  # the grid of every method (the baselines' depths are fractions of it)
-    solver: str = "ddim"  # the step of ours and its ablations (DDIM inversion stays DDIM, ILVR follows)
-    spacing: str = "time"
-    start_strength: float = START_STRENGTH.default  # ours, as the product runs it
+    steps: int | None = None  # the grid of every method (the baselines' start strengths are fractions of it)
+    solver: str | None = None  # the step of ours and its ablations (DDIM inversion stays DDIM, ILVR follows)
+    spacing: str | None = None
+    start_strength: float | None = None  # where ours and its ablations start
     seeds: tuple[int, ...] = (0, 1, 2)
     axioms_seed: int = 0  # composition and reversibility are measured on this seed only (they cost two more runs)
     baselines: tuple | None = None  # baselines.Method entries; None: the paper's five, (): ours alone
-    injection: InjectionConfig | None = None  # ours, as the product runs the embedded model (defaults.INJECTION)
-    precision: str = "fp32"
-    kv_stride: int = 1  # > 1: the sampling passes of every method attend to fewer keys (token_downsampling.py)
+    precision: str | None = None  # None: fp32
+    kv_stride: int | None = None  # None: 1, exact; > 1: every method attends to fewer keys (token_downsampling.py)
     axioms: bool = True  # composition and reversibility on the axioms seed (benchmarks may skip their two runs)
     anchors: bool = True  # identity and oracle rows at the default w
     ablations: tuple[str, ...] = ABLATIONS  # variants of ours at the default w (names above); (): none
@@ -62,28 +61,24 @@ class EvaluationSettings:
         from ..sampling.baselines import PAPER_BASELINES, Method
 
         baselines = PAPER_BASELINES if self.baselines is None else self.baselines
-        depth = self.start_strength
+        # start strength and blending unset: as the sampling (the product's) says
         variants = {
-            UNPAIRED: Method(UNPAIRED, "ours", depth=depth),
-            WITHOUT_BLEND: Method(WITHOUT_BLEND, "ours", depth=depth, paired=True),
-            WITH_INJECTION: Method(WITH_INJECTION, "ours", depth=depth, paired=True, inject=True, blend=True),
-            INVERSION_START: Method(INVERSION_START, "ddim-inversion", depth=depth, paired=True, blend=True),
+            UNPAIRED: Method(UNPAIRED, "ours", blend=False),
+            WITHOUT_BLEND: Method(WITHOUT_BLEND, "ours", paired=True, blend=False),
+            WITH_INJECTION: Method(WITH_INJECTION, "ours", paired=True, inject=True),
+            INVERSION_START: Method(INVERSION_START, "ddim-inversion", paired=True),
         }
         unknown = [a for a in self.ablations if a not in variants]
         if unknown:
             raise ValueError(f"unknown ablation(s) {unknown}; choose from {list(variants)}")
-        ours = Method(OURS, "ours", depth=depth, paired=True, blend=True)
+        ours = Method(OURS, "ours", paired=True)
         return (ours, *(variants[a] for a in self.ablations), *baselines)
 
-    def sampling(self) -> SamplingConfig:
-        return SamplingConfig(
-            steps=self.steps,
-            method=self.solver,
-            spacing=self.spacing,
-            injection=self.injection,
-            precision=self.precision,
-            kv_stride=self.kv_stride,
-        )
+    def sampling(self, model_name: str) -> SamplingConfig:
+        """Ours: the product's sampling for this model, with exact arithmetic, and the changes set here."""
+        changes = {"steps": self.steps, "solver": self.solver, "spacing": self.spacing}
+        changes |= {"start_strength": self.start_strength, "precision": self.precision, "kv_stride": self.kv_stride}
+        return product_sampling(model_name, exact=True, **changes)
 
 
 def measure_subject(
@@ -104,7 +99,6 @@ def measure_subject(
     seed, composition (a counterfactual toward the subject's own class) and reversibility (the counterfactual's
     counterfactual back toward the source). ``images``, when given, receives the model-grid arrays ("input",
     "truth", and (method, w) per counterfactual) for figures."""
-    from ..model.classifier import features
     from ..sampling.baselines import run_method
     from .metrics import saliency_dice
 
@@ -113,9 +107,10 @@ def measure_subject(
     unit, mask = prepared.model_input, prepared.mask
     truth = prepared.same_scaling(sitk.ReadImage(str(subject.true_counterfactual)))
     y0 = model_tensor(unit, config.intensity)
-    names, scale = classifier.config.class_names, classifier.config.intensity
-    sampling = settings.sampling()
-    p_input = classify(classifier, to_model_range(unit, scale), names)
+    explained = VolumeClassifier(classifier)
+    judged = VolumeClassifier(judge) if judge is not None else None
+    sampling = settings.sampling(config.name)
+    p_input = explained.verdict(unit)
     if images is not None:
         images.update(input=unit, truth=truth)
     rows = []
@@ -128,8 +123,8 @@ def measure_subject(
         return metric(saliency, truth - unit, mask) if can_score else None
 
     def row(method: str, w: float, cf: np.ndarray, seconds: float) -> dict:
-        p = classify(classifier, to_model_range(cf, scale), names)
-        q = classify(judge, to_model_range(cf, judge.config.intensity), judge.config.class_names) if judge else None
+        p = explained.verdict(cf)
+        q = judged.verdict(cf) if judged is not None else None
         return {
             "subject": subject.subject,
             "anatomy": subject.anatomy,
@@ -152,7 +147,7 @@ def measure_subject(
             "composition_mse": None,
             "reversibility_mse": None,
             "seconds": seconds,
-            "features": features(classifier, to_model_range(cf, scale)).tolist(),
+            "features": explained.features(cf).tolist(),
         }
 
     for method in settings.methods():

@@ -62,8 +62,12 @@ def run_evaluation(
         return None
 
     real = real_features(classifier, cohort_subjects)
+    sampling = settings.sampling(model.config.name)  # what ours ran, every setting resolved
     summary_settings = {
         **{k: v for k, v in dataclasses.asdict(settings).items() if k != "baselines"},
+        **{k: getattr(sampling, k) for k in ("steps", "solver", "spacing", "start_strength", "precision", "kv_stride")},
+        "injection": sampling.injection is not None,
+        "blend": sampling.blend is not None,
         "methods": [m.name for m in settings.methods()],
         "subjects": len(subjects),
         "real_reference_subjects": len(cohort_subjects),

@@ -1,3 +1,3 @@
-"""Scans as a user brings them: reading (NIfTI, NRRD, DICOM), geometry (every RAS/LPS flip), registration to the
-template, intensity normalisation, the native-space pipeline to the model grid and back, scan checks, saliency.
+"""Scans as a user brings them, and the template they are registered to: from a T1 in any geometry to the model grid
+and back.
 """

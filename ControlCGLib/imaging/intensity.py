@@ -53,11 +53,9 @@ def scale_brain(volume: np.ndarray, mask: np.ndarray, low: float, high: float) -
 
 def to_model_range(unit, config: IntensityConfig | None = None):
     """[0, 1] -> the model's range (works on numpy arrays and torch tensors)."""
-    lo, hi = (config or IntensityConfig()).model_range
-    return unit * (hi - lo) + lo
+    return (config or IntensityConfig()).to_model(unit)
 
 
 def from_model_range(x, config: IntensityConfig | None = None):
     """The model's range -> [0, 1] (not clipped: a counterfactual may overshoot slightly)."""
-    lo, hi = (config or IntensityConfig()).model_range
-    return (x - lo) / (hi - lo)
+    return (config or IntensityConfig()).from_model(x)

@@ -1,3 +1,1 @@
-"""The networks and what describes them: configuration (JSON beside the weights), the class-conditional UNet and
-the diagnostic classifier, checkpoints that never unpickle.
-"""
+"""The networks and what describes them, stored as data that loading never unpickles."""

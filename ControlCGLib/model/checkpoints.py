@@ -8,7 +8,6 @@ A model folder holds::
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,12 +18,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .. import __version__
-from ..hashing import file_sha256  # noqa: F401  (re-exported)
-from .config import ClassifierConfig, ConfigError, ModelConfig, from_dict, to_dict
+from ..hashing import file_sha256  # noqa: F401  (the command line hashes the weights it loads through here)
+from .config import ClassifierConfig, ConfigError, ModelConfig, read_model_config, write_model_config
 from .networks import ClassConditionalUNet, build_classifier
 
 WEIGHTS = "weights.safetensors"
-CONFIG = "config.json"
 
 
 class CheckpointError(ValueError):
@@ -38,36 +36,17 @@ def save_checkpoint(model: nn.Module, config, folder: str | Path, provenance: di
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(folder / WEIGHTS), metadata={"format": "pt"})
-    payload = {"kind": type(config).__name__, **to_dict(config)}
-    payload["provenance"] = {
-        "saved": datetime.now(UTC).isoformat(timespec="seconds"),
-        "code_version": __version__,
-        **(provenance or {}),
-    }
-    (folder / CONFIG).write_text(json.dumps(payload, indent=2) + "\n")
+    stamp = {"saved": datetime.now(UTC).isoformat(timespec="seconds"), "code_version": __version__}
+    write_model_config(config, folder, {**stamp, **(provenance or {})})
     return folder
 
 
 def read_checkpoint_config(folder: str | Path) -> tuple[ModelConfig | ClassifierConfig, dict[str, Any]]:
-    """(configuration, provenance) of a model folder."""
-    path = Path(folder) / CONFIG
+    """(configuration, provenance) of a model folder (model/config.py reads it), refused as a checkpoint error."""
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing: {folder} is not a ControlCG model folder") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"cannot read {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} is not a JSON object")
-    provenance = data.pop("provenance", {})
-    kinds = {"ModelConfig": ModelConfig, "ClassifierConfig": ClassifierConfig}
-    kind = data.pop("kind", None)
-    if kind not in kinds:
-        raise CheckpointError(f"{path} has kind {kind!r}; expected one of {sorted(kinds)}")
-    try:
-        return from_dict(kinds[kind], data), provenance
+        return read_model_config(folder)
     except ConfigError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
+        raise CheckpointError(str(exc)) from None
 
 
 def warm_start(model: nn.Module, folder: str | Path, new_prefix: str = "attentions") -> list[str]:

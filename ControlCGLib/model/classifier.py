@@ -1,5 +1,8 @@
 """The diagnostic classifier the counterfactuals explain (paper: 3D DenseNet-121): one verdict function shared by the
 command line, Slicer and the evaluation, its features (the FIDs) and its accuracy on a data set.
+
+:class:`VolumeClassifier` is how the product asks it: a [0, 1] volume in, a verdict out; it is the one place that
+brings a volume into the classifier's own intensity range.
 """
 
 from __future__ import annotations
@@ -47,6 +50,26 @@ def classify(model: torch.nn.Module, volume, class_names: Sequence[str]) -> dict
     device = next(model.parameters()).device
     p = predict_proba(model, v[None, None].to(device))[0]
     return {name: float(p[i]) for i, name in enumerate(class_names)}
+
+
+class VolumeClassifier:
+    """A loaded classifier (or judge) asked about [0, 1] volumes (D, H, W) on its grid."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+        self.config = model.config
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.config.class_names)
+
+    def verdict(self, unit) -> dict[str, float]:
+        """Probability per class name."""
+        return classify(self.model, self.config.intensity.to_model(unit), self.class_names)
+
+    def features(self, unit) -> np.ndarray:
+        """The penultimate features (:func:`features`) the FIDs compare."""
+        return features(self.model, self.config.intensity.to_model(unit))
 
 
 def evaluate(model: torch.nn.Module, dataset, batch_size: int = 8) -> float:

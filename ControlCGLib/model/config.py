@@ -1,7 +1,9 @@
 """Typed configuration of a ControlCG model, stored as JSON beside its weights.
 
-The dataclass that builds the model is the JSON that ships with it (diffusers' ``register_to_config`` idea): loading
-rebuilds the same dataclass, unknown keys and newer format versions are refused with a message naming them.
+The dataclass that builds the model is the JSON that ships with it (diffusers' ``register_to_config`` idea): a model
+folder's config.json is written by :func:`write_model_config` and read by :func:`read_model_config` (torch-free, so
+the Slicer panel reads it too), which rebuilds the same dataclass; unknown keys, kinds and format versions are refused
+with a message naming them.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-#: Version of the JSON layout written by :func:`save_config`. Readers refuse anything newer.
+#: Version of the JSON layout written by :func:`write_model_config`. Readers refuse anything newer.
 FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"  # in every model folder, beside the weights
 
 BETA_SCHEDULES = ("linear_beta", "scaled_linear_beta", "sigmoid_beta", "cosine")
 PREDICTION_TYPES = ("v",)
@@ -100,6 +103,16 @@ class IntensityConfig:
         lo, hi = self.model_range
         if not lo < hi:
             raise ConfigError(f"intensity.model_range must be increasing, got {self.model_range}")
+
+    def to_model(self, unit):
+        """[0, 1] -> the network's range (numpy arrays and torch tensors alike)."""
+        lo, hi = self.model_range
+        return unit * (hi - lo) + lo
+
+    def from_model(self, x):
+        """The network's range -> [0, 1] (not clipped: a counterfactual may overshoot slightly)."""
+        lo, hi = self.model_range
+        return (x - lo) / (hi - lo)
 
 
 @dataclass(frozen=True)
@@ -219,7 +232,7 @@ PRESETS: dict[str, ModelConfig] = {
     "paper": ModelConfig(unet=UNetConfig(use_flash_attention=True)),
     # Laptop-CPU default: half the paper grid, a quarter of the width. Self-attention at the middle level too, so that
     # its tokens are 8 mm wide like the paper's (20x24x20 of 40x48x40): at the deepest level alone (16 mm) the learned
-    # attention was near uniform and injection had nothing to carry (issue 16). Costs 3.3x per pass on the CPU.
+    # attention is near uniform and injection has nothing to carry. Costs 3.3x per pass on the CPU.
     "cpu": ModelConfig(
         name="cpu",
         grid=(40, 48, 40),
@@ -244,6 +257,9 @@ CLASSIFIER_PRESETS: dict[str, ClassifierConfig] = {
         grid=(40, 48, 40), init_features=24, growth_rate=12, block_config=(3, 6, 12), norm="group"
     ),
 }
+
+
+MODEL_KINDS = {"ModelConfig": ModelConfig, "ClassifierConfig": ClassifierConfig}  # config.json's "kind"
 
 
 def preset(name: str) -> ModelConfig:
@@ -308,28 +324,36 @@ def from_dict(cls, data: dict[str, Any], _where: str = ""):
         raise ConfigError(f"invalid {_where or cls.__name__}: {exc}") from None
 
 
-def save_config(config, path: str | Path) -> Path:
-    path = Path(path)
-    payload = {"kind": type(config).__name__, **to_dict(config)}
+def write_model_config(config, folder: str | Path, provenance: dict[str, Any] | None = None) -> Path:
+    """A model folder's config.json: the configuration's kind and fields, then where the weights came from."""
+    path = Path(folder) / CONFIG_FILE
+    payload = {"kind": type(config).__name__, **to_dict(config), "provenance": provenance or {}}
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
 
 
-def load_config(path: str | Path, cls=None):
-    """Read a configuration written by :func:`save_config`; ``cls`` defaults to the kind recorded in the file."""
-    path = Path(path)
+def read_model_config(folder: str | Path) -> tuple[ModelConfig | ClassifierConfig, dict[str, Any]]:
+    """(configuration, provenance) of a model folder, without torch: the one reader of config.json, for the loader,
+    the command line and the Slicer panel. Refuses, naming the file, what ControlCG did not write or cannot read."""
+    path = Path(folder) / CONFIG_FILE
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path} is missing: {folder} is not a ControlCG model folder") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read configuration {path}: {exc}") from None
+        raise ConfigError(f"cannot read {path}: {exc}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"configuration {path} is not a JSON object")
-    kinds = {"ModelConfig": ModelConfig, "ClassifierConfig": ClassifierConfig}
+        raise ConfigError(f"{path} is not a JSON object")
     kind = data.pop("kind", None)
-    if cls is None:
-        if kind not in kinds:
-            raise ConfigError(f"configuration {path} has kind {kind!r}; expected one of {sorted(kinds)}")
-        cls = kinds[kind]
-    elif kind is not None and kind != cls.__name__:
-        raise ConfigError(f"configuration {path} describes a {kind}, not a {cls.__name__}")
-    return from_dict(cls, data)
+    if kind not in MODEL_KINDS:
+        raise ConfigError(f"{path} has kind {kind!r}; expected one of {sorted(MODEL_KINDS)}")
+    version = data.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ConfigError(f"{path} has format_version {version!r}; ControlCG writes 1 to {FORMAT_VERSION}")
+    provenance = data.pop("provenance", {})
+    if not isinstance(provenance, dict):
+        raise ConfigError(f"{path}: provenance must be a JSON object, got {type(provenance).__name__}")
+    try:
+        return from_dict(MODEL_KINDS[kind], data), provenance
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

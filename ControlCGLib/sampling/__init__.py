@@ -1,3 +1,1 @@
-"""Making counterfactuals: noise, the diffusion schedule and its steps, classifier-free guidance, attention
-injection, the one sampling loop, the paper's baselines through that loop, and the memory a run will take.
-"""
+"""Making counterfactuals: everything the one sampling loop needs, from its settings to the memory a run will take."""

@@ -8,7 +8,8 @@
   class with guidance.
 
 Depths follow the paper's 1000-step chain: T = 250 and 500 are 25 % and 50 % of the chain, the same fractions of our
-step grid (``SamplingConfig.start_strength``). Neither baseline injects attention (that is the paper's own method).
+step grid (the start strength, ``SamplingConfig.start_strength``). Neither baseline injects attention (that is the
+paper's own method) nor blends.
 """
 
 from __future__ import annotations
@@ -21,11 +22,10 @@ from typing import Literal, get_args
 import torch
 import torch.nn.functional as F
 
-from .blending import BlendConfig
 from .noise import make_generator, sample_noise
 from .sampler import Counterfactuals, as_batch, counterfactual, sampling_timesteps
 from .schedule import CLEAN, Schedule
-from .settings import InjectionConfig, SamplingConfig
+from .settings import BlendConfig, InjectionConfig, SamplingConfig
 
 MethodKind = Literal["ours", "ilvr", "ddim-inversion"]
 
@@ -36,18 +36,18 @@ class Method:
 
     name: str
     kind: MethodKind
-    depth: float = 1.0  # fraction of the chain the run starts from (T / 1000)
+    start_strength: float | None = None  # fraction of the chain the run starts from (T / 1000); None: the sampling's
     factor: int = 2  # ILVR's down-sampling factor n
     inversion_label: str = "source"  # DDIM inversion: encode with the "source" class or the "null" class
     paired: bool = False  # ours, DDIM inversion: also run the source class's trajectory (sampler.py)
     inject: bool | None = None  # ours: None = injection as the sampling settings say; True: the paper's; False: none
-    blend: bool = False  # ours, DDIM inversion: mask-guided blending of the input during sampling (blending.py)
+    blend: bool | None = None  # mask-guided blending of the input during sampling (blending.py); None: the sampling's
 
     def __post_init__(self):
         if self.kind not in get_args(MethodKind):
             raise ValueError(f"unknown method kind {self.kind!r}")
-        if not 0 < self.depth <= 1:
-            raise ValueError(f"{self.name}: depth must be in (0, 1], got {self.depth}")
+        if self.start_strength is not None and not 0 < self.start_strength <= 1:
+            raise ValueError(f"{self.name}: the start strength must be in (0, 1], got {self.start_strength}")
         if self.factor < 1:
             raise ValueError(f"{self.name}: the ILVR factor must be >= 1, got {self.factor}")
         if self.inversion_label not in ("source", "null"):
@@ -56,11 +56,11 @@ class Method:
 
 # The paper's settings: ILVR-1 n=2 T=250, ILVR-2 n=2 T=500, ILVR-3 n=4 T=250; DDIM inversion T=250 and T=500.
 PAPER_BASELINES = (
-    Method("ILVR-1", "ilvr", depth=0.25, factor=2),
-    Method("ILVR-2", "ilvr", depth=0.5, factor=2),
-    Method("ILVR-3", "ilvr", depth=0.25, factor=4),
-    Method("DDIM-inv-250", "ddim-inversion", depth=0.25),
-    Method("DDIM-inv-500", "ddim-inversion", depth=0.5),
+    Method("ILVR-1", "ilvr", start_strength=0.25, factor=2, blend=False),
+    Method("ILVR-2", "ilvr", start_strength=0.5, factor=2, blend=False),
+    Method("ILVR-3", "ilvr", start_strength=0.25, factor=4, blend=False),
+    Method("DDIM-inv-250", "ddim-inversion", start_strength=0.25, blend=False),
+    Method("DDIM-inv-500", "ddim-inversion", start_strength=0.5, blend=False),
 )
 
 
@@ -73,6 +73,27 @@ def low_pass(x: torch.Tensor, factor: int) -> torch.Tensor:
     return F.interpolate(F.avg_pool3d(x, factor), size=x.shape[2:], mode="trilinear", align_corners=False)
 
 
+class LowFrequencyReplacement:
+    """ILVR's correction after every step: ``x_s <- x_s - LP(x_s) + LP(q(y0, s))`` (a solvers.Correction). The noised
+    reference has its own generator, apart from the loop's stream; one draw per trajectory and step."""
+
+    def __init__(self, y: torch.Tensor, factor: int, schedule: Schedule, noise_config, seed: int):
+        self.y, self.factor, self.schedule, self.noise_config = y, factor, schedule, noise_config
+        self.reference = low_pass(y, factor)
+        self.generator = make_generator(seed + 7919)
+
+    def __call__(self, xs, clean, *, index: int, total: int, s: int) -> None:
+        for key, x in xs.items():
+            if s == CLEAN:
+                y_s = self.reference
+            else:
+                noise = sample_noise(tuple(self.y.shape), self.generator, self.noise_config).to(
+                    self.y.device, self.y.dtype
+                )
+                y_s = low_pass(self.schedule.q_sample(self.y, s, noise), self.factor)
+            xs[key] = x - low_pass(x, self.factor) + y_s
+
+
 def ilvr(
     model,
     y0: torch.Tensor,
@@ -81,39 +102,29 @@ def ilvr(
     sampling: SamplingConfig | None = None,
     *,
     factor: int = 2,
-    depth: float = 0.25,
+    start_strength: float | None = None,
     seed: int = 0,
     **loop,
 ) -> Counterfactuals:
-    """ILVR counterfactuals of ``y0`` (model grid and range) toward ``target``, one per w."""
-    sampling = dataclasses.replace(sampling or SamplingConfig(), start_strength=depth, injection=None)
-    schedule = Schedule(model.config.schedule)
+    """ILVR counterfactuals of ``y0`` (model grid and range) toward ``target``, one per w, started at
+    ``start_strength`` (None: the sampling's)."""
+    sampling = sampling or SamplingConfig()
+    start = sampling.start_strength if start_strength is None else start_strength
+    sampling = dataclasses.replace(sampling, start_strength=start, injection=None)
     parameter = next(model.parameters())
     y = as_batch(y0, model.config.grid).to(parameter.device, parameter.dtype)
-    reference = low_pass(y, factor)
-    generator = make_generator(seed + 7919)  # the reference's own noise, apart from the loop's stream
-    noise_cfg = model.config.noise if sampling.noise == "pyramid" else None
-
-    def replace_low_frequencies(x: torch.Tensor, s: int) -> torch.Tensor:
-        if s == CLEAN:
-            y_s = reference
-        else:
-            noise = sample_noise(tuple(y.shape), generator, noise_cfg).to(y.device, y.dtype)
-            y_s = low_pass(schedule.q_sample(y, s, noise), factor)
-        return x - low_pass(x, factor) + y_s
-
-    return counterfactual(model, y0, target, scales, sampling, seed=seed, after_step=replace_low_frequencies, **loop)
+    noise_config = model.config.noise if sampling.noise == "pyramid" else None
+    replace = LowFrequencyReplacement(y, factor, Schedule(model.config.schedule), noise_config, seed)
+    return counterfactual(model, y0, target, scales, sampling, seed=seed, corrections=[replace], **loop)
 
 
 @torch.no_grad()
-def ddim_invert(
-    model, y0: torch.Tensor, label: str | int | None, sampling: SamplingConfig, depth: float
-) -> torch.Tensor:
-    """x at the first timestep of a run of depth ``depth``: the input carried there along the deterministic DDIM
-    path, with the model conditioned on ``label`` (None: the null class)."""
+def ddim_invert(model, y0: torch.Tensor, label: str | int | None, sampling: SamplingConfig) -> torch.Tensor:
+    """x at the first timestep of a run of ``sampling``: the input carried there along the deterministic DDIM path,
+    with the model conditioned on ``label`` (None: the null class)."""
     config = model.config
     schedule = Schedule(config.schedule)
-    timesteps = sampling_timesteps(schedule, dataclasses.replace(sampling, start_strength=depth))
+    timesteps = sampling_timesteps(schedule, sampling)
     parameter = next(model.parameters())
     device = parameter.device
     x = as_batch(y0, config.grid).to(device, parameter.dtype)
@@ -126,7 +137,7 @@ def ddim_invert(
             at = t if s == CLEAN else s  # from the clean input the model is asked at the first grid timestep
             v = model(x, torch.full((1,), at, dtype=torch.long, device=device), labels)
             x0, eps = schedule.split_v(x, v, at)
-            x = schedule.ddim_reverse_step(x0, eps, s, t)
+            x = schedule.ddim_reverse_step(x0, eps, s=s, t=t)
     finally:
         model.train(was_training)
     return x
@@ -140,18 +151,19 @@ def ddim_inversion(
     scales: float | Sequence[float],
     sampling: SamplingConfig | None = None,
     *,
-    depth: float = 0.25,
+    start_strength: float | None = None,
     seed: int = 0,
     pair_with: str | int | None = None,
     **loop,
 ) -> Counterfactuals:
-    """DDIM-inversion counterfactuals: encode with ``source`` (None: the null class), decode toward ``target``.
-    ``pair_with`` (a class): also decode toward it from the same inverted start (the paired change, sampler.py);
-    this is ours started from an exact inversion instead of the noised input, an option measured in issue 16."""
-    sampling = dataclasses.replace(
-        sampling or SamplingConfig(), start_strength=depth, injection=None, method="ddim", eta=0.0
-    )
-    start = ddim_invert(model, y0, source, sampling, depth)
+    """DDIM-inversion counterfactuals: encode with ``source`` (None: the null class) up to ``start_strength`` (None:
+    the sampling's), decode toward ``target``. ``pair_with`` (a class): also decode toward it from the same inverted
+    start (the paired change, sampler.py); this is ours started from an exact inversion instead of the noised input
+    (the ablation ours-inversion-start, docs/evaluation/report.md)."""
+    sampling = sampling or SamplingConfig()
+    start_at = sampling.start_strength if start_strength is None else start_strength
+    sampling = dataclasses.replace(sampling, start_strength=start_at, injection=None, solver="ddim", eta=0.0)
+    start = ddim_invert(model, y0, source, sampling)
     return counterfactual(model, y0, target, scales, sampling, seed=seed, start=start, source=pair_with, **loop)
 
 
@@ -168,18 +180,19 @@ def run_method(
     **loop,
 ) -> Counterfactuals:
     """One entry point for every method, so that the evaluation treats them alike."""
-    if method.blend:
-        sampling = dataclasses.replace(sampling or SamplingConfig(), blend=BlendConfig())
+    changes = {}
+    if method.blend is not None:
+        changes["blend"] = BlendConfig() if method.blend else None
+    if method.start_strength is not None:
+        changes["start_strength"] = method.start_strength
+    sampling = dataclasses.replace(sampling or SamplingConfig(), **changes)
     if method.kind == "ours":
-        sampling = dataclasses.replace(sampling or SamplingConfig(), start_strength=method.depth)
         if method.inject is not None and (sampling.injection is not None) != method.inject:
             sampling = dataclasses.replace(sampling, injection=InjectionConfig() if method.inject else None)
         paired = source if method.paired else None
         return counterfactual(model, y0, target, scales, sampling, seed=seed, source=paired, **loop)
     if method.kind == "ilvr":
-        return ilvr(model, y0, target, scales, sampling, factor=method.factor, depth=method.depth, seed=seed, **loop)
+        return ilvr(model, y0, target, scales, sampling, factor=method.factor, seed=seed, **loop)
     label = source if method.inversion_label == "source" else None
     paired = source if method.paired else None
-    return ddim_inversion(
-        model, y0, label, target, scales, sampling, depth=method.depth, seed=seed, pair_with=paired, **loop
-    )
+    return ddim_inversion(model, y0, label, target, scales, sampling, seed=seed, pair_with=paired, **loop)

@@ -1,5 +1,5 @@
 """Mask-guided blending: keep the input outside the region that changes, during sampling (after FastDiME, Weng et
-al. 2023, and ACE, Jeanneret et al. 2023). The product's default (defaults.BLEND), measured in issue 16; the
+al. 2023, and ACE, Jeanneret et al. 2023). The product's default (defaults.BLEND says what it measured); the
 library's SamplingConfig leaves it off, as the paper samples.
 
 After each step the changing region is estimated from the predicted clean volumes: for a paired run the target's
@@ -12,32 +12,12 @@ them, so that outside the mask a paired difference is exactly zero and, at the l
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
-from ..model.config import ConfigError
 from .schedule import CLEAN, Schedule
-
-Trajectory = tuple[int, float]
-
-
-@dataclass(frozen=True)
-class BlendConfig:
-    """``threshold``: share of the largest smoothed |change| that counts as changing; ``sigma``: smoothing in model
-    voxels; ``start``: share of the steps run before the first blend (the first predictions are too rough)."""
-
-    threshold: float = 0.2
-    sigma: float = 1.0
-    start: float = 0.3
-
-    def __post_init__(self):
-        if not 0 < self.threshold < 1:
-            raise ConfigError(f"blend.threshold must be in (0, 1), got {self.threshold}")
-        if self.sigma <= 0:
-            raise ConfigError(f"blend.sigma must be > 0, got {self.sigma}")
-        if not 0 <= self.start < 1:
-            raise ConfigError(f"blend.start must be in [0, 1), got {self.start}")
+from .settings import BlendConfig
+from .solvers import States
 
 
 class MaskBlend:
@@ -66,10 +46,10 @@ class MaskBlend:
         hard = (magnitude > self.config.threshold * peak).float()
         return self.smooth(hard).clamp(0.0, 1.0).to(change.dtype)
 
-    def __call__(
-        self, xs: dict[Trajectory, torch.Tensor], x0s: dict[Trajectory, torch.Tensor], index: int, total: int, s: int
-    ) -> None:
-        """Blend ``xs`` (just stepped to timestep ``s``; ``x0s`` the clean predictions of this step) in place."""
+    def __call__(self, xs: States, clean: States, *, index: int, total: int, s: int) -> None:
+        """Blend ``xs`` (just stepped to timestep ``s``; ``clean`` the clean predictions of this step) in place: the
+        loop's :class:`~ControlCGLib.sampling.solvers.Correction`."""
+        x0s = clean
         if (index + 1) / total <= self.config.start and s != CLEAN:
             return
         y_s = self.y if s == CLEAN else self.schedule.q_sample(self.y, s, self.noise)
@@ -80,5 +60,5 @@ class MaskBlend:
                 xs[key] = m * xs[key] + (1 - m) * y_s
 
 
-def _scales(xs: dict[Trajectory, torch.Tensor]) -> Sequence[float]:
+def _scales(xs: States) -> Sequence[float]:
     return sorted({w for _, w in xs})

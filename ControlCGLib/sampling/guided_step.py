@@ -30,10 +30,9 @@ from collections.abc import Sequence
 import torch
 
 from .guidance import cfg_combine
-from .injection import AttentionInjector
+from .injection import SelfAttentionControl
 from .settings import InjectionConfig, Precision
-
-Trajectory = tuple[int, float]  # (class index, w)
+from .solvers import Trajectory
 
 
 @contextlib.contextmanager
@@ -70,10 +69,10 @@ class GuidedStep:
         self.device = next(model.parameters()).device
         self.cond = {int(c): model.conditioning(int(c), 1, self.device) for c in classes}
         self.null = model.conditioning(model.null_class, 1, self.device)
-        self.injector = None
+        self.attention = None
         if injection is not None or kv_stride > 1:
             layers = injection.layers if injection is not None else ()
-            self.injector = AttentionInjector(model, layers, kv_stride=kv_stride, grid=model.config.grid)
+            self.attention = SelfAttentionControl(model, layers, kv_stride=kv_stride, grid=model.config.grid)
         self.inject = injection is not None
         self.passes = 0  # UNet passes made (the benchmarks count them)
         self.precision = precision
@@ -85,14 +84,14 @@ class GuidedStep:
         self.model.eval()
         self._layout = weight_layout(self.model, self.precision)
         self._layout.__enter__()
-        if self.injector is not None:
-            self.injector.__enter__()
+        if self.attention is not None:
+            self.attention.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
         try:
-            if self.injector is not None:
-                self.injector.__exit__(*exc)
+            if self.attention is not None:
+                self.attention.__exit__(*exc)
         finally:
             self._layout.__exit__(*exc)
             self.model.train(bool(self._was_training))
@@ -111,7 +110,7 @@ class GuidedStep:
         unet = self.model.unet
         inject = reference is not None and self.inject
         if inject:
-            with self.injector.recording(), self._autocast():
+            with self.attention.recording(), self._autocast():
                 unet(reference, tt, **self.null)
             self.passes += 1
         distinct: list[torch.Tensor] = []  # one representative per distinct x_t
@@ -123,7 +122,7 @@ class GuidedStep:
                 distinct.append(x)
                 index = len(distinct) - 1
             if (index, label) not in made:
-                with self.injector.injecting() if inject else contextlib.nullcontext(), self._autocast():
+                with self.attention.injecting() if inject else contextlib.nullcontext(), self._autocast():
                     made[index, label] = unet(x, tt, **(self.null if label is None else self.cond[label])).float()
                 self.passes += 1
             return made[index, label]

@@ -5,10 +5,10 @@ self-attention layer. In the passes on the generated x_t those layers *inject*: 
 concat(h(y_t), h(x_t)) along the token axis, through the layer's own projections (Eq. 8). When h(y_t) == h(x_t)
 every key appears twice with the same value, so the softmax and the output are exactly those of the plain layer.
 
-The behaviour lives in :class:`InjectedSelfAttention`, a thin wrapper put in place of MONAI's ``SABlock`` (which has
-no processor hook) by :class:`AttentionInjector` and taken out again on removal, so the model is left holding its
-original modules: same objects, same state dict. The injector never counts calls; the sampler says what to do
-through :meth:`AttentionInjector.recording` / :meth:`AttentionInjector.injecting`.
+The behaviour lives in :class:`ControlledSelfAttention`, a thin wrapper put in place of MONAI's ``SABlock`` (which has
+no processor hook) by :class:`SelfAttentionControl` and taken out again on removal, so the model is left holding its
+original modules: same objects, same state dict. The control never counts calls; the sampler says what to do through
+its :data:`AttentionMode` (:meth:`SelfAttentionControl.recording` / :meth:`SelfAttentionControl.injecting`).
 
 The same wrapper gives the large layers fewer keys and values when a key/value stride is asked for
 (token_downsampling.py): the one place that decides what a self-attention layer attends to.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,10 @@ from monai.networks.blocks.selfattention import SABlock
 from torch import nn
 
 from .token_downsampling import downsample_tokens, downsampled, token_grid
+
+#: What the injecting layers do in a pass: nothing (a key stride may still apply), store the input tokens as the
+#: reference, or attend over the stored reference as well as their own tokens (Eq. 8).
+AttentionMode = Literal["off", "record", "inject"]
 
 #: Layer groups by where they sit in MONAI's DiffusionModelUNet.
 GROUPS = {"down": "down_blocks.", "mid": "middle_block.", "up": "up_blocks."}
@@ -122,16 +127,17 @@ def attend(layer: SABlock, x: torch.Tensor, kv_tokens: torch.Tensor) -> torch.Te
     return layer.drop_output(out)
 
 
-class InjectedSelfAttention(nn.Module):
-    """Stands in for one SABlock while the injector is installed; ``layer`` is the original module. ``injects``: the
-    layer records and injects the reference (Eq. 8); ``stride`` > 1: a layer of at least ``min_tokens`` tokens takes
-    its keys and values (and the reference's) averaged over stride^3 blocks of its tokens' grid (token_downsampling)."""
+class ControlledSelfAttention(nn.Module):
+    """Stands in for one SABlock while a :class:`SelfAttentionControl` is installed; ``layer`` is the original module.
+    ``injects``: the layer records and injects the reference (Eq. 8); ``stride`` > 1: a layer of at least
+    ``min_tokens`` tokens takes its keys and values (and the reference's) averaged over stride^3 blocks of its
+    tokens' grid (token_downsampling)."""
 
     def __init__(
         self,
         layer: SABlock,
         name: str,
-        injector: AttentionInjector,
+        control: SelfAttentionControl,
         injects: bool = True,
         stride: int = 1,
         grid: tuple[int, ...] | None = None,
@@ -140,16 +146,16 @@ class InjectedSelfAttention(nn.Module):
         super().__init__()
         self.layer = layer
         self.name = name
-        self._injector = injector  # plain attribute: not a submodule
+        self._control = control  # plain attribute: not a submodule
         self.injects = injects
         self.stride = stride
         self.grid = grid
         self.min_tokens = min_tokens
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        mode = self._injector.mode if self.injects else "off"
+        mode = self._control.mode if self.injects else "off"
         if mode == "record":
-            self._injector.tokens[self.name] = x.detach()
+            self._control.tokens[self.name] = x.detach()
         fewer = downsampled(x.shape[1], self.stride, self.min_tokens)
         if mode != "inject" and not fewer:
             return self.layer(x, attn_mask)
@@ -160,7 +166,7 @@ class InjectedSelfAttention(nn.Module):
             shape = token_grid(x.shape[1], self.grid)
             keys = downsample_tokens(x, shape, self.stride)
         if mode == "inject":
-            reference = self._injector.tokens.get(self.name)
+            reference = self._control.tokens.get(self.name)
             if reference is None:
                 raise RuntimeError(f"no reference tokens recorded for {self.name}; run a recording pass first")
             if fewer:
@@ -169,13 +175,13 @@ class InjectedSelfAttention(nn.Module):
         return attend(self.layer, x, keys)
 
 
-class AttentionInjector:
+class SelfAttentionControl:
     """Installs reference-attention injection on chosen self-attention layers of a model, and removes it; with
     ``kv_stride`` > 1 also fewer keys and values on every large self-attention layer (``grid``: the model grid).
 
     Use as a context manager (removal is guaranteed, also after an error)::
 
-        with AttentionInjector(model, layers=("down", "mid", "up")) as inj:
+        with SelfAttentionControl(model, layers=("down", "mid", "up")) as inj:
             with inj.recording():
                 model(y_t, t, null)          # stores h(y_t) per layer
             with inj.injecting():
@@ -204,7 +210,7 @@ class AttentionInjector:
         if not self.layer_names:
             raise ValueError("nothing to install: no layer injects and the key/value stride is 1")
         self.kv_stride, self.grid, self.min_tokens = int(kv_stride), grid, min_tokens
-        self.mode: str = "off"
+        self.mode: AttentionMode = "off"
         self.tokens: dict[str, torch.Tensor] = {}
         self._originals: dict[str, SABlock] = {}
 
@@ -212,10 +218,10 @@ class AttentionInjector:
     def installed(self) -> bool:
         return bool(self._originals)
 
-    def install(self) -> AttentionInjector:
+    def install(self) -> SelfAttentionControl:
         if self.installed:
             return self
-        if any(isinstance(m, InjectedSelfAttention) for m in self.model.modules()):
+        if any(isinstance(m, ControlledSelfAttention) for m in self.model.modules()):
             raise RuntimeError("this model already has attention injection installed; remove it first")
         modules = self_attention_layers(self.model)
         for name in self.layer_names:
@@ -224,7 +230,7 @@ class AttentionInjector:
             parent_name, _, attr = name.rpartition(".")
             parent = self.model.get_submodule(parent_name) if parent_name else self.model
             original = getattr(parent, attr)
-            wrapper = InjectedSelfAttention(
+            wrapper = ControlledSelfAttention(
                 original, name, self, name in self.injected, self.kv_stride, self.grid, self.min_tokens
             )
             setattr(parent, attr, wrapper)
@@ -240,16 +246,16 @@ class AttentionInjector:
         self.tokens.clear()
         self.mode = "off"
 
-    def __enter__(self) -> AttentionInjector:
+    def __enter__(self) -> SelfAttentionControl:
         return self.install()
 
     def __exit__(self, *exc) -> None:
         self.remove()
 
     @contextlib.contextmanager
-    def _mode(self, mode: str):
+    def _mode(self, mode: AttentionMode):
         if not self.installed:
-            raise RuntimeError("install the injector before recording or injecting")
+            raise RuntimeError("install the attention control before recording or injecting")
         previous, self.mode = self.mode, mode
         try:
             yield self

@@ -1,5 +1,7 @@
 """Noise schedule, timestep grids and the step maths (DDPM, DDIM, DPM-Solver++(2M), DDIM inversion) for v-prediction.
 
+Stateless: every step takes its (t, s) pair by keyword; solvers.py wraps them as the sampling loop's solvers.
+
 The schedule's betas come from MONAI's ``NoiseSchedules`` registry; everything after that is held in float64 and
 owned here, because MONAI's ``DDPMScheduler.step`` always steps t -> t-1 (wrong with skipped steps) and
 ``DDIMScheduler.reversed_step`` fails on its last step.
@@ -117,7 +119,14 @@ class Schedule:
     # --- reverse steps ---------------------------------------------------------------------------------------------
 
     def ddim_step(
-        self, x0: torch.Tensor, eps: torch.Tensor, t: int, s: int, eta: float = 0.0, noise: torch.Tensor | None = None
+        self,
+        x0: torch.Tensor,
+        eps: torch.Tensor,
+        *,
+        t: int,
+        s: int,
+        eta: float = 0.0,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """DDIM (Song et al. 2021, Eq. 12) from t to s < t; deterministic at ``eta = 0``."""
         a_t, a_s = self.alpha_bar(t), self.alpha_bar(s)
@@ -141,6 +150,7 @@ class Schedule:
         self,
         x_t: torch.Tensor,
         x0: torch.Tensor,
+        *,
         t: int,
         s: int,
         previous: tuple[torch.Tensor, int] | None = None,
@@ -166,7 +176,7 @@ class Schedule:
             d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
         return math.sqrt((1 - a_s) / (1 - a_t)) * x_t + math.sqrt(a_s) * (-math.expm1(-h)) * d
 
-    def ddpm_step(self, x_t: torch.Tensor, x0: torch.Tensor, t: int, s: int, noise: torch.Tensor) -> torch.Tensor:
+    def ddpm_step(self, x_t: torch.Tensor, x0: torch.Tensor, *, t: int, s: int, noise: torch.Tensor) -> torch.Tensor:
         """Ancestral step from t to any s < t: a draw from the true posterior q(x_s | x_t, x0).
 
         With beta_ts = 1 - a_t / a_s this is Ho et al.'s posterior for the respaced chain (Nichol & Dhariwal 2021),
@@ -182,7 +192,7 @@ class Schedule:
             return mean
         return mean + math.sqrt(var) * noise
 
-    def ddim_reverse_step(self, x0: torch.Tensor, eps: torch.Tensor, s: int, t: int) -> torch.Tensor:
+    def ddim_reverse_step(self, x0: torch.Tensor, eps: torch.Tensor, *, s: int, t: int) -> torch.Tensor:
         """DDIM inversion: from s to a later t > s along the deterministic path.
 
         ``x0`` and ``eps`` come from the model evaluated at s; from s = CLEAN (no timestep to evaluate at) callers

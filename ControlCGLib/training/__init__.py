@@ -1,3 +1,1 @@
-"""Training: the diffusion loss, the diffusion and classifier trainers, exact resume state, torchrun's process
-group.
-"""
+"""Training the diffusion model, the diagnostic classifier and the toy model, resumable and distributed."""

@@ -55,6 +55,20 @@ def tiny_model_files(folder, grid=(8, 12, 8)):
     return scan
 
 
+def speed_benchmark():
+    """benchmarks/speed.py as a module (it is a script, not part of the package)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "speed.py"
+    spec = importlib.util.spec_from_file_location("speed_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
 def randomise(model: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torch.nn.Module:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():

@@ -58,7 +58,7 @@ def texts_from_run(run_dir: Path, w: float, seconds: float) -> dict[str, str]:
         "Drag w to switch between results.",
         "inputVerdictLabel": bridge.format_verdict(record.input_verdict),
         "counterfactualVerdictLabel": f"w={w:g}: {bridge.format_verdict(record.verdicts.get(key, {}))}",
-        "pairingLabel": bridge.format_pairing(record.settings.get("source"), record.target),
+        "pairingLabel": bridge.format_pairing(record.source, record.target),
     }
     raw = record.raw_verdicts.get(key)
     texts["rawVerdictLabel"] = f"w={w:g}: {bridge.format_verdict(raw)}" if raw else "-"

@@ -7,8 +7,14 @@ import torch
 from safetensors.torch import save_file
 
 from ControlCGLib import __version__
-from ControlCGLib.model.checkpoints import CONFIG, WEIGHTS, CheckpointError, load_checkpoint, save_checkpoint
-from ControlCGLib.model.config import CLASSIFIER_PRESETS, FORMAT_VERSION
+from ControlCGLib.model.checkpoints import (
+    WEIGHTS,
+    CheckpointError,
+    load_checkpoint,
+    read_checkpoint_config,
+    save_checkpoint,
+)
+from ControlCGLib.model.config import CLASSIFIER_PRESETS, CONFIG_FILE, FORMAT_VERSION
 from ControlCGLib.model.networks import build_classifier
 
 
@@ -18,9 +24,10 @@ def test_round_trip_gives_identical_outputs(tmp_path, tiny_model, tiny_input):
     x, t, lab = tiny_input[None, None], torch.tensor([10]), torch.tensor([1])
     assert loaded.config == tiny_model.config
     assert torch.equal(loaded(x, t, lab), tiny_model(x, t, lab))
-    provenance = json.loads((tmp_path / "m" / CONFIG).read_text())["provenance"]
+    provenance = json.loads((tmp_path / "m" / CONFIG_FILE).read_text())["provenance"]
     assert provenance["steps"] == 3 and provenance["code_version"] == __version__
     assert datetime.fromisoformat(provenance["saved"]).tzinfo is not None
+    assert read_checkpoint_config(tmp_path / "m") == (tiny_model.config, provenance)
 
 
 def test_classifier_round_trip(tmp_path):
@@ -64,9 +71,9 @@ def test_corrupt_and_missing_files(tmp_path, tiny_model):
 
 def test_newer_format_is_refused(tmp_path, tiny_model):
     folder, _ = _saved(tmp_path, tiny_model)
-    data = json.loads((folder / CONFIG).read_text())
+    data = json.loads((folder / CONFIG_FILE).read_text())
     data["format_version"] = FORMAT_VERSION + 1
-    (folder / CONFIG).write_text(json.dumps(data))
+    (folder / CONFIG_FILE).write_text(json.dumps(data))
     with pytest.raises(CheckpointError, match="newer"):
         load_checkpoint(folder)
 

@@ -4,18 +4,19 @@ import pytest
 
 from ControlCGLib.defaults import STEPS
 from ControlCGLib.model.config import (
+    CLASSIFIER_PRESETS,
+    CONFIG_FILE,
     FORMAT_VERSION,
     PRESETS,
     ConfigError,
     ModelConfig,
     UNetConfig,
-    load_config,
     preset,
-    save_config,
+    read_model_config,
     to_dict,
+    write_model_config,
 )
-from ControlCGLib.sampling.blending import BlendConfig
-from ControlCGLib.sampling.settings import InjectionConfig, SamplingConfig, product_injection
+from ControlCGLib.sampling.settings import BlendConfig, InjectionConfig, SamplingConfig, product_injection
 
 
 def test_paper_preset_matches_section_4():
@@ -35,12 +36,30 @@ def test_cpu_preset_is_smaller_and_valid():
     assert max(c.unet.channels) < max(PRESETS["paper"].unet.channels)
 
 
-@pytest.mark.parametrize("name", sorted(PRESETS))
-def test_json_round_trip(tmp_path, name):
-    cfg = PRESETS[name]
-    path = save_config(cfg, tmp_path / "config.json")
-    assert load_config(path) == cfg
+@pytest.mark.parametrize("cfg", [*PRESETS.values(), *CLASSIFIER_PRESETS.values()])
+def test_json_round_trip(tmp_path, cfg):
+    path = write_model_config(cfg, tmp_path, {"steps": 3})
+    assert path == tmp_path / CONFIG_FILE
+    assert read_model_config(tmp_path) == (cfg, {"steps": 3})
     assert json.loads(path.read_text())["format_version"] == FORMAT_VERSION
+
+
+def test_the_embedded_models_read_without_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from ControlCGLib.model.config import read_model_config as r; "
+        "from ControlCGLib.resources import diffusion_dir as d, classifier_dir as c; "
+        "print(type(r(d())[0]).__name__, type(r(c())[0]).__name__, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["ModelConfig", "ClassifierConfig", "False"]
+
+
+def _folder(tmp_path, data):
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(data))
+    return tmp_path
 
 
 def test_sampling_config_round_trip_with_and_without_injection(tmp_path):
@@ -58,25 +77,36 @@ def test_sampling_config_round_trip_with_and_without_injection(tmp_path):
 def test_unknown_key_is_named(tmp_path):
     data = {"kind": "ModelConfig", **to_dict(preset("cpu"))}
     data["unet"]["chanels"] = [1, 2, 3]
-    path = tmp_path / "c.json"
-    path.write_text(json.dumps(data))
-    with pytest.raises(ConfigError, match=r"chanels.*unet"):
-        load_config(path)
+    with pytest.raises(ConfigError, match=r"config.json: unknown key\(s\) \['chanels'\] in unet"):
+        read_model_config(_folder(tmp_path, data))
 
 
-def test_newer_format_version_is_refused(tmp_path):
-    data = {"kind": "ModelConfig", **to_dict(preset("cpu")), "format_version": FORMAT_VERSION + 1, "new_field": 1}
-    path = tmp_path / "c.json"
-    path.write_text(json.dumps(data))
-    with pytest.raises(ConfigError, match="newer"):
-        load_config(path)
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"format_version": FORMAT_VERSION + 1, "new_field": 1}, "newer than this ControlCG understands"),
+        ({"format_version": 0}, "format_version 0; ControlCG writes 1 to"),
+        ({"format_version": "1"}, "format_version '1'"),
+        ({"kind": "SamplingConfig"}, r"kind 'SamplingConfig'; expected one of \['ClassifierConfig', 'ModelConfig'\]"),
+        ({"kind": None}, "kind None"),
+        ({"provenance": [1]}, "provenance must be a JSON object"),
+    ],
+)
+def test_unknown_kinds_versions_and_provenance_are_refused(tmp_path, changes, message):
+    data = {"kind": "ModelConfig", **to_dict(preset("cpu")), **changes}
+    with pytest.raises(ConfigError, match=message):
+        read_model_config(_folder(tmp_path, data))
 
 
-def test_corrupt_json_is_refused(tmp_path):
-    path = tmp_path / "c.json"
-    path.write_text("{not json")
+def test_corrupt_or_missing_files_are_refused(tmp_path):
+    (tmp_path / CONFIG_FILE).write_text("{not json")
     with pytest.raises(ConfigError, match="cannot read"):
-        load_config(path)
+        read_model_config(tmp_path)
+    (tmp_path / CONFIG_FILE).write_text("[1]")
+    with pytest.raises(ConfigError, match="not a JSON object"):
+        read_model_config(tmp_path)
+    with pytest.raises(ConfigError, match="is missing: .* is not a ControlCG model folder"):
+        read_model_config(tmp_path / "nowhere")
 
 
 @pytest.mark.parametrize(
@@ -111,8 +141,8 @@ def test_class_index():
 
 
 def test_sampling_config_validation():
-    with pytest.raises(ConfigError, match="method"):
-        SamplingConfig(method="euler")
+    with pytest.raises(ConfigError, match="solver"):
+        SamplingConfig(solver="euler")
     with pytest.raises(ConfigError, match="start_strength"):
         SamplingConfig(start_strength=0)
     with pytest.raises(ConfigError, match=r"sampling.start_strength must lie in \[0.05, 1\], got 0.01"):
@@ -148,7 +178,7 @@ def test_wrong_json_types_are_named(field, value, message):
 
 
 def test_product_injection_follows_the_model_preset_unless_chosen():
-    assert product_injection("auto", "cpu") is None  # the embedded model: measured to change nothing (issue 16)
+    assert product_injection("auto", "cpu") is None  # measured to change nothing (defaults.INJECTION)
     assert product_injection("auto", "paper") == InjectionConfig()
     assert product_injection("on", "cpu") == InjectionConfig()
     assert product_injection("off", "paper") is None
@@ -157,13 +187,16 @@ def test_product_injection_follows_the_model_preset_unless_chosen():
 def test_blending_is_the_product_default_and_can_be_turned_off():
     import argparse
 
-    from ControlCGLib.commands.counterfactual import CounterfactualRequest, register
+    from ControlCGLib.commands.counterfactual import register
+    from ControlCGLib.run_request import RunRequest
+    from ControlCGLib.sampling.settings import product_sampling
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
     common = ["counterfactual", "t1.nii.gz", "--target", "AD", "--out", "o"]
-    assert CounterfactualRequest.from_args(parser.parse_args(common), "t1.nii.gz").blend is True
-    off = parser.parse_args([*common, "--no-blend"])
-    assert CounterfactualRequest.from_args(off, "t1.nii.gz").blend is False
+    unset = RunRequest.from_args(parser.parse_args(common), "t1.nii.gz")
+    assert unset.blend is None and product_sampling("cpu", **unset.sampling_changes()).blend == BlendConfig()
+    off = RunRequest.from_args(parser.parse_args([*common, "--no-blend"]), "t1.nii.gz")
+    assert off.blend is False and product_sampling("cpu", **off.sampling_changes()).blend is None
     with pytest.raises(ConfigError, match="injection must be one of"):
         product_injection("yes", "cpu")

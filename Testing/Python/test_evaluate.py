@@ -132,8 +132,8 @@ def test_low_pass_keeps_coarse_structure_only():
 
 def test_ilvr_result_keeps_the_inputs_low_frequencies(tiny_model, tiny_input):
     sampling = SamplingConfig(steps=10)
-    guided = ilvr(tiny_model, tiny_input, 1, [3.0], sampling, factor=2, depth=0.5, seed=0)[3.0][None, None]
-    free = run_method(Method("free", "ours", depth=0.5), tiny_model, tiny_input, 0, 1, [3.0], sampling, seed=0)
+    guided = ilvr(tiny_model, tiny_input, 1, [3.0], sampling, factor=2, start_strength=0.5, seed=0)[3.0][None, None]
+    free = run_method(Method("free", "ours", start_strength=0.5), tiny_model, tiny_input, 0, 1, [3.0], sampling, seed=0)
     free = free[3.0][None, None]
     y = tiny_input[None, None]
     gap = lambda x: float((low_pass(x, 2) - low_pass(y, 2)).abs().mean())  # noqa: E731
@@ -141,25 +141,25 @@ def test_ilvr_result_keeps_the_inputs_low_frequencies(tiny_model, tiny_input):
     assert float((guided - y).abs().mean()) > 1e-3  # ...the rest is the model's
 
 
-def test_ddim_inversion_start_is_deterministic_and_reaches_the_depth(tiny_model, tiny_input):
-    sampling = SamplingConfig(steps=10)
-    a = ddim_invert(tiny_model, tiny_input, 0, sampling, depth=0.5)
-    b = ddim_invert(tiny_model, tiny_input, 0, sampling, depth=0.5)
+def test_ddim_inversion_start_is_deterministic_and_reaches_the_start(tiny_model, tiny_input):
+    half = SamplingConfig(steps=10, start_strength=0.5)
+    a = ddim_invert(tiny_model, tiny_input, 0, half)
+    b = ddim_invert(tiny_model, tiny_input, 0, half)
     assert torch.equal(a, b)
     assert not torch.allclose(a[0, 0], tiny_input)
-    c = ddim_invert(tiny_model, tiny_input, None, sampling, depth=0.5)  # null-class encoding differs
+    c = ddim_invert(tiny_model, tiny_input, None, half)  # null-class encoding differs
     assert not torch.allclose(a, c)
 
 
 def test_every_method_runs_through_one_entry_point(tiny_model, tiny_input):
-    methods = (Method("ours", "ours", depth=0.3), *PAPER_BASELINES)
+    methods = (Method("ours", "ours", start_strength=0.3), *PAPER_BASELINES)
     for m in methods:
         out = run_method(m, tiny_model, tiny_input, "CN", "AD", [2.0], SamplingConfig(steps=8), seed=1)
         again = run_method(m, tiny_model, tiny_input, "CN", "AD", [2.0], SamplingConfig(steps=8), seed=1)
         assert torch.equal(out[2.0], again[2.0]), m.name
         assert torch.isfinite(out[2.0]).all()
-    with pytest.raises(ValueError, match="depth"):
-        Method("bad", "ilvr", depth=0.0)
+    with pytest.raises(ValueError, match="start strength"):
+        Method("bad", "ilvr", start_strength=0.0)
 
 
 def test_dice_and_fid():

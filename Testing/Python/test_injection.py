@@ -3,8 +3,8 @@ import torch
 from monai.networks.blocks.selfattention import SABlock
 
 from ControlCGLib.sampling.injection import (
-    AttentionInjector,
-    InjectedSelfAttention,
+    ControlledSelfAttention,
+    SelfAttentionControl,
     reference_attention,
     self_attention_layers,
 )
@@ -17,7 +17,7 @@ def _call(model, x, label, t=30):
 
 def _injected(model, reference, reference_label, x, label, layers=("down", "mid", "up")):
     """One recording pass on ``reference``, then one injected pass on ``x``."""
-    with AttentionInjector(model, layers=layers) as inj:
+    with SelfAttentionControl(model, layers=layers) as inj:
         with inj.recording():
             _call(model, reference, reference_label)
         with inj.injecting():
@@ -71,8 +71,8 @@ def test_removal_restores_the_model_exactly(tiny_model, tiny_input):
     before_state = {k: v.clone() for k, v in tiny_model.state_dict().items()}
     before_out = _call(tiny_model, x, 1)
     with pytest.raises(RuntimeError, match="boom"):
-        with AttentionInjector(tiny_model) as inj:
-            assert any(isinstance(m, InjectedSelfAttention) for m in tiny_model.modules())
+        with SelfAttentionControl(tiny_model) as inj:
+            assert any(isinstance(m, ControlledSelfAttention) for m in tiny_model.modules())
             with inj.recording():
                 _call(tiny_model, x, 2)
             raise RuntimeError("boom")
@@ -89,27 +89,27 @@ def test_removal_restores_the_model_exactly(tiny_model, tiny_input):
 def test_only_the_configured_layers_inject(tiny_model):
     all_layers = list(self_attention_layers(tiny_model))
     assert {n.split(".")[1] for n in all_layers} == {"down_blocks", "middle_block", "up_blocks"}
-    with AttentionInjector(tiny_model, layers=("mid",)) as inj:
-        wrapped = [n for n, m in tiny_model.named_modules() if isinstance(m, InjectedSelfAttention)]
+    with SelfAttentionControl(tiny_model, layers=("mid",)) as inj:
+        wrapped = [n for n, m in tiny_model.named_modules() if isinstance(m, ControlledSelfAttention)]
         assert wrapped == inj.layer_names == ["unet.middle_block.attention.transformer_blocks.0.attn1"]
     one = all_layers[0]
-    with AttentionInjector(tiny_model, layers=("up", one)) as inj:
+    with SelfAttentionControl(tiny_model, layers=("up", one)) as inj:
         assert inj.layer_names[0] == one and all("up_blocks" in n for n in inj.layer_names[1:])
         assert len(inj.layer_names) == 1 + sum("up_blocks" in n for n in all_layers)
     with pytest.raises(ValueError, match="unknown attention layer 'side'"):
-        AttentionInjector(tiny_model, layers=("side",))
+        SelfAttentionControl(tiny_model, layers=("side",))
 
 
 def test_injecting_without_recording_is_an_error(tiny_model, tiny_input):
-    with AttentionInjector(tiny_model) as inj, inj.injecting():
+    with SelfAttentionControl(tiny_model) as inj, inj.injecting():
         with pytest.raises(RuntimeError, match="no reference tokens"):
             _call(tiny_model, tiny_input[None, None], 0)
 
 
 def test_second_install_is_refused(tiny_model):
-    with AttentionInjector(tiny_model):
+    with SelfAttentionControl(tiny_model):
         with pytest.raises(RuntimeError, match="already"):
-            AttentionInjector(tiny_model).install()
+            SelfAttentionControl(tiny_model).install()
 
 
 def test_only_the_configured_layer_changes_behaviour(tiny_model, tiny_input):

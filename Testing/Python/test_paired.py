@@ -1,4 +1,4 @@
-"""The paired counterfactual (issue 16): the class change alone, shown on the patient's scan."""
+"""The paired counterfactual: the class change alone, shown on the patient's scan."""
 
 from __future__ import annotations
 
@@ -20,17 +20,17 @@ def test_a_paired_run_is_the_target_run_plus_a_source_run_from_the_same_noise(ti
     for w in (0.0, 2.0):
         torch.testing.assert_close(paired[w], target[w], rtol=0, atol=1e-6)
         torch.testing.assert_close(paired.source_images[w], source[w], rtol=0, atol=1e-6)
-        assert float(paired.change(w).abs().max()) > 0
+        assert float(paired.paired_change(w).abs().max()) > 0
     again = counterfactual(tiny_model, tiny_input, "AD", (0.0, 2.0), FAST, seed=3, source="CN")
-    assert torch.equal(again.change(2.0), paired.change(2.0))  # same seed, same result
+    assert torch.equal(again.paired_change(2.0), paired.paired_change(2.0))  # same seed, same result
     assert paired.settings["source"] == "CN"
 
 
 def test_toward_its_own_class_the_paired_change_is_exactly_zero(tiny_model, tiny_input):
     own = counterfactual(tiny_model, tiny_input, "CN", 2.0, FAST, seed=0, source="CN")
-    assert torch.count_nonzero(own.change(2.0)) == 0
+    assert torch.count_nonzero(own.paired_change(2.0)) == 0
     with pytest.raises(ValueError, match="not paired"):
-        counterfactual(tiny_model, tiny_input, "CN", 2.0, FAST, seed=0).change(2.0)
+        counterfactual(tiny_model, tiny_input, "CN", 2.0, FAST, seed=0).paired_change(2.0)
 
 
 def test_pairing_shares_the_reference_pass(monkeypatch, tiny_model, tiny_input):
@@ -61,7 +61,7 @@ def test_the_pipeline_toward_the_scans_own_class_returns_the_scan(tmp_path):
     assert np.array_equal(run.model_grid[2.0], run.prepared.model_input)
     assert not np.array_equal(run.raw[2.0], run.prepared.model_input)  # the raw model output is still there
     toward = run_counterfactual(model, scan, "AD", (2.0,), FAST, preprocessed=True, source="CN")
-    assert np.abs(toward.change(2.0)).max() > 0
+    assert np.abs(toward.shown_change(2.0)).max() > 0
     with pytest.raises(ValueError, match="needs a classifier"):
         run_counterfactual(model, scan, "AD", (2.0,), FAST, preprocessed=True, source="auto")
 
@@ -102,15 +102,15 @@ def test_mask_blending_keeps_the_input_outside_the_changing_region(tiny_model, t
     import dataclasses
 
     from ControlCGLib.model.config import ConfigError, from_dict, to_dict
-    from ControlCGLib.sampling.blending import BlendConfig
+    from ControlCGLib.sampling.settings import BlendConfig
 
     sampling = dataclasses.replace(FAST, blend=BlendConfig(threshold=0.5, start=0.0))
     paired = counterfactual(tiny_model, tiny_input, "AD", 2.0, sampling, seed=1, source="CN")
     plain = counterfactual(tiny_model, tiny_input, "AD", 2.0, FAST, seed=1, source="CN")
-    zero = paired.change(2.0) == 0
-    assert 0 < float(zero.float().mean()) < 1 and not bool((plain.change(2.0) == 0).any())
+    zero = paired.paired_change(2.0) == 0
+    assert 0 < float(zero.float().mean()) < 1 and not bool((plain.paired_change(2.0) == 0).any())
     again = counterfactual(tiny_model, tiny_input, "AD", 2.0, sampling, seed=1, source="CN")
-    assert torch.equal(again.change(2.0), paired.change(2.0))
+    assert torch.equal(again.paired_change(2.0), paired.paired_change(2.0))
     unpaired = counterfactual(tiny_model, tiny_input, "AD", 2.0, sampling, seed=1)
     kept = unpaired[2.0] == tiny_input.reshape(unpaired[2.0].shape)
     assert 0 < float(kept.float().mean()) < 1

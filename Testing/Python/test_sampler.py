@@ -15,7 +15,7 @@ FAST = SamplingConfig(steps=5)
 
 
 class CallLog:
-    """Records (label, injector mode) of every UNet pass (the guided step calls the UNet with a label's context)."""
+    """Records (label, attention mode) of every UNet pass (the guided step calls the UNet with a label's context)."""
 
     def __init__(self, model):
         self.calls = []
@@ -29,8 +29,8 @@ class CallLog:
     def _hook(self, module, args, kwargs):
         mode = "plain"
         for m in module.modules():
-            if hasattr(m, "_injector"):
-                mode = m._injector.mode
+            if hasattr(m, "_control"):
+                mode = m._control.mode
                 break
         self.calls.append((self._label(kwargs["context"]), mode))
 
@@ -51,7 +51,7 @@ def test_same_seed_gives_identical_output(tiny_model, tiny_input):
     "sampling",
     [
         FAST,
-        SamplingConfig(steps=5, method="ddpm"),
+        SamplingConfig(steps=5, solver="ddpm"),
         SamplingConfig(steps=5, injection=InjectionConfig(reference_noise="fresh")),
     ],
 )
@@ -86,7 +86,7 @@ def _plain_conditional_ddim(model, label, steps, seed):
         for t, s in schedule.pairs(schedule.timesteps(steps)):
             v = model(x, torch.tensor([t]), labels)
             x0, eps = schedule.split_v(x, v, t)
-            x = schedule.ddim_step(x0, eps, t, s)
+            x = schedule.ddim_step(x0, eps, t=t, s=s)
     return x[0, 0]
 
 
@@ -121,7 +121,7 @@ def test_cancel_stops_within_one_step_and_returns_nothing(tiny_model, tiny_input
         log.close()
     assert steps_seen == [1, 2, 3]
     assert len(log.calls) == 3 * (1 + 2 * 2) - 2  # none after the stop was requested (the first step shares 2)
-    assert not any(hasattr(m, "_injector") for m in tiny_model.modules())  # injection removed
+    assert not any(hasattr(m, "_control") for m in tiny_model.modules())  # attention control removed
 
 
 def test_progress_callback_sees_every_step(tiny_model, tiny_input):
@@ -134,7 +134,7 @@ def test_progress_callback_sees_every_step(tiny_model, tiny_input):
 
 def test_full_ddpm_chain_runs_every_timestep(tiny_model, tiny_input):
     T = tiny_model.config.schedule.num_train_timesteps
-    sampling = SamplingConfig(steps=T, method="ddpm", injection=None)
+    sampling = SamplingConfig(steps=T, solver="ddpm", injection=None)
     infos = []
     a = counterfactual(tiny_model, tiny_input, 0, 1.0, sampling, seed=1, on_step=infos.append)
     b = counterfactual(tiny_model, tiny_input, 0, 1.0, sampling, seed=1)

@@ -44,10 +44,10 @@ def test_ddim_with_oracle_follows_the_forward_path_and_inverts():
     g = torch.Generator().manual_seed(0)
     x0, eps = torch.randn(1, 1, 4, 4, 4, generator=g), torch.randn(1, 1, 4, 4, 4, generator=g)
     x_t = s.q_sample(x0, 700, eps)
-    x_s = s.ddim_step(x0, eps, 700, 300)
+    x_s = s.ddim_step(x0, eps, t=700, s=300)
     assert torch.allclose(x_s, s.q_sample(x0, 300, eps), atol=1e-6)
-    assert torch.allclose(s.ddim_reverse_step(x0, eps, 300, 700), x_t, atol=1e-6)
-    assert torch.allclose(s.ddim_step(x0, eps, 0, CLEAN), x0, atol=1e-6)
+    assert torch.allclose(s.ddim_reverse_step(x0, eps, s=300, t=700), x_t, atol=1e-6)
+    assert torch.allclose(s.ddim_step(x0, eps, t=0, s=CLEAN), x0, atol=1e-6)
 
 
 def test_ddpm_single_step_is_the_classic_posterior():
@@ -59,7 +59,7 @@ def test_ddpm_single_step_is_the_classic_posterior():
     beta, a_t, a_prev = float(s.betas[t]), s.alpha_bar(t), s.alpha_bar(t - 1)
     mean = (x_t - beta / math.sqrt(1 - a_t) * eps) / math.sqrt(1 - beta)
     var = beta * (1 - a_prev) / (1 - a_t)
-    assert torch.allclose(s.ddpm_step(x_t, x0, t, t - 1, z), mean + math.sqrt(var) * z, atol=1e-5)
+    assert torch.allclose(s.ddpm_step(x_t, x0, t=t, s=t - 1, noise=z), mean + math.sqrt(var) * z, atol=1e-5)
 
 
 @pytest.mark.parametrize("t, s_", [(999, 979), (600, 300), (50, 0), (20, CLEAN)])
@@ -71,7 +71,7 @@ def test_strided_ddpm_keeps_the_marginals(t, s_):
     n = 200_000
     x0 = torch.full((n,), 0.7, dtype=torch.float64)
     x_t = sched.q_sample(x0, t, torch.randn(n, generator=g, dtype=torch.float64))
-    x_s = sched.ddpm_step(x_t, x0, t, s_, torch.randn(n, generator=g, dtype=torch.float64))
+    x_s = sched.ddpm_step(x_t, x0, t=t, s=s_, noise=torch.randn(n, generator=g, dtype=torch.float64))
     a_s = sched.alpha_bar(s_)
     assert float(x_s.mean()) == pytest.approx(math.sqrt(a_s) * 0.7, abs=5e-3)
     assert float(x_s.var()) == pytest.approx(1 - a_s, abs=5e-3)

@@ -4,6 +4,7 @@ PythonSlicer launcher, with its progress lines parsed -- cooperative cancel, the
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -123,13 +124,65 @@ def test_verdict_and_names():
     assert bridge.node_name("T1", "counterfactual", "CN") == "T1 counterfactual CN"
 
 
-def test_model_info_reads_classes_without_torch():
-    info = bridge.model_info(diffusion_dir())
-    assert info.class_names == ["CN", "AD"] and info.default_w == 4.0
-    with pytest.raises(ValueError, match="not a ControlCG diffusion model"):
-        bridge.model_info(classifier_dir())
-    with pytest.raises(ValueError, match="cannot read"):
-        bridge.model_info(ROOT)
+def test_model_class_names_are_read_without_torch():
+    assert bridge.model_class_names(diffusion_dir()) == ["CN", "AD"]
+    with pytest.raises(ValueError, match="holds a ClassifierConfig, not a ControlCG diffusion model"):
+        bridge.model_class_names(classifier_dir())
+    with pytest.raises(ValueError, match="not a ControlCG model folder"):
+        bridge.model_class_names(ROOT)
+
+
+def _results(target="AD", source="CN", by_w=None) -> bridge.RunResults:
+    """Run results as read_results returns them, from a record and small saliency arrays."""
+    from ControlCGLib.outputs import RunRecord
+
+    by_w = by_w or {4.0: 0.5}
+    record = RunRecord(
+        input="t1.nii.gz",
+        target=target,
+        model="m",
+        model_sha256="ab" * 32,
+        class_names=["CN", "AD"],
+        settings={"source": source},
+        input_verdict={"CN": 0.9, "AD": 0.1},
+        verdicts={f"{w:g}": {"CN": 0.2, "AD": 0.8} for w in by_w},
+        raw_verdicts={f"{w:g}": {"CN": 0.3, "AD": 0.7} for w in by_w} if source else {},
+    )
+    results = {}
+    for w, peak in by_w.items():
+        saliency = np.zeros((2, 2, 2), np.float32)
+        saliency[0, 0, 0] = -peak
+        raw_verdict = record.raw_verdicts.get(f"{w:g}", {})
+        results[w] = bridge.WResult(w, saliency, saliency, np.eye(4), record.verdict(w), saliency, raw_verdict)
+    return bridge.RunResults(record, results)
+
+
+def test_the_sweep_the_panel_keeps_extends_and_survives_the_scene_file():
+    sweep = bridge.SweepResults.of_run("vtkMRMLScalarVolumeNode1", _results(by_w={4.0: 0.5}))
+    assert (sweep.target, sweep.source, sweep.computed, sweep.window) == ("AD", "CN", [4.0], 0.5)
+    assert sweep.verdict(4.0) == {"CN": 0.2, "AD": 0.8} and sweep.raw_verdict(4.0) == {"CN": 0.3, "AD": 0.7}
+    assert sweep.verdict(2.0) == {} and sweep.raw_verdict(2.0) == {}
+    more = _results(by_w={2.5: 0.8})
+    assert sweep.continues("vtkMRMLScalarVolumeNode1", more)
+    assert not sweep.continues("vtkMRMLScalarVolumeNode2", more)  # another volume: new sequences
+    assert not sweep.continues("vtkMRMLScalarVolumeNode1", _results(target="CN", source="AD"))
+    assert not sweep.continues("vtkMRMLScalarVolumeNode1", _results(source=None))  # unpaired: another pairing
+    extended = sweep.extended(more)
+    assert extended.computed == [2.5, 4.0] and extended.window == pytest.approx(0.8)
+    assert sweep.extended(_results(by_w={6.0: 0.1})).window == 0.5  # one window for every w: the widest
+    assert bridge.SweepResults.from_json(extended.to_json()) == extended
+    unpaired = bridge.SweepResults.of_run("n", _results(source=None))
+    assert unpaired.source is None and unpaired.raw_verdicts == {}
+    assert bridge.SweepResults.from_json(unpaired.to_json()) == unpaired
+
+
+def test_a_sweep_from_another_version_reads_or_is_left_out():
+    """Unknown keys are left out (a scene that stored the run's settings too); what cannot be read shows nothing."""
+    stored = {"input": "n", "target": "AD", "source": None, "verdicts": {"4": {}}, "settings": {}, "window": 2.0}
+    sweep = bridge.SweepResults.from_json(json.dumps(stored))
+    assert sweep.computed == [4.0] and sweep.window == 2.0 and sweep.raw_verdicts == {}
+    for text in ("", "{not json", "[1, 2]", json.dumps({"verdicts": {}})):
+        assert bridge.SweepResults.from_json(text) is None
 
 
 def test_progress_protocol_round_trip():
@@ -178,10 +231,10 @@ def slicer_like_input(tmp_path_factory):
     return array, ijk_to_ras
 
 
-def _launch(tmp_path: Path, work: bridge.WorkFolder, request: bridge.RunRequest) -> subprocess.Popen:
+def _launch(tmp_path: Path, work: bridge.WorkFolder, **choices) -> subprocess.Popen:
     launcher = tmp_path / "PythonSlicer.py"
     launcher.write_text(LAUNCHER)
-    command = bridge.build_command(sys.executable, work, request)
+    command = bridge.build_command(sys.executable, bridge.request_for(work, **choices))
     command = [sys.executable, str(launcher), *command[1:]]  # "PythonSlicer" -m ControlCGLib.cli ...
     env = {**os.environ, **bridge.child_environment(ROOT, ROOT / "Resources")}
     return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -191,8 +244,7 @@ def test_module_command_runs_reports_progress_and_returns_results_on_the_input_g
     array, ijk_to_ras = slicer_like_input
     work = bridge.WorkFolder.create(tmp_path)
     bridge.write_input(array, ijk_to_ras, work)
-    request = bridge.RunRequest(target="AD", scales=(0.0, 4.0), steps=10, seed=3, threads=2)
-    process = _launch(tmp_path, work, request)
+    process = _launch(tmp_path, work, target="AD", scales=(0.0, 4.0), steps=10, seed=3, threads=2)
     lines = [line.rstrip() for line in process.stdout]
     assert process.wait(timeout=300) == 0, "\n".join(lines)
     events = [p for p in map(parse_progress, lines) if p is not None]
@@ -215,7 +267,8 @@ def test_module_command_runs_reports_progress_and_returns_results_on_the_input_g
         assert set(r.verdict) == {"CN", "AD"}
         # the model's raw output, on the same grid, with its own verdict (a paired run: the default)
         assert r.raw is not None and r.raw.shape == r.counterfactual.shape and set(r.raw_verdict) == {"CN", "AD"}
-    assert results.source == max(results.input_verdict, key=results.input_verdict.get)
+    input_verdict = results.record.input_verdict
+    assert results.record.source == max(input_verdict, key=input_verdict.get)
     assert results.attributes(4.0, bridge.RAW_KIND)["ControlCG.Verdict"] == bridge.format_verdict(
         results.by_w[4.0].raw_verdict
     )
@@ -231,8 +284,7 @@ def test_cancel_flag_stops_the_real_command_within_one_step_and_writes_nothing(t
     array, ijk_to_ras = slicer_like_input
     work = bridge.WorkFolder.create(tmp_path)
     bridge.write_input(array, ijk_to_ras, work)
-    request = bridge.RunRequest(target="AD", scales=(4.0,), steps=50, threads=2)  # 15 steps
-    process = _launch(tmp_path, work, request)
+    process = _launch(tmp_path, work, target="AD", scales=(4.0,), steps=50, threads=2)  # 15 steps
     cancelled_at = None
     last_step = 0
     for line in process.stdout:

@@ -64,7 +64,7 @@ def _run(logic, p, scales, **kwargs):
 
     bridge.WorkFolder.create = remember
     try:
-        outcome, message = logic.runSync(p, logic.request(p, scales), timeout=600, **kwargs)
+        outcome, message = logic.runSync(p, scales, timeout=600, **kwargs)
     finally:
         bridge.WorkFolder.create = original
     assert works and not works[0].root.exists(), "the temporary folder is removed in every case"
@@ -102,20 +102,19 @@ def test_logic_runs_shows_switches_and_extends(module):
             assert len(node.GetAttribute("ControlCG.ModelSHA256")) == 64
             assert node.GetAttribute("ControlCG.CodeVersion") == controlcg.__version__
             assert node.GetAttribute("ControlCG.Kind") == kind
-    results = logic.resultsOf(p)
-    assert set(results["verdicts"]) == {"2", "4"} and set(results["input_verdict"]) == {"CN", "AD"}
+    sweep = logic.sweepOf(p)
+    assert sweep.computed == [2.0, 4.0] and set(sweep.input_verdict) == {"CN", "AD"}
+    assert sweep.input == p.inputVolume.GetID() and bridge.SweepResults.from_json(p.results) == sweep
     # paired by default: the change is measured from the classifier's verdict on the input, and the raw output has
     # its own verdicts
-    assert results["source"] == max(results["input_verdict"], key=results["input_verdict"].get)
-    assert results["target"] == "AD" and set(results["raw_verdicts"]) == {"2", "4"}
+    assert sweep.source == max(sweep.input_verdict, key=sweep.input_verdict.get)
+    assert sweep.target == "AD" and set(sweep.raw_verdicts) == {"2", "4"}
     for (_, cf), (_, sal), (_, raw) in zip(*(q.items for q, _ in kinds)):
         # the counterfactual shown is the patient's scan plus the change the overlay draws; the raw output is not
         np.testing.assert_allclose(cf.array, before + sal.array, atol=1e-3 * float(np.abs(before).max()))
         assert np.abs(raw.array - cf.array).max() > 0.01 * float(np.abs(before).max())
-        assert cf.GetAttribute("ControlCG.Source") == results["source"]
-    assert p.rawSequence.items[1][1].GetAttribute("ControlCG.Verdict") == bridge.format_verdict(
-        results["raw_verdicts"]["4"]
-    )
+        assert cf.GetAttribute("ControlCG.Source") == sweep.source
+    assert p.rawSequence.items[1][1].GetAttribute("ControlCG.Verdict") == bridge.format_verdict(sweep.raw_verdict(4.0))
 
     browser = p.sequenceBrowser
     cf_proxy, sal_proxy = browser.GetProxyNode(p.counterfactualSequence), browser.GetProxyNode(p.saliencySequence)
@@ -151,6 +150,8 @@ def test_logic_runs_shows_switches_and_extends(module):
     assert [v for v, _ in p.counterfactualSequence.items] == ["2", "3", "4"]  # the same sequences, extended
     assert slicer.mrmlScene.GetNumberOfNodes() == nodes
     assert browser.selected == 1  # the new w is shown
+    extended = logic.sweepOf(p)
+    assert extended.computed == [2.0, 3.0, 4.0] and extended.window >= sweep.window
 
 
 def test_cancel_and_failure_leave_the_scene_unchanged(module):
@@ -195,11 +196,43 @@ def test_model_folder_default_is_the_embedded_model(module):
     logic = controlcg.ControlCGLogic()
     p = logic.getParameterNode()
     assert Path(logic.modelFolder(p)) == controlcg.EMBEDDED_MODEL
-    assert logic.request(p, [4.0]).model == ""  # the child then also uses the embedded classifier
+    assert panel_request(logic, p).model is None  # the child then also uses the embedded classifier
     p.modelPath = "/elsewhere/model"
-    assert logic.request(p, [4.0]).model == "/elsewhere/model"
-    p.modelPath = "."  # what a scene saved with the former pathlib.Path field holds for "empty"
-    assert logic.request(p, [4.0]).model == "" and logic.modelPathText(p) == ""
+    assert panel_request(logic, p).model == "/elsewhere/model"
+    p.modelPath = "."  # what a pathlib.Path field holds for "empty", as scenes of versions with one hold
+    assert panel_request(logic, p).model is None and logic.modelPathText(p) == ""
+
+
+def panel_request(logic, p, scales=(4.0,)):
+    """The request the Logic makes of the parameter node (a work folder's paths only: nothing is written)."""
+    return logic.request(p, list(scales), bridge.WorkFolder(Path("work")))
+
+
+def test_the_panel_request_is_the_command_lines_request(module, tmp_path):
+    """What the panel launches parses back, with the real parser, to the request it made: its choices, the work
+    folder's files, progress lines, no montage, and the sampling it does not choose left to the product."""
+    from ControlCGLib.cli import build_parser
+    from ControlCGLib.run_request import RunRequest
+
+    controlcg, _ = module
+    logic = controlcg.ControlCGLogic()
+    p = logic.getParameterNode()
+    p.targetClass, p.steps, p.seed, p.startStrength, p.device = "CN", 12, 7, 0.45, "cpu"
+    p.preprocessed, p.acceptUnusualScan, p.modelPath = True, True, "/models/m"
+    work = bridge.WorkFolder(tmp_path)
+    request = logic.request(p, [0.0, 2.5], work)
+    command = bridge.build_command("PythonSlicer", request)
+    assert command[:3] == ["PythonSlicer", "-m", "ControlCGLib.cli"]
+    assert RunRequest.from_args(build_parser().parse_args(command[3:]), str(work.input)) == request
+    assert (request.input, request.out) == (str(work.input), str(work.output))
+    assert (request.cancel_file, request.pid_file) == (str(work.cancel_flag), str(work.pid_file))
+    assert request.progress_lines and not request.montage and request.threads == bridge.default_threads()
+    assert (request.target, request.scales, request.steps, request.seed) == ("CN", (0.0, 2.5), 12, 7)
+    assert (request.start_strength, request.device, request.model) == (0.45, "cpu", "/models/m")
+    assert request.preprocessed and request.accept_unusual and request.source == "auto"
+    assert request.sampling_changes() == {"steps": 12, "start_strength": 0.45}
+    for unset in ("--solver", "--spacing", "--kv-stride", "--injection", "--blend", "--no-blend"):
+        assert unset not in command
 
 
 def test_an_unusual_scan_is_refused_in_words_or_accepted_with_a_warning(module):
@@ -223,7 +256,7 @@ def test_an_unusual_scan_is_refused_in_words_or_accepted_with_a_warning(module):
     p.acceptUnusualScan = True
     outcome, message = _run(logic, p, [4.0])
     assert outcome == "done", message
-    assert len(logic.lastWarnings) == 1 and "T2-weighted" in logic.lastWarnings[0]
+    assert len(logic.lastRecord.warnings) == 1 and "T2-weighted" in logic.lastRecord.warnings[0]
     for _, item in p.counterfactualSequence.items:
         assert "T2-weighted" in item.GetAttribute("ControlCG.ScanWarnings")
 
@@ -238,7 +271,7 @@ def test_quitting_slicer_mid_run_ends_the_child_and_removes_its_folder(module):
     p = logic.getParameterNode()
     p.inputVolume = _oblique_sample(slicer)
     started = []
-    logic.start(p, logic.request(p, [4.0]), onProgress=lambda e: started.append(e.stage == "sampling"))
+    logic.start(p, [4.0], onProgress=lambda e: started.append(e.stage == "sampling"))
     work, process = logic.work, logic.process
     assert [s for s, _ in slicer.state["app_connections"]] == ["aboutToQuit()"]
     deadline = time.monotonic() + 300
@@ -254,7 +287,7 @@ def test_quitting_slicer_mid_run_ends_the_child_and_removes_its_folder(module):
         slicer.app.processEvents()
         time.sleep(0.02)
     assert not logic.busy
-    logic.start(p, logic.request(p, [4.0]))  # a second run connects no second slot
+    logic.start(p, [4.0])  # a second run connects no second slot
     assert len(slicer.state["app_connections"]) == 1
     second = logic.work
     logic.onAboutToQuit()

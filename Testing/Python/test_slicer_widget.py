@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_slicer_logic import _oblique_sample, module  # noqa: E402, F401  (module: the stand-in fixture)
+from test_slicer_logic import _oblique_sample, module, panel_request  # noqa: E402, F401  (module: the fixture)
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def widget(module):  # noqa: F811
     return controlcg, slicer, w
 
 
-# --- item 1: the model folder field ----------------------------------------------------------------------------------
+# --- the model folder field -------------------------------------------------------------------------------------------
 
 
 def test_model_folder_field_keeps_what_is_typed_and_clearing_it_selects_the_embedded_model(widget):
@@ -41,11 +41,11 @@ def test_model_folder_field_keeps_what_is_typed_and_clearing_it_selects_the_embe
     field.type("/data/m")
     assert field.currentPath == "/data/m", "the panel rewrote the text while it was typed"
     assert field.writes == writes, "the panel wrote into the field while the user typed"
-    assert p.modelPath == "/data/m" and w.logic.request(p, [4.0]).model == "/data/m"
+    assert p.modelPath == "/data/m" and panel_request(w.logic, p).model == "/data/m"
 
     field.clear_by_user()  # ctkPathLineEdit emits no currentPathChanged for an empty text, only validInputChanged
     assert p.modelPath == "", "clearing the field must select the embedded model again"
-    assert w.logic.request(p, [4.0]).model == ""
+    assert panel_request(w.logic, p).model is None
     assert Path(w.logic.modelFolder(p)) == controlcg.EMBEDDED_MODEL
 
 
@@ -55,11 +55,11 @@ def test_model_folder_from_the_scene_reaches_the_field_once(widget):
     writes = field.writes
     p.modelPath = "/models/other"  # a scene load or a script
     assert field.currentPath == "/models/other" and field.writes == writes + 1
-    p.modelPath = "."  # a scene saved with the former pathlib.Path field
-    assert field.currentPath == "" and w.logic.request(p, [4.0]).model == ""
+    p.modelPath = "."  # a pathlib.Path field's empty path, as scenes of versions with one hold
+    assert field.currentPath == "" and panel_request(w.logic, p).model is None
 
 
-# --- item 7: a release during a run ----------------------------------------------------------------------------------
+# --- a release during a run -------------------------------------------------------------------------------------------
 
 
 def test_release_during_a_run_leaves_no_drag_for_a_later_edit(widget, module):  # noqa: F811
@@ -83,7 +83,7 @@ def test_release_during_a_run_leaves_no_drag_for_a_later_edit(widget, module):  
     assert started == [[3.0]]
 
 
-# --- item 2: the self-tests without torch ----------------------------------------------------------------------------
+# --- the self-tests without torch -------------------------------------------------------------------------------------
 
 
 def test_self_tests_report_skipped_not_passed_without_the_model_packages(module, monkeypatch):  # noqa: F811
@@ -102,7 +102,7 @@ def test_self_tests_report_skipped_not_passed_without_the_model_packages(module,
     assert sum("skipped" in m for m in slicer.state["messages"]) == 2
 
 
-# --- items 3 and 4: installing the packages --------------------------------------------------------------------------
+# --- installing the packages ------------------------------------------------------------------------------------------
 
 
 def test_packages_install_before_the_wait_cursor_without_skip_packages(widget, monkeypatch):

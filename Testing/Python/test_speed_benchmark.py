@@ -2,21 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import torch
-
-SPEED = Path(__file__).resolve().parents[2] / "benchmarks" / "speed.py"
-
-
-def _speed():
-    spec = importlib.util.spec_from_file_location("speed_benchmark", SPEED)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+from conftest import speed_benchmark as _speed
 
 
 def test_ceiling_and_forward_cost_measure_something(tiny_model):
@@ -43,8 +30,8 @@ def test_the_pass_profile_sorts_operators_into_kinds(monkeypatch, tiny_model):
 def test_every_rung_of_the_ladder_names_its_quality_entry():
     speed = _speed()
     assert speed.LADDER[0].per_w and speed.LADDER[0].steps == 50 and speed.LADDER[0].precision == "fp32"
-    product = speed.LADDER[-1]
-    from ControlCGLib.defaults import KV_STRIDE, STEPS
+    from ControlCGLib.sampling.settings import product_sampling
 
-    assert (product.steps, product.kv_stride, product.per_w) == (STEPS.default, KV_STRIDE.default, False)
+    product = speed.LADDER[-1]
+    assert speed._sampling(product) == product_sampling("cpu", precision="bf16") and not product.per_w
     assert len({v.quality for v in speed.LADDER}) == len(speed.LADDER)

@@ -9,7 +9,7 @@ from monai.networks.blocks.selfattention import SABlock
 from ControlCGLib.model.config import ConfigError
 from ControlCGLib.sampling import token_downsampling
 from ControlCGLib.sampling.guided_step import GuidedStep
-from ControlCGLib.sampling.injection import AttentionInjector, InjectedSelfAttention, self_attention_layers
+from ControlCGLib.sampling.injection import ControlledSelfAttention, SelfAttentionControl, self_attention_layers
 from ControlCGLib.sampling.sampler import counterfactual
 from ControlCGLib.sampling.settings import SamplingConfig
 from ControlCGLib.sampling.token_downsampling import downsample_tokens, token_grid
@@ -53,8 +53,8 @@ def test_fewer_keys_are_exact_when_tokens_are_constant_within_blocks():
     fine = coarse.repeat_interleave(2, 2).repeat_interleave(2, 3).repeat_interleave(2, 4)  # constant in 2^3 blocks
     x = fine.permute(0, 2, 3, 4, 1).reshape(1, -1, 16)
     holder = _Holder(layer)
-    with AttentionInjector(holder, (), kv_stride=2, grid=(6, 4, 8), min_tokens=1):
-        assert isinstance(holder.attn1, InjectedSelfAttention)
+    with SelfAttentionControl(holder, (), kv_stride=2, grid=(6, 4, 8), min_tokens=1):
+        assert isinstance(holder.attn1, ControlledSelfAttention)
         fewer = holder.attn1(x)
         other = holder.attn1(x + 0.5 * torch.randn_like(x))  # not constant within blocks: not the same as exact
     assert holder.attn1 is layer
@@ -84,7 +84,7 @@ def test_only_layers_with_enough_tokens_get_fewer_keys(monkeypatch, tiny_model, 
     assert seen and set(seen) == {(4, 4, 4)}
     assert not torch.equal(fewer, exact)
     assert (fewer - exact).abs().max() < 0.5 * exact.abs().max()
-    assert not any(isinstance(m, InjectedSelfAttention) for m in tiny_model.modules())  # the model is left as it was
+    assert not any(isinstance(m, ControlledSelfAttention) for m in tiny_model.modules())  # the model is left as it was
     assert all(isinstance(m, SABlock) for m in self_attention_layers(tiny_model).values())
 
 
@@ -94,9 +94,9 @@ def test_with_injection_a_reference_equal_to_the_input_changes_nothing(monkeypat
     monkeypatch.setattr(token_downsampling, "MIN_TOKENS", 64)
     x = tiny_input[None, None]
     t, label = torch.tensor([30]), torch.tensor([1])
-    with AttentionInjector(tiny_model, (), kv_stride=2):
+    with SelfAttentionControl(tiny_model, (), kv_stride=2):
         plain = tiny_model(x, t, label)
-    with AttentionInjector(tiny_model, ("down", "mid", "up"), kv_stride=2) as injector:
+    with SelfAttentionControl(tiny_model, ("down", "mid", "up"), kv_stride=2) as injector:
         with injector.recording():
             tiny_model(x, t, label)
         with injector.injecting():
