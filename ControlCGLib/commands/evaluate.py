@@ -83,6 +83,7 @@ def _cmd_evaluate(args) -> int:
         augmentation=augmentation,
         on_item=lambda item: bar.update(1),
         seen_anatomies=args.seen_anatomies,
+        atlas_cohort=args.atlas_cohort,
     )
     bar.close()
     if summary is not None:
@@ -166,6 +167,12 @@ def register(sub) -> None:
         type=float,
         default=None,
         help="where ours and its ablations start (default 0.3, the product's; 1: pure noise, the paper's)",
+    )
+    p.add_argument(
+        "--atlas-cohort",
+        default=None,
+        help="simulated manifest whose subjects make the atlas anchor (the mean true change per direction; default: "
+        "the cohort's subjects of the trained anatomies, or all of them, each left out of its own atlas)",
     )
     p.add_argument("--augment-cohort", default=None, help="simulated training cohort for the augmentation table")
     p.add_argument("--augment-real", type=int, default=None, help="real training scans (default 8)")

@@ -18,6 +18,7 @@ from ..model.classifier import VolumeClassifier
 from ..pipeline import shown_counterfactual
 from ..progress import StepCallback
 from ..sampling.settings import SamplingConfig, product_sampling
+from .anchors import ATLAS, OTHER_SUBJECT, Anchors
 from .metrics import CHANGED, mse, saliency_auroc, ssim
 from .subjects import SimulatedSubject, model_tensor, prepare_subject, real_example
 
@@ -30,11 +31,12 @@ WITHOUT_BLEND = "ours-no-blend"  # paired, without blending
 WITH_INJECTION = "ours-injection"  # with the paper's attention injection (defaults.INJECTION: off in the product)
 INVERSION_START = "ours-inversion-start"  # started from the DDIM-inverted input instead of the noised input
 ABLATIONS = (UNPAIRED, WITHOUT_BLEND, WITH_INJECTION, INVERSION_START)
-# The anchors every metric is read against: the input unchanged (the floor: what "doing nothing" scores) and the
-# simulator's true counterfactual (the ceiling). Neither runs a model; both are measured like any method.
+# The anchors every metric is read against: the input unchanged (the floor: what "doing nothing" scores), the
+# subject-agnostic atlas and another subject's change (anchors.py: what an explanation blind to this patient scores)
+# and the simulator's true counterfactual (the ceiling). None runs a model; all are measured like any method.
 IDENTITY = "identity"
 ORACLE = "oracle"
-ANCHORS = (IDENTITY, ORACLE)
+ANCHORS = (IDENTITY, ATLAS, OTHER_SUBJECT, ORACLE)
 
 
 @dataclass(frozen=True)
@@ -91,16 +93,19 @@ def measure_subject(
     *,
     images: dict | None = None,
     on_step: StepCallback | None = None,
+    anchors: Anchors | None = None,
 ) -> list[dict]:
     """Every method's counterfactual of one subject toward its true counterfactual class, one row per (method, w):
     the explained classifier's verdict on the input and the counterfactual, similarity to the input and to the
     truth, saliency AUROC and Dice against the true change, the flip judged by the explained classifier and by an
     independent ``judge`` (None: not judged), the explained classifier's features (for the FIDs), and, on the axioms
     seed, composition (a counterfactual toward the subject's own class) and reversibility (the counterfactual's
-    counterfactual back toward the source). ``images``, when given, receives the model-grid arrays ("input",
-    "truth", and (method, w) per counterfactual) for figures."""
+    counterfactual back toward the source). Every row also scores the signed change against the true change
+    (metrics.change_scores) and, given ``anchors`` with another subject of this direction, the swap test. ``anchors``
+    adds the atlas and other-subject rows beside identity and oracle. ``images``, when given, receives the model-grid
+    arrays ("input", "truth", and (method, w) per counterfactual) for figures."""
     from ..sampling.baselines import run_method
-    from .metrics import saliency_dice
+    from .metrics import change_scores, closer_to_own, saliency_dice
 
     config = model.config
     prepared = prepare_subject(subject, config.grid, config.intensity)
@@ -121,6 +126,10 @@ def measure_subject(
 
     def scorable(metric, saliency):
         return metric(saliency, truth - unit, mask) if can_score else None
+
+    direction = f"{subject.label}->{subject.target}"
+    other = anchors.other(subject.subject) if anchors is not None else None
+    atlas = anchors.atlas(subject.subject, direction) if anchors is not None else None
 
     def row(method: str, w: float, cf: np.ndarray, seconds: float) -> dict:
         p = explained.verdict(cf)
@@ -144,6 +153,8 @@ def measure_subject(
             "mse_true_cf": mse(truth, cf),
             "saliency_auroc": scorable(saliency_auroc, cf - unit),
             "saliency_dice": scorable(saliency_dice, cf - unit),
+            **change_scores(cf, truth, unit, mask),
+            "swap_own_closer": closer_to_own(cf - unit, truth - unit, other, mask) if other is not None else None,
             "composition_mse": None,
             "reversibility_mse": None,
             "seconds": seconds,
@@ -167,9 +178,14 @@ def measure_subject(
                 entry["reversibility_mse"] = mse(unit, shown_counterfactual(back, w, cf, mask, config.intensity))
             rows.append(entry)
     if settings.anchors:
-        for method, cf in ((IDENTITY, unit), (ORACLE, np.clip(truth, 0.0, 1.0) * mask)):
+        shown = {IDENTITY: unit}
+        for name, change in ((ATLAS, atlas), (OTHER_SUBJECT, other)):
+            if change is not None:
+                shown[name] = np.clip(unit + change, 0.0, 1.0) * mask
+        shown[ORACLE] = np.clip(truth, 0.0, 1.0) * mask
+        for method, cf in shown.items():
             entry = row(method, settings.default_w, cf, 0.0)
-            if settings.axioms and seed == settings.axioms_seed:
+            if settings.axioms and seed == settings.axioms_seed and method in (IDENTITY, ORACLE):
                 # toward its own class the input stays; the truth's own counterfactual is the input again
                 entry["composition_mse"] = entry["reversibility_mse"] = 0.0
             if images is not None:

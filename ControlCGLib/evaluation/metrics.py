@@ -70,3 +70,56 @@ def fid(features_a, features_b) -> float:
     with warnings.catch_warnings():  # with fewer images than features the covariances are singular: expected here
         warnings.simplefilter("ignore")
         return float(FIDMetric()(a, b))
+
+
+def change_scores(cf, truth, unit, mask, changed: float = CHANGED) -> dict[str, float | None]:
+    """How the shown change ``cf - unit`` agrees with the true change ``truth - unit`` inside ``mask``: signed and
+    scale-free, so that a fixed map that merely overlaps the right voxels (what AUROC and Dice reward) scores no better
+    than its fit.
+
+    - ``change_r2``: 1 - ||cf - truth||^2 / ||unit - truth||^2 (0: no better than showing no change; 1: the truth);
+    - ``change_r2_fit``: the same after the best scalar multiple of the shown change (right pattern, wrong strength);
+    - ``change_r``: Pearson r of the two changes over the brain;
+    - ``sign_agreement``: share of the truly changed voxels (|true change| > ``changed``) changed the same way;
+    - ``change_sse``, ``change_sst``: the two sums of squares, so that R² can be pooled over subjects (a mild case's
+      own R² is unstable: its denominator is tiny).
+
+    None where a score is undefined (no true change, or a constant map)."""
+    m = np.asarray(mask, dtype=bool)
+    d = (np.asarray(cf, dtype=np.float64) - np.asarray(unit, dtype=np.float64))[m]
+    t = (np.asarray(truth, dtype=np.float64) - np.asarray(unit, dtype=np.float64))[m]
+    sse, sst, dd = float(np.sum((d - t) ** 2)), float(np.sum(t**2)), float(np.sum(d**2))
+    alpha = float(np.dot(d, t)) / dd if dd > 0 else 0.0
+    truly = np.abs(t) > changed
+    return {
+        "change_r2": 1.0 - sse / sst if sst > 0 else None,
+        "change_r2_fit": 1.0 - float(np.sum((alpha * d - t) ** 2)) / sst if sst > 0 else None,
+        "change_r": float(np.corrcoef(d, t)[0, 1]) if d.std() > 0 and t.std() > 0 else None,
+        "sign_agreement": float(np.mean(np.sign(d[truly]) == np.sign(t[truly]))) if truly.any() else None,
+        "change_sse": sse,
+        "change_sst": sst,
+    }
+
+
+def closer_to_own(shown_change, own_change, other_change, mask) -> bool | None:
+    """The swap test: does the shown change correlate better with this subject's true change than with another
+    subject's? By correlation, so that the strength of the change does not decide it; None for a constant map (no
+    change shown: nothing to attribute)."""
+    m = np.asarray(mask, dtype=bool)
+    d = np.asarray(shown_change, dtype=np.float64)[m]
+    own, other = (np.asarray(c, dtype=np.float64)[m] for c in (own_change, other_change))
+    if d.std() == 0 or own.std() == 0 or other.std() == 0:
+        return None
+    return float(np.corrcoef(d, own)[0, 1]) > float(np.corrcoef(d, other)[0, 1])
+
+
+def bootstrap_ci(values, n: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the mean of ``values`` (one value per subject: subjects are what is sampled,
+    seeds of one subject are not independent). None below two values."""
+    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+    if len(v) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, len(v), size=(n, len(v)))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return (round(float(lo), 4), round(float(hi), 4))

@@ -2,7 +2,9 @@
 
 Input: the rows of :func:`~ControlCGLib.evaluation.measure_subject` (every method, subject and seed) and the real
 scans' classifier features. Means are over subjects and seeds; "sd" is the spread of the per-seed means (how much a
-different random seed moves the figure), so it needs two seeds or more.
+different random seed moves the figure), so it needs two seeds or more. Subjects, not rows, are the sample: "_ci"
+entries are bootstrap intervals over subjects (each subject's mean over its seeds), a subject flips when most of its
+seeds flip, and ours is compared with every other method subject by subject.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics import fid
+from .metrics import bootstrap_ci, fid
 
 # summary key <- row key
 METRICS = {
@@ -28,8 +30,16 @@ METRICS = {
     "saliency_dice": "saliency_dice",
     "composition_mse": "composition_mse",
     "reversibility_mse": "reversibility_mse",
+    "change_r2": "change_r2",
+    "change_r2_fit": "change_r2_fit",
+    "change_r": "change_r",
+    "sign_agreement": "sign_agreement",
+    "swap_rate": "swap_own_closer",
     "seconds": "seconds",
 }
+# metrics with a bootstrap interval over subjects, and those ours is compared on subject by subject
+SUBJECT_CI = ("ssim_true_cf", "change_r2", "change_r2_fit", "change_r", "sign_agreement", "saliency_auroc")
+PAIRED = ("change_r2", "change_r2_fit", "change_r", "ssim_true_cf")
 FIDS = ("rCN2gAD", "rAD2gAD", "rCN2gCN", "rAD2gCN")
 
 
@@ -64,13 +74,39 @@ def _rate_ci(rows: Sequence[dict], key: str) -> tuple[float, float] | None:
     return wilson(sum(values), len(values))
 
 
+def per_subject(rows: Sequence[dict], key: str) -> dict[str, float]:
+    """Each subject's mean of ``key`` over its seeds (subjects without a value are left out)."""
+    values: dict[str, list[float]] = {}
+    for r in rows:
+        if r.get(key) is not None:
+            values.setdefault(r["subject"], []).append(float(r[key]))
+    return {s: float(np.mean(v)) for s, v in values.items()}
+
+
+def _subject_statistics(rows: Sequence[dict]) -> dict:
+    """R² pooled over rows, bootstrap intervals over subjects, and the flip rate of subjects (most seeds flip)."""
+    out: dict = {}
+    sse = [r["change_sse"] for r in rows if r.get("change_sse") is not None]
+    sst = [r["change_sst"] for r in rows if r.get("change_sst") is not None]
+    out["change_r2_pooled"] = 1.0 - float(np.sum(sse)) / float(np.sum(sst)) if sst and np.sum(sst) > 0 else None
+    for key in SUBJECT_CI:
+        out[f"{key}_ci"] = bootstrap_ci(list(per_subject(rows, key).values()))
+    out["subjects"] = len({r["subject"] for r in rows})
+    for name, key in (("flip_rate_subjects", "flipped"), ("flip_rate_judge_subjects", "flipped_judge")):
+        flips = [v > 0.5 for v in per_subject(rows, key).values()]
+        out[name] = float(np.mean(flips)) if flips else None
+        out[f"{name}_ci"] = wilson(sum(flips), len(flips))
+    return out
+
+
 def entry(rows: Sequence[dict], real: Sequence[dict], directions: bool = True) -> dict:
     """One method at one w: every metric's mean (and sd over seeds), the flip rates' 95 % intervals (over subjects
-    and seeds), the FIDs, and the same per direction."""
+    and seeds), the statistics over subjects, the FIDs, and the same per direction."""
     out: dict = {"n": len(rows)}
     for name, key in METRICS.items():
         out[name], out[f"{name}_sd"] = _mean_sd(rows, key)
     out["flip_rate_ci"], out["flip_rate_judge_ci"] = _rate_ci(rows, "flipped"), _rate_ci(rows, "flipped_judge")
+    out.update(_subject_statistics(rows))
     real_by = {c: [r["features"] for r in real if r["label"] == c] for c in ("CN", "AD")}
     gen_by = {c: [r["features"] for r in rows if r["target"] == c] for c in ("CN", "AD")}
     for name in FIDS:
@@ -84,6 +120,7 @@ def entry(rows: Sequence[dict], real: Sequence[dict], directions: bool = True) -
         d = {"n": len(part)}
         for name, key in METRICS.items():
             d[name], d[f"{name}_sd"] = _mean_sd(part, key)
+        d.update(_subject_statistics(part))
         out["by_direction"][direction] = d
     return out
 
@@ -118,6 +155,7 @@ def summarise_methods(
         "anatomies": {"train": seen, "test": tested, "held_out": [a for a in tested if a not in seen]},
         "classifier_accuracy": _mean_of(inputs, "input_correct"),
         "classifier_accuracy_split": {k: _mean_of(v, "input_correct") for k, v in split(list(inputs)).items()},
+        "classifier_calibration": calibration(inputs),
         "methods": {},
         "w_sweep": [],
     }
@@ -127,6 +165,7 @@ def summarise_methods(
             summary["methods"][m] = entry(at_default, real)
             for name, part in split(at_default).items():
                 summary["methods"][m][name] = entry(part, real, directions=False) if part else None
+    summary["paired"] = paired_comparisons(rows, default_w, ours)
     for w in sorted({float(r["w"]) for r in rows if r["method"] == ours}):
         at_w = [r for r in rows if r["method"] == ours and r["w"] == w]
         sweep = {"w": w, **entry(at_w, real)}
@@ -134,6 +173,52 @@ def summarise_methods(
             sweep[name] = entry(part, real, directions=False) if part else None
         summary["w_sweep"].append(sweep)
     return summary
+
+
+def calibration(inputs: Sequence[dict], bins: int = 5) -> dict:
+    """How far the explained classifier's confidence on the inputs (one row per subject) is from its accuracy: the
+    expected calibration error over equal-width confidence bins, and the bins (the reliability diagram's points)."""
+    confidence = np.array([max(r["p_target_input"], 1 - r["p_target_input"]) for r in inputs], dtype=np.float64)
+    correct = np.array([bool(r["input_correct"]) for r in inputs], dtype=np.float64)
+    if not len(confidence):
+        return {"n": 0, "ece": None, "bins": []}
+    edges = np.linspace(0.5, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    table, ece = [], 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            gap = abs(float(correct[inside].mean()) - float(confidence[inside].mean()))
+            ece += inside.mean() * gap
+            mean_confidence, accuracy = float(confidence[inside].mean()), float(correct[inside].mean())
+            span = {"from": float(edges[b]), "to": float(edges[b + 1]), "n": int(inside.sum())}
+            table.append({**span, "confidence": mean_confidence, "accuracy": accuracy})
+    return {"n": len(confidence), "ece": float(ece), "bins": table}
+
+
+def paired_comparisons(rows: Sequence[dict], default_w: float, ours: str = "ours") -> dict:
+    """Ours against every other method at the default w, subject by subject (each subject's mean over seeds): the
+    mean difference (ours - other) with its bootstrap interval over subjects, and the share of subjects where ours
+    scores higher."""
+    at = [r for r in rows if float(r["w"]) == float(default_w)]
+    mine = {k: per_subject([r for r in at if r["method"] == ours], k) for k in PAIRED}
+    out: dict = {}
+    for method in dict.fromkeys(r["method"] for r in at):
+        if method == ours:
+            continue
+        theirs = [r for r in at if r["method"] == method]
+        out[method] = {}
+        for key in PAIRED:
+            other = per_subject(theirs, key)
+            both = sorted(set(mine[key]) & set(other))
+            diffs = [mine[key][s] - other[s] for s in both]
+            out[method][key] = {
+                "subjects": len(both),
+                "mean_difference": float(np.mean(diffs)) if diffs else None,
+                "ci": bootstrap_ci(diffs),
+                "ours_higher": float(np.mean([d > 0 for d in diffs])) if diffs else None,
+            }
+    return out
 
 
 def _mean_of(rows, key: str) -> float | None:
@@ -209,6 +294,41 @@ def markdown(summary: dict) -> str:
             if e.get(part)
         ],
     )
+    signed_cols = [
+        ("R² pooled", "change_r2_pooled"),
+        ("R² (subjects)", "change_r2"),
+        ("R² scale-fitted", "change_r2_fit"),
+    ]
+    signed_cols += [("r", "change_r"), ("sign agreement", "sign_agreement"), ("swap: own closer", "swap_rate")]
+    signed = _table(
+        ["method", "direction", "subjects", *[c for c, _ in signed_cols], "flip (judge), subjects"],
+        [
+            [
+                m,
+                d,
+                str(v.get("subjects", "–")),
+                *[_fmt(v, k) + _ci_text(v.get(f"{k}_ci")) for _, k in signed_cols],
+                _fmt(v, "flip_rate_judge_subjects", 2) + _ci_text(v.get("flip_rate_judge_subjects_ci")),
+            ]
+            for m, e in summary["methods"].items()
+            for d, v in e["by_direction"].items()
+        ],
+    )
+    paired = _table(
+        ["ours against", "subjects", "Δ R²", "ours higher", "Δ R² scale-fitted", "Δ r", "Δ SSIM to true cf"],
+        [
+            [
+                m,
+                str(c["change_r2"]["subjects"]),
+                _diff(c["change_r2"]),
+                _share(c["change_r2"]["ours_higher"]),
+                _diff(c["change_r2_fit"]),
+                _diff(c["change_r"]),
+                _diff(c["ssim_true_cf"]),
+            ]
+            for m, c in summary.get("paired", {}).items()
+        ],
+    )
     anatomies = summary.get("anatomies", {})
     flips = _table(
         ["w", "flip (judge)", "95 % interval", "flip (explained)", "95 % interval"],
@@ -230,13 +350,23 @@ def markdown(summary: dict) -> str:
         f"Anatomies seen in training: {', '.join(anatomies.get('train', [])) or '–'}; held out (never seen): "
         f"{', '.join(anatomies.get('held_out', [])) or 'none'}. The explained classifier's accuracy on these inputs: "
         + (f"{accuracy:.3f}" if accuracy is not None else "–")
-        + ". `identity` (the input unchanged) is every metric's floor, `oracle` (the true counterfactual) its ceiling.",
+        + _calibration_text(summary.get("classifier_calibration"))
+        + ". `identity` (the input unchanged) is every metric's floor, `oracle` (the true counterfactual) its ceiling; "
+        "`atlas` (the mean true change of other subjects of that direction, added to the input) is the best any "
+        "explanation blind to this patient can do, and `other-subject` (another subject's true change on this input) "
+        "the swap test's reference.",
         "## Table 1 — our method across w (Eq. 5's scale; larger w = stronger guidance toward the target class)",
         sweep,
         f"## Table 2 — methods compared at w = {summary.get('settings', {}).get('default_w', '?')}",
         methods,
         "### Per direction (adding disease and removing it are not equally hard)",
         directions,
+        "### The signed change against the true change, per direction (subjects are the sample; [95 % bootstrap "
+        "interval over subjects])",
+        signed,
+        "### Ours against every other method at the default w, subject by subject (Δ = ours − other, [95 % bootstrap "
+        "interval over subjects])",
+        paired,
         "### Seen anatomies and anatomies never seen in training",
         splits,
         "### Flip rate across w, with 95 % Wilson intervals over subjects and seeds",
@@ -267,9 +397,35 @@ def markdown(summary: dict) -> str:
         "share of counterfactuals assigned to the target class by the explained classifier and by an independently "
         "trained judge; 'true cf' and the saliency scores use the simulator's ground truth; composition = MSE of a "
         "counterfactual toward the input's own class, reversibility = MSE after going to the target and back. "
-        "Means over subjects and seeds; ± = sd of the per-seed means."
+        "The signed scores compare the shown change (cf − input) with the true change in the brain: R² = 1 − "
+        "‖cf − truth‖² / ‖input − truth‖² (0 = no better than showing nothing; pooled = the sums over all rows, "
+        "stable where a mild case's own R² is not), the same after the best scalar multiple of the change, Pearson r, "
+        "the share of truly changed voxels changed the same way, and the swap test: the share of subjects whose "
+        "change correlates better with their own true change than with another subject's. Means over subjects and "
+        "seeds; ± = sd of the per-seed means."
     )
     return "\n\n".join(parts) + "\n"
+
+
+def _calibration_text(calibrated: dict | None) -> str:
+    if not calibrated or calibrated.get("ece") is None:
+        return ""
+    points = "; ".join(f"{b['confidence']:.2f} → {b['accuracy']:.2f} (n {b['n']})" for b in calibrated["bins"])
+    ece, n = calibrated["ece"], calibrated["n"]
+    return f" (expected calibration error {ece:.3f} over {n} inputs; confidence → accuracy: {points})"
+
+
+def _ci_text(ci) -> str:
+    return f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
+
+
+def _diff(comparison: dict) -> str:
+    d = comparison.get("mean_difference")
+    return "–" if d is None else f"{d:+.3f}" + _ci_text(comparison.get("ci"))
+
+
+def _share(value) -> str:
+    return "–" if value is None else f"{value:.2f}"
 
 
 def _interval(ci) -> str:

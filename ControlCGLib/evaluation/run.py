@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .anchors import build_anchors
 from .augmentation import AugmentationSettings, augmentation_examples, augmentation_table
 from .measures import OURS, EvaluationSettings, measure_subject, real_features
 from .subjects import SimulatedSubject, balanced, read_simulated, real_example
@@ -31,9 +32,12 @@ def run_evaluation(
     augmentation: AugmentationSettings | None = None,
     on_item=None,
     seen_anatomies: Sequence[str] | None = None,
+    atlas_cohort: str | Path | None = None,
 ) -> dict | None:
     """Run everything; returns the summary on rank 0 (None on the other ranks). ``seen_anatomies``: the base
-    anatomies the models were trained on (None: :func:`trained_anatomies` of the model and classifier)."""
+    anatomies the models were trained on (None: :func:`trained_anatomies` of the model and classifier);
+    ``atlas_cohort``: a simulated manifest whose subjects make the atlas anchor (None: this cohort's, see
+    :func:`atlas_pool`)."""
     from ..training.distributed import init_from_env, shard_map, shutdown
 
     rank, world = init_from_env("cpu")
@@ -41,11 +45,14 @@ def run_evaluation(
     cohort_subjects = read_simulated(cohort)
     subjects = balanced(cohort_subjects, n)
     items = [(s, seed) for seed in settings.seeds for s in subjects]
+    seen = list(seen_anatomies) if seen_anatomies is not None else trained_anatomies(model, classifier)
+    pool = atlas_pool(read_simulated(atlas_cohort) if atlas_cohort else cohort_subjects, seen)
+    anchors = build_anchors(subjects, pool, model.config.grid, model.config.intensity) if settings.anchors else None
 
     def measure(item):
         subject, seed = item
         images = {} if (subject is subjects[0] and seed == settings.axioms_seed) else None
-        rows = measure_subject(model, classifier, judge, subject, settings, seed, images=images)
+        rows = measure_subject(model, classifier, judge, subject, settings, seed, images=images, anchors=anchors)
         if on_item:
             on_item(item)
         return rows, images
@@ -74,10 +81,13 @@ def run_evaluation(
         "cohort": str(cohort),
         "processes": world,
         "fid_features": "explained classifier, class_layers.flatten (globally pooled last dense block)",
+        "atlas_pool": {
+            "cohort": str(atlas_cohort or cohort),
+            "subjects": {d: anchors.pool_size(d) for d in ("CN->AD", "AD->CN")} if anchors else {},
+        },
     }
     from .report import summarise_methods, write_report
 
-    seen = list(seen_anatomies) if seen_anatomies is not None else trained_anatomies(model, classifier)
     summary = summarise_methods(rows, real, settings.default_w, OURS, summary_settings, seen)
     if extra is not None:
         grid, intensity = classifier.config.grid, classifier.config.intensity
@@ -91,6 +101,16 @@ def run_evaluation(
     _montages(Path(out), images, subjects[0], settings)
     shutdown()
     return summary
+
+
+def atlas_pool(subjects: Sequence[SimulatedSubject], seen: Sequence[str]) -> list[SimulatedSubject]:
+    """The atlas anchor's subjects, per direction: those of the anatomies the models were trained on; where a direction
+    has none of them (a cohort of held-out anatomies), all its subjects, each left out of its own atlas (anchors.py)."""
+    pool = []
+    for direction in dict.fromkeys((s.label, s.target) for s in subjects):
+        same = [s for s in subjects if (s.label, s.target) == direction]
+        pool += [s for s in same if s.anatomy in set(seen)] or same
+    return pool
 
 
 def trained_anatomies(*models) -> list[str]:

@@ -64,7 +64,8 @@ def test_fast_evaluation_writes_the_report(simulated_manifest, tiny_models, tmp_
     assert main(_evaluate(args, tiny_models, out)) == 0
     summary = json.loads((out / "summary.json").read_text())
     names = ["ours", *ABLATIONS, *[m.name for m in PAPER_BASELINES]]
-    assert list(summary["methods"]) == [*names, "identity", "oracle"]
+    # two subjects, one per direction: an atlas from the cohort's other subjects, no other subject to swap with
+    assert list(summary["methods"]) == [*names, "identity", "atlas", "oracle"]
     # paired: toward its own class the shown counterfactual is the input (the unpaired model output is not)
     assert summary["methods"]["ours"]["composition_mse"] == 0
     for paired in ("ours-no-blend", "ours-injection", "ours-inversion-start"):
@@ -76,6 +77,12 @@ def test_fast_evaluation_writes_the_report(simulated_manifest, tiny_models, tmp_
     assert identity["saliency_auroc"] == pytest.approx(0.5) and identity["composition_mse"] == 0
     assert oracle["ssim_true_cf"] == pytest.approx(1.0, abs=1e-3) and oracle["saliency_auroc"] > 0.99
     assert oracle["mse_true_cf"] < 1e-4 and oracle["saliency_dice"] > 0.95
+    assert identity["change_r2"] == pytest.approx(0.0) and identity["change_r2_pooled"] == pytest.approx(0.0)
+    assert oracle["change_r2_fit"] > 0.99 and oracle["change_r"] > 0.99 and oracle["sign_agreement"] > 0.99
+    atlas = summary["methods"]["atlas"]
+    assert atlas["change_r2"] < 1 and all(n > 0 for n in summary["settings"]["atlas_pool"]["subjects"].values())
+    assert set(summary["paired"]) == {*names[1:], "identity", "atlas", "oracle"}
+    assert summary["paired"]["oracle"]["change_r2"]["mean_difference"] < 0  # nothing beats the truth
     # leave-anatomy-out: the tiny models record no anatomies, so only the ICBM template counts as seen
     assert summary["anatomies"]["train"] == ["icbm2009a"] and summary["anatomies"]["held_out"]
     assert 0 <= summary["classifier_accuracy"] <= 1 and set(summary["classifier_accuracy_split"]) == {
@@ -96,14 +103,15 @@ def test_fast_evaluation_writes_the_report(simulated_manifest, tiny_models, tmp_
     assert set(summary["augmentation"]) == {"none", *names}
     assert all(0 <= a <= 1 for a in summary["augmentation"].values())
     report = (out / "report.md").read_text()
-    for heading in ("Table 1", "Table 2", "Table 3", "Per direction", "never seen in training", "Wilson"):
+    for heading in ("Table 1", "Table 2", "Table 3", "Per direction", "never seen in training", "Wilson", "signed"):
         assert heading in report
     for picture in ("tradeoff.png", "montage_w.png", "montage_methods.png"):
         assert (out / picture).stat().st_size > 10_000
     with open(out / "rows.csv") as f:
         rows = list(csv.DictReader(f))
-    # subjects x seeds x (two w of ours + four ablations + five baselines + two anchors)
-    assert len(rows) == 2 * 2 * (2 + 4 + 5 + 2)
+    # subjects x seeds x (two w of ours + four ablations + five baselines + identity and oracle), and per seed the
+    # atlas of the AD->CN subject: the cohort's one CN->AD subject is the one evaluated, so it has no atlas
+    assert len(rows) == 2 * 2 * (2 + 4 + 5 + 2) + 2
 
 
 def test_torchrun_shards_give_the_rows_of_one_process(simulated_manifest, tiny_models, tmp_path):
