@@ -5,7 +5,7 @@
 For each strength f (the disease's ventricle push, hippocampal pull and cortical loss at f times cohort v1's; age,
 anatomy and acquisition as cohort v2's defaults): simulate a training cohort on the training anatomies and a test
 cohort on anatomies never trained on, train the ``cpu`` classifier preset on the first (as ``controlcg train
-classifier`` does) and measure its accuracy on the second. ``SimulationConfig``'s disease strength (1.5) was
+classifier`` does) and measure its accuracy on the second. cohort v2's disease strength (1.5) was
 chosen from this curve (README, "Data": a classifier that is good, not perfect). Writes curve.json and curve.png
 in --work; the last line is ``accuracy_at_default=X`` (at 1.5).
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ControlCGLib.data.simulator import COHORT_V1, SimulationConfig, write_cohort
+from ControlCGLib.data.simulator import COHORT_V1, COHORT_V2, write_cohort
 from ControlCGLib.evaluation.subjects import read_simulated, real_example
 from ControlCGLib.model.checkpoints import load_checkpoint
 from ControlCGLib.model.classifier import predict_proba
@@ -59,7 +59,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    base = SimulationConfig()
+    base = COHORT_V2  # the curve that chose cohort v2's disease strength
     curve = []
     for f in args.strengths:
         began = time.perf_counter()

@@ -32,15 +32,15 @@ def _cmd_simulate(args) -> int:
     from tqdm.auto import tqdm
 
     from ..data.anatomies import anatomy_names
-    from ..data.simulator import COHORT_V1, SimulationConfig, ventricle_summary, write_cohort
+    from ..data.simulator import COHORT_V1, COHORT_V2, SimulationConfig, volume_summary, write_cohort
 
-    config = COHORT_V1 if args.cohort == "v1" else SimulationConfig()
+    config = {"v1": COHORT_V1, "v2": COHORT_V2, "v3": SimulationConfig()}[args.cohort]
     if args.anatomies:
         unknown = [a for a in args.anatomies if a not in anatomy_names()]
         if unknown:
             raise ValueError(f"unknown anatomy {unknown[0]!r}; the anatomies are {', '.join(anatomy_names())}")
         if args.cohort == "v1" and args.anatomies != ["icbm2009a"]:
-            raise ValueError("cohort v1 has one anatomy, icbm2009a; use --cohort v2 for the others")
+            raise ValueError("cohort v1 has one anatomy, icbm2009a; use --cohort v3 or v2 for the others")
         config = dataclasses.replace(config, anatomies=tuple(args.anatomies))
     out = output_folder(args.out, args.overwrite)
     grid = None if args.template_grid else tuple(args.grid)
@@ -48,7 +48,7 @@ def _cmd_simulate(args) -> int:
         manifest = write_cohort(
             out, args.n, grid, seed=args.seed, config=config, on_subject=lambda i, rec: bar.update(1)
         )
-    for line in ventricle_summary(manifest):
+    for line in volume_summary(manifest):
         print(line)
     print(f"wrote {manifest}")
     return 0
@@ -72,7 +72,11 @@ def register(sub) -> None:
     p.add_argument("--template-grid", action="store_true", help="keep the template's 2 mm grid instead of --grid")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--cohort", choices=["v2", "v1"], default="v2", help="v2: six anatomies, age, acquisition; v1: the first"
+        "--cohort",
+        choices=["v3", "v2", "v1"],
+        default="v3",
+        help="v3: a disease of each subject's own (subtype, regional weights, asymmetry, cortical thinning); v2: one "
+        "pattern per anatomy (the embedded models' data), with age and acquisition variety; v1: the first",
     )
     p.add_argument("--anatomies", nargs="+", default=None, help="base anatomies (default: all of the cohort's)")
     add_overwrite(p)

@@ -8,7 +8,7 @@ import SimpleITK as sitk
 
 from ControlCGLib.data.anatomies import REGIONS, anatomy_names, head_scan, load_anatomy
 from ControlCGLib.data.anatomy_derivation import SOURCES, segment_tissues
-from ControlCGLib.data.simulator import CohortSimulator, SimulationConfig
+from ControlCGLib.data.simulator import COHORT_V2, CohortSimulator, SimulationConfig
 from ControlCGLib.imaging.geometry import same_geometry
 from ControlCGLib.imaging.template import load_template
 
@@ -62,9 +62,11 @@ def test_segmentation_orders_the_tissues_by_intensity():
     assert np.allclose(maps["csf"] + maps["gm"] + maps["wm"], 1.0, atol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def v2():
-    return CohortSimulator(SimulationConfig(anatomies=("colin27", "oasis")))
+@pytest.fixture(scope="module", params=["v2", "v3"])
+def v2(request):
+    """Cohort v2 and v3 (v2's draws with a disease of each subject's own) on two bases."""
+    config = COHORT_V2 if request.param == "v2" else SimulationConfig()
+    return CohortSimulator(dataclasses.replace(config, anatomies=("colin27", "oasis")))
 
 
 def test_cohort_v2_draws_bases_ages_and_acquisitions(v2):
@@ -77,7 +79,9 @@ def test_cohort_v2_draws_bases_ages_and_acquisitions(v2):
 
 def test_the_true_counterfactual_changes_the_disease_and_not_the_age(v2):
     no_disease = CohortSimulator(
-        dataclasses.replace(v2.config, ventricle_push_mm=0.0, hippocampus_pull_mm=0.0, cortex_loss=0.0)
+        dataclasses.replace(
+            v2.config, ventricle_push_mm=0.0, hippocampus_pull_mm=0.0, cortex_loss=0.0, cortex_thinning_mm=0.0
+        )
     )
     for label in ("CN", "AD"):
         record, image, cf, change = no_disease.subject(1, seed=2, label=label)
