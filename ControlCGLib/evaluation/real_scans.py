@@ -1,5 +1,7 @@
 """Measures on real T1s, which have no true counterfactual: how much a counterfactual toward the scan's own class
-changes it (composition: ideally nothing), and where the change toward the other class goes, region by region.
+changes it (composition: ideally nothing), where the change toward the other class goes, region by region and with
+its sign, how much of it a second seed repeats, and how much of the shown image is darker than any tissue of the scan
+(an intensity the scan never had: physically impossible for that patient).
 
 Each scan goes the product's whole path (pipeline.py: registration, the one sampling loop, verdicts). The regions are
 the ICBM template's (data/anatomies.py), which the registration brings onto the scan's model grid; a region's
@@ -43,6 +45,31 @@ def region_concentration(change: np.ndarray, labels: np.ndarray, brain: np.ndarr
     return out
 
 
+#: The input's brain intensities below this percentile count as "darker than any tissue of this scan".
+DARK_PERCENTILE = 0.5
+
+
+def region_mean_change(change: np.ndarray, labels: np.ndarray, brain: np.ndarray) -> dict[str, float | None]:
+    """The signed mean change per :data:`REPORTED` region (negative: the counterfactual is darker there)."""
+    out: dict[str, float | None] = {}
+    for name, ids in REPORTED.items():
+        region = np.isin(labels, ids) & brain
+        out[name] = round(float(change[region].mean()), 5) if region.any() else None
+    return out
+
+
+def darker_than_the_scan(shown: np.ndarray, unit: np.ndarray, brain: np.ndarray) -> float:
+    """Share of brain voxels of ``shown`` darker than the scan's own DARK_PERCENTILE (the scan itself: 0.005)."""
+    floor = np.percentile(unit[brain], DARK_PERCENTILE)
+    return float(np.mean(shown[brain] < floor))
+
+
+def seed_correlation(a: np.ndarray, b: np.ndarray, brain: np.ndarray) -> float | None:
+    """Pearson r of two change maps in the brain: how much of the change is the method's, not the seed's."""
+    x, y = a[brain], b[brain]
+    return float(np.corrcoef(x, y)[0, 1]) if x.std() > 0 and y.std() > 0 else None
+
+
 def measure_real(
     model,
     classifier,
@@ -52,8 +79,9 @@ def measure_real(
     seed: int = 0,
     on_scan=None,
 ) -> list[dict]:
-    """One record per scan: the classifier's verdict, composition toward its own class, and the concentration of
-    the change toward each class over the regions."""
+    """One record per scan: the classifier's verdict, composition toward its own class, and per class the change's
+    concentration and signed mean over the regions, its share of impossibly dark voxels, and (toward the other class)
+    its correlation with a second seed's change."""
     from ..pipeline import run_counterfactual
 
     atlas = load_anatomy("icbm2009a").labels
@@ -98,7 +126,17 @@ def measure_real(
                 "raw_mean_abs_change": float(np.abs(run.raw[w] - unit)[brain].mean()),
                 "verdict": run.verdicts.get(w, {}),
                 "concentration": region_concentration(change, labels, brain),
+                "mean_change": region_mean_change(change, labels, brain),
+                "darker_than_scan": darker_than_the_scan(run.model_grid[w], unit, brain),
+                "seed_correlation": None,
             }
+            if target != own:  # a second seed: is the change the method's or the noise's?
+                again = run_counterfactual(
+                    model, image, target, (w,), sampling, seed=seed + 1, classifier=classifier, accept_unusual=True,
+                    source="auto",
+                )  # fmt: skip
+                repeat = seed_correlation(change, again.model_grid[w] - unit, brain)
+                record["change_toward"][target]["seed_correlation"] = repeat
         records.append(record)
         if on_scan:
             on_scan(record)
@@ -111,19 +149,32 @@ def markdown(records: Sequence[dict], w: float) -> str:
         f"# Real scans (no ground truth), w = {w:g}",
         "",
         "Composition: the counterfactual toward the scan's own class should be the scan (MSE 0, SSIM 1). "
-        "Concentration: a region's share of the change mass ÷ its share of the brain's volume (1 = like everywhere).",
+        "Concentration: a region's share of the change mass ÷ its share of the brain's volume (1 = like everywhere); "
+        "in brackets the region's signed mean change (negative: darker). Seed r: correlation of the change with a "
+        "second seed's. Darker than the scan: share of brain voxels of the shown counterfactual below the scan's own "
+        f"{DARK_PERCENTILE:g}th percentile (the scan itself: {DARK_PERCENTILE / 100:g}).",
         "",
         "| scan | verdict | own class | composition MSE | composition SSIM | change toward | mean abs change | "
-        + " | ".join(regions)
-        + " |",
-        "|" + "---|" * (7 + len(regions)),
+        "seed r | darker than the scan | " + " | ".join(regions) + " |",
+        "|" + "---|" * (9 + len(regions)),
     ]
     for r in records:
         verdict = ", ".join(f"{k} {v:.2f}" for k, v in r["verdict"].items())
         for target, c in r["change_toward"].items():
-            cells = [f"{c['concentration'][k]:.2f}" if c["concentration"][k] is not None else "–" for k in regions]
+            cells = [_region_cell(c, k) for k in regions]
+            repeat = "–" if c.get("seed_correlation") is None else f"{c['seed_correlation']:.2f}"
+            dark = "–" if c.get("darker_than_scan") is None else f"{c['darker_than_scan']:.4f}"
             lines.append(
                 f"| {Path(r['scan']).name} | {verdict} | {r['own_class']} | {r['composition_mse']:.4f} | "
-                f"{r['composition_ssim']:.3f} | {target} | {c['mean_abs_change']:.4f} | " + " | ".join(cells) + " |"
+                f"{r['composition_ssim']:.3f} | {target} | {c['mean_abs_change']:.4f} | {repeat} | {dark} | "
+                + " | ".join(cells)
+                + " |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _region_cell(change: dict, region: str) -> str:
+    share, mean = change["concentration"].get(region), (change.get("mean_change") or {}).get(region)
+    if share is None:
+        return "–"
+    return f"{share:.2f}" + (f" ({mean:+.3f})" if mean is not None else "")

@@ -218,8 +218,30 @@ def test_real_scans_are_measured_without_ground_truth(tiny_models, tmp_path):
         "rest of the cortex",
         "white matter",
     }
+    other = "AD" if records[0]["own_class"] == "CN" else "CN"
+    toward = records[0]["change_toward"][other]
+    assert (
+        -1 <= toward["seed_correlation"] <= 1
+        and records[0]["change_toward"][records[0]["own_class"]]["seed_correlation"] is None
+    )  # a second seed toward the other class only
+    assert 0 <= toward["darker_than_scan"] <= 1 and set(toward["mean_change"]) == set(toward["concentration"])
     assert "composition" in (out / "real_scans.md").read_text()
     assert not (out / "summary.json").exists()  # no cohort given: the real-scan measures only
+
+
+def test_impossibly_dark_voxels_and_seed_agreement_are_counted():
+    from ControlCGLib.evaluation.real_scans import darker_than_the_scan, seed_correlation
+
+    rng = np.random.default_rng(0)
+    unit, brain = rng.uniform(0.2, 0.9, (10, 10, 10)), np.ones((10, 10, 10), bool)
+    assert darker_than_the_scan(unit, unit, brain) == pytest.approx(0.005, abs=0.002)  # the scan itself
+    darker = unit.copy()
+    darker[:2] = 0.0  # a fifth of the brain at an intensity no tissue of this scan has
+    assert darker_than_the_scan(darker, unit, brain) == pytest.approx(0.2, abs=0.01)
+    change = rng.normal(size=unit.shape)
+    assert seed_correlation(change, 2 * change, brain) == pytest.approx(1)
+    assert abs(seed_correlation(change, rng.normal(size=unit.shape), brain)) < 0.2
+    assert seed_correlation(change, np.zeros_like(change), brain) is None
 
 
 def test_unknown_ablation_is_refused_by_name():
