@@ -172,7 +172,20 @@ def summarise_methods(
         for name, part in split(at_w).items():
             sweep[name] = entry(part, real, directions=False) if part else None
         summary["w_sweep"].append(sweep)
+    summary["best_w"] = best_w(summary["w_sweep"])
     return summary
+
+
+def best_w(sweep: Sequence[dict]) -> dict[str, dict]:
+    """Per direction, the w of ours whose change best matches the true change (highest R² pooled over subjects): the
+    strength at which the explanation should be read, to compare with the product's default."""
+    out: dict[str, dict] = {}
+    for e in sweep:
+        for direction, d in (e.get("by_direction") or {}).items():
+            r2 = d.get("change_r2_pooled")
+            if r2 is not None and (direction not in out or r2 > out[direction]["change_r2_pooled"]):
+                out[direction] = {"w": e["w"], "change_r2_pooled": r2}
+    return out
 
 
 def calibration(inputs: Sequence[dict], bins: int = 5) -> dict:
@@ -344,6 +357,8 @@ def markdown(summary: dict) -> str:
         ],
     )
     accuracy = summary.get("classifier_accuracy")
+    best = summary.get("best_w") or {}
+    best_text = "; ".join(f"{d}: w = {b['w']:g} (R² pooled {b['change_r2_pooled']:.3f})" for d, b in best.items())
     parts = [
         "# ControlCG evaluation",
         _settings_text(summary.get("settings", {})),
@@ -357,6 +372,7 @@ def markdown(summary: dict) -> str:
         "the swap test's reference.",
         "## Table 1 — our method across w (Eq. 5's scale; larger w = stronger guidance toward the target class)",
         sweep,
+        "The w whose change best matches the true change, per direction: " + (best_text or "–") + ".",
         f"## Table 2 — methods compared at w = {summary.get('settings', {}).get('default_w', '?')}",
         methods,
         "### Per direction (adding disease and removing it are not equally hard)",

@@ -110,3 +110,16 @@ def test_calibration_error_is_zero_when_confidence_is_accuracy_and_large_when_ov
     proud = [{"p_target_input": 0.01, "input_correct": i % 2 == 0} for i in range(10)]
     assert calibration(proud)["ece"] == pytest.approx(0.49)
     assert calibration([])["ece"] is None
+
+
+def test_best_w_is_the_one_whose_change_matches_the_truth_best():
+    from ControlCGLib.evaluation.report import best_w
+
+    sweep = [
+        {"w": w, "by_direction": {"AD->CN": {"change_r2_pooled": r2a}, "CN->AD": {"change_r2_pooled": r2b}}}
+        for w, r2a, r2b in ((0.0, 0.0, 0.0), (2.0, 0.3, 0.5), (4.0, 0.4, 0.1), (6.0, -0.2, None))
+    ]
+    assert best_w(sweep) == {
+        "AD->CN": {"w": 4.0, "change_r2_pooled": 0.4},
+        "CN->AD": {"w": 2.0, "change_r2_pooled": 0.5},
+    }
