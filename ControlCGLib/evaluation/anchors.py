@@ -37,8 +37,12 @@ class TrueChange:
     change: np.ndarray
 
     def shown(self, change: np.ndarray) -> np.ndarray:
-        """``change`` added to this input as a counterfactual a user could see: in [0, 1], inside the brain."""
-        return np.clip(self.unit + change, 0.0, 1.0) * self.mask
+        return with_change(self.unit, change, self.mask)
+
+
+def with_change(unit: np.ndarray, change: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``change`` added to the input ``unit`` as a counterfactual a user could see: in [0, 1], inside the brain."""
+    return np.clip(unit + change, 0.0, 1.0) * mask
 
 
 def true_change(subject: SimulatedSubject, grid, intensity) -> TrueChange:

@@ -18,7 +18,7 @@ from ..model.classifier import VolumeClassifier
 from ..pipeline import shown_counterfactual
 from ..progress import StepCallback
 from ..sampling.settings import SamplingConfig, product_sampling
-from .anchors import ATLAS, OTHER_SUBJECT, Anchors
+from .anchors import ATLAS, OTHER_SUBJECT, Anchors, with_change
 from .metrics import CHANGED, mse, saliency_auroc, ssim
 from .subjects import SimulatedSubject, model_tensor, prepare_subject, real_example
 
@@ -181,7 +181,7 @@ def measure_subject(
         shown = {IDENTITY: unit}
         for name, change in ((ATLAS, atlas), (OTHER_SUBJECT, other)):
             if change is not None:
-                shown[name] = np.clip(unit + change, 0.0, 1.0) * mask
+                shown[name] = with_change(unit, change, mask)
         shown[ORACLE] = np.clip(truth, 0.0, 1.0) * mask
         for method, cf in shown.items():
             entry = row(method, settings.default_w, cf, 0.0)

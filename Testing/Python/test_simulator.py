@@ -18,6 +18,7 @@ from ControlCGLib.data.simulator import (
     MAX_AMPLITUDE,
     CohortSimulator,
     min_jacobian,
+    typical_profile,
     write_cohort,
 )
 from ControlCGLib.imaging.geometry import model_grid, same_geometry
@@ -103,8 +104,8 @@ def _digest(simulator: CohortSimulator, index: int, label: str | None = None) ->
 
 
 def test_cohorts_v1_and_v2_reproduce_bit_for_bit():
-    """The embedded models were trained on v2 (and first on v1), the sample comes from v1: v3's knobs must leave both
-    as they were (digests taken from the simulator before cohort v3 existed)."""
+    """The embedded models were trained on v2 (and first on v1) and the sample comes from v1, so both must stay what
+    they are whatever v3's knobs (digests of the subjects that made that data)."""
     assert _digest(CohortSimulator(COHORT_V1), 0) == "6e6ed2c6e0e26abb"
     v2 = CohortSimulator(COHORT_V2)
     assert _digest(v2, 0) == "198b66e84554ab98"
@@ -129,7 +130,7 @@ def test_v3_subtypes_asymmetry_and_amplitudes_are_drawn_per_subject(sim):
 def test_v3_true_counterfactual_changes_only_the_disease(sim, index, label):
     record, image, cf, change, log_jacobian = sim.subject_with_volume_change(index, seed=4, label=label)
     base = sim.base(record.anatomy)
-    reach = (base.ventricles | base.hippocampi | (sim._cortex_loss_weight(base, _all_regions(sim)) > 0.01)).astype(
+    reach = (base.ventricles | base.hippocampi | (sim._cortex_loss_weight(base, typical_profile()) > 0.01)).astype(
         np.uint8
     )
     near = sitk.GetArrayFromImage(sitk.BinaryDilate(sitk.GetImageFromArray(reach), [7, 7, 7])) > 0
@@ -145,9 +146,3 @@ def test_v3_true_counterfactual_changes_only_the_disease(sim, index, label):
     assert record.subtype in {s.name for s in AD_SUBTYPES}
     if label == "CN":  # nothing in a healthy scan says which AD it would develop: the typical one
         assert record.subtype == "typical" and record.asymmetry == 0
-
-
-def _all_regions(sim):
-    from ControlCGLib.data.simulator import typical_profile
-
-    return typical_profile()
