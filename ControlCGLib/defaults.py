@@ -81,7 +81,7 @@ DEVICE = "auto"
 
 DEMO_SWEEP = (0.0, 2.0, 4.0, 6.0)  # `controlcg demo`: the trade-off at a glance
 SLICER_SWEEP = (0.0, 2.0, 4.0, 6.0, 8.0, 10.0)  # the panel's sweep field: the whole slider in one run
-EVALUATION_SWEEP = (0.0, 2.0, 4.0, 6.0, 8.0)
+EVALUATION_SWEEP = (0.0, 1.0, 2.0, 4.0, 6.0, 8.0)
 
 # --- the protocol between `controlcg counterfactual` and whoever launched it (the Slicer panel) ---------------------
 EXIT_OK = 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from ..sampling.settings import UNET_PRECISIONS
 from .common import add_command, add_overwrite, add_solver_and_spacing, add_threads, output_folder, set_threads
 
@@ -50,6 +52,8 @@ def _cmd_evaluate(args) -> int:
         changes["baselines"] = tuple(known[b] for b in args.baselines)
     if args.ablations is not None:
         changes["ablations"] = tuple(args.ablations)
+    if args.axioms is not None:
+        changes["axioms"] = args.axioms
     settings = dataclasses.replace(settings, **changes)
     settings.methods()  # an unknown ablation is refused before any work
     if settings.default_w not in settings.scales:
@@ -140,7 +144,7 @@ def register(sub) -> None:
         "--subjects", "--n", dest="n", type=int, default=None, help="subjects, half per class (default 8; --fast 2)"
     )
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="sampling seeds (default 0 1 2; --fast 0 1)")
-    p.add_argument("--w", type=float, nargs="+", default=None, help="our w sweep (default 0 2 4 6 8)")
+    p.add_argument("--w", type=float, nargs="+", default=None, help="our w sweep (default 0 1 2 4 6 8)")
     p.add_argument(
         "--baselines",
         nargs="*",
@@ -155,6 +159,12 @@ def register(sub) -> None:
         metavar="NAME",
         help="variants of ours at the default w (default all: ours-unpaired ours-no-blend ours-injection "
         "ours-inversion-start)",
+    )
+    p.add_argument(
+        "--axioms",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="composition and reversibility, on the first seed (two more runs per method and subject; default: on)",
     )
     p.add_argument("--default-w", type=float, default=None, help="w at which methods are compared (default 4)")
     p.add_argument("--steps", type=int, default=None, help="DDIM grid of every method (default 20; --fast 4)")

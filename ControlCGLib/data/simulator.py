@@ -173,6 +173,7 @@ class Subject:
     subtype: str = ""  # cohort v3: the AD subtype of the AD side (the scan's, or the counterfactual's for CN -> AD)
     asymmetry: float | None = None  # cohort v3: the AD side's left-right factor
     log_jacobian: str = ""  # the true volume change from scan to counterfactual, log of the Jacobian ratio
+    labels: str = ""  # the scan's own regions (the base's labels through its warps); none for cohort v1
 
 
 def _ellipsoid_weight(reference: sitk.Image, regions, softness_mm: float = 4.0) -> np.ndarray:
@@ -225,6 +226,7 @@ class _Anatomy:
     centre: np.ndarray  # physical (LPS) centroid of the brain: head-size scaling keeps it in place
     reference: sitk.Image
     hippocampi: np.ndarray | None = None  # where the hippocampi are (their volume is measured through the warps)
+    labels: np.ndarray | None = None  # the base's regions (data/anatomies.REGIONS); None for v1's ellipsoids
 
 
 def _anatomy(base: Template | Anatomy, regions: str = "ellipsoids", name: str = "icbm2009a") -> _Anatomy:
@@ -277,6 +279,7 @@ def _anatomy(base: Template | Anatomy, regions: str = "ellipsoids", name: str = 
         centre,
         ref,
         np.asarray(hippo) > 0.5,
+        labels if regions == "atlas" else None,
     )
 
 
@@ -468,8 +471,9 @@ class CohortSimulator:
     def subject_with_volume_change(
         self, index: int, seed: int = 0, label: str | None = None, anatomy: str | None = None
     ):
-        """:meth:`subject` and the true volume change: log(det J) of the scan's warp minus the counterfactual's, in
-        subject space (> 0 where the counterfactual has more volume there: the ventricles toward AD)."""
+        """:meth:`subject`, the true volume change (log(det J) of the scan's warp minus the counterfactual's, in subject
+        space: > 0 where the counterfactual has more volume there, the ventricles toward AD) and the scan's own region
+        labels (its base's, carried by its warps; None for cohort v1), where evaluation/volumes.py measures."""
         c = self.config
         rng = np.random.default_rng([seed, index])
         # cohort v2's draws come from their own stream, all drawn whatever the settings, so that v1's subjects stay
@@ -551,7 +555,9 @@ class CohortSimulator:
             asymmetry=profile.asymmetry if profile is not None else None,
         )
         log_jacobian = _log_jacobian(total, a.reference) - _log_jacobian(cf_total, a.reference)
-        return record, image, cf, cf - image, (log_jacobian * a.taper).astype(np.float32)
+        labels = None if a.labels is None else _warp(a.labels.astype(np.float32), total, a.reference, nearest=True)
+        labels = None if labels is None else (labels * body).astype(np.uint8)
+        return record, image, cf, cf - image, (log_jacobian * a.taper).astype(np.float32), labels
 
     def _unfolded(self, a: _Anatomy, severity: float, natural: float, ageing: float, profile: Profile) -> Profile:
         """``profile`` with its amplitudes shrunk until the disease's displacement folds nowhere (min Jacobian 0.2):
@@ -578,8 +584,8 @@ def write_cohort(
     config: SimulationConfig | None = None,
     on_subject: Callable[[int, Subject], None] | None = None,
 ) -> Path:
-    """Write ``n`` subjects (image, true counterfactual, true change map, true log-Jacobian as NIfTI) and
-    ``manifest.csv`` to ``out``.
+    """Write ``n`` subjects (image, true counterfactual, true change map, true log-Jacobian and, but for cohort v1,
+    the scan's region labels, as NIfTI) and ``manifest.csv`` to ``out``.
 
     ``grid`` is a (z, y, x) model grid (the paper crop at that size); None keeps the template's 2 mm grid.
     """
@@ -593,9 +599,15 @@ def write_cohort(
     rows = []
     for i in range(n):
         record, *volumes = sim.subject_with_volume_change(i, seed)
-        for kind, array in zip(("image", "counterfactual", "change", "log_jacobian"), volumes):
+        for kind, array in zip(("image", "counterfactual", "change", "log_jacobian", "labels"), volumes):
+            if array is None:
+                continue
             img = _image_like(array, ref)
-            if target is not None:
+            if kind == "labels":
+                if target is not None:
+                    img = resample(img, target, interpolator=sitk.sitkNearestNeighbor)
+                img = sitk.Cast(img, sitk.sitkUInt8)
+            elif target is not None:
                 img = resample(anti_alias(img, target.GetSpacing()), target)
             path = out / f"{record.subject}_{kind}.nii.gz"
             sitk.WriteImage(img, str(path), useCompression=True)

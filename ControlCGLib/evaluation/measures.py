@@ -98,10 +98,13 @@ def measure_subject(
     """Every method's counterfactual of one subject toward its true counterfactual class, one row per (method, w):
     the explained classifier's verdict on the input and the counterfactual, similarity to the input and to the
     truth, saliency AUROC and Dice against the true change, the flip judged by the explained classifier and by an
-    independent ``judge`` (None: not judged), the explained classifier's features (for the FIDs), and, on the axioms
+    independent ``judge`` (None: not judged), the explained classifier's features (for the KIDs), and, on the axioms
     seed, composition (a counterfactual toward the subject's own class) and reversibility (the counterfactual's
     counterfactual back toward the source). Every row also scores the signed change against the true change
-    (metrics.change_scores) and, given ``anchors`` with another subject of this direction, the swap test. ``anchors``
+    (metrics.change_scores), the regional volume change of the counterfactual and of the truth read with one ruler
+    (volumes.py; ``dv_<region>``, ``dv_true_<region>`` and their distance ``dv_error_<region>``, in % and percentage
+    points, where the cohort carries labels) and, given ``anchors``
+    with another subject of this direction, the swap test. ``anchors``
     adds the atlas and other-subject rows beside identity and oracle. ``images``, when given, receives the model-grid
     arrays ("input", "truth", and (method, w) per counterfactual) for figures."""
     from ..sampling.baselines import run_method
@@ -126,6 +129,22 @@ def measure_subject(
 
     def scorable(metric, saliency):
         return metric(saliency, truth - unit, mask) if can_score else None
+
+    ruler = subject_ruler(subject, prepared, unit, mask)
+    before = ruler.volumes(unit) if ruler is not None else None
+    true_volume = ruler.change_percent(truth, before) if ruler is not None else {}
+
+    def volume_change(cf: np.ndarray) -> dict:
+        if ruler is None:
+            return {}
+        shown = ruler.change_percent(cf, before)
+        out = {}
+        for region, true in true_volume.items():
+            key = region.replace(" ", "_")
+            out[f"dv_{key}"], out[f"dv_true_{key}"] = shown[region], true
+            both = shown[region] is not None and true is not None
+            out[f"dv_error_{key}"] = abs(shown[region] - true) if both else None
+        return out
 
     direction = f"{subject.label}->{subject.target}"
     other = anchors.other(subject.subject) if anchors is not None else None
@@ -154,6 +173,7 @@ def measure_subject(
             "saliency_auroc": scorable(saliency_auroc, cf - unit),
             "saliency_dice": scorable(saliency_dice, cf - unit),
             **change_scores(cf, truth, unit, mask),
+            **volume_change(cf),
             "swap_own_closer": closer_to_own(cf - unit, truth - unit, other, mask) if other is not None else None,
             "composition_mse": None,
             "reversibility_mse": None,
@@ -194,8 +214,23 @@ def measure_subject(
     return rows
 
 
+def subject_ruler(subject: SimulatedSubject, prepared, unit: np.ndarray, mask: np.ndarray):
+    """The volume ruler of the subject's scan (volumes.py), or None where it cannot read this scan: a cohort without
+    region labels (v1), or a grid too coarse to hold a region (its volume columns are then empty, never guessed)."""
+    from ..imaging.geometry import resample
+    from .volumes import VolumeRuler
+
+    if subject.labels is None:
+        return None
+    labels = resample(sitk.ReadImage(str(subject.labels)), prepared.grid, interpolator=sitk.sitkNearestNeighbor)
+    try:
+        return VolumeRuler(unit, sitk.GetArrayFromImage(labels), mask)
+    except ValueError:
+        return None
+
+
 def real_features(classifier, subjects: Sequence[SimulatedSubject]) -> list[dict]:
-    """The explained classifier's features of the real (input) scans, the FIDs' reference sets."""
+    """The explained classifier's features of the real (input) scans, the KIDs' reference sets."""
     from ..model.classifier import features
 
     grid, intensity = classifier.config.grid, classifier.config.intensity

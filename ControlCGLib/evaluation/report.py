@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics import bootstrap_ci, fid
+from .metrics import bootstrap_ci, kid
+from .volumes import VOLUME_REGIONS
 
 # summary key <- row key
 METRICS = {
@@ -40,7 +41,9 @@ METRICS = {
 # metrics with a bootstrap interval over subjects, and those ours is compared on subject by subject
 SUBJECT_CI = ("ssim_true_cf", "change_r2", "change_r2_fit", "change_r", "sign_agreement", "saliency_auroc")
 PAIRED = ("change_r2", "change_r2_fit", "change_r", "ssim_true_cf")
-FIDS = ("rCN2gAD", "rAD2gAD", "rCN2gCN", "rAD2gCN")
+KIDS = ("rCN2gAD", "rAD2gAD", "rCN2gCN", "rAD2gCN")
+#: row-key suffixes of the regional volume change (measures.py, volumes.py)
+VOLUME_KEYS = tuple(region.replace(" ", "_") for region in VOLUME_REGIONS)
 
 
 def _mean_sd(rows: Sequence[dict], key: str) -> tuple[float | None, float | None]:
@@ -55,8 +58,8 @@ def _mean_sd(rows: Sequence[dict], key: str) -> tuple[float | None, float | None
     return mean, float(np.std(means, ddof=1)) if len(means) > 1 else None
 
 
-def _fid_or_none(a: list, b: list) -> float | None:
-    return fid(a, b) if len(a) >= 2 and len(b) >= 2 else None
+def _kid_or_none(a: list, b: list) -> float | None:
+    return kid(a, b) if len(a) >= 2 and len(b) >= 2 else None
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
@@ -92,6 +95,13 @@ def _subject_statistics(rows: Sequence[dict]) -> dict:
     for key in SUBJECT_CI:
         out[f"{key}_ci"] = bootstrap_ci(list(per_subject(rows, key).values()))
     out["subjects"] = len({r["subject"] for r in rows})
+    for key in VOLUME_KEYS:  # per subject: its mean |shown - true| volume change over seeds, and the two changes
+        errors = per_subject(rows, f"dv_error_{key}")
+        if errors:
+            out[f"volume_error_{key}"] = float(np.mean(list(errors.values())))
+            out[f"volume_error_{key}_ci"] = bootstrap_ci(list(errors.values()))
+            out[f"volume_change_{key}"] = _mean_of(rows, f"dv_{key}")
+            out[f"volume_change_true_{key}"] = _mean_of(rows, f"dv_true_{key}")
     for name, key in (("flip_rate_subjects", "flipped"), ("flip_rate_judge_subjects", "flipped_judge")):
         flips = [v > 0.5 for v in per_subject(rows, key).values()]
         out[name] = float(np.mean(flips)) if flips else None
@@ -101,7 +111,7 @@ def _subject_statistics(rows: Sequence[dict]) -> dict:
 
 def entry(rows: Sequence[dict], real: Sequence[dict], directions: bool = True) -> dict:
     """One method at one w: every metric's mean (and sd over seeds), the flip rates' 95 % intervals (over subjects
-    and seeds), the statistics over subjects, the FIDs, and the same per direction."""
+    and seeds), the statistics over subjects, the KIDs and their number of images, and the same per direction."""
     out: dict = {"n": len(rows)}
     for name, key in METRICS.items():
         out[name], out[f"{name}_sd"] = _mean_sd(rows, key)
@@ -109,9 +119,10 @@ def entry(rows: Sequence[dict], real: Sequence[dict], directions: bool = True) -
     out.update(_subject_statistics(rows))
     real_by = {c: [r["features"] for r in real if r["label"] == c] for c in ("CN", "AD")}
     gen_by = {c: [r["features"] for r in rows if r["target"] == c] for c in ("CN", "AD")}
-    for name in FIDS:
-        out[name] = _fid_or_none(real_by[name[1:3]], gen_by[name[5:7]])
-    out["fid_all"] = _fid_or_none([r["features"] for r in real], [r["features"] for r in rows])
+    for name in KIDS:
+        out[name] = _kid_or_none(real_by[name[1:3]], gen_by[name[5:7]])
+    out["kid_all"] = _kid_or_none([r["features"] for r in real], [r["features"] for r in rows])
+    out["kid_n"] = {"real": len(real), "generated": len(rows)}
     if not directions:
         return out
     out["by_direction"] = {}
@@ -253,7 +264,7 @@ def _fmt(entry: dict, key: str, digits: int = 3) -> str:
 SIMILARITY = [("SSIM ↑", "ssim"), ("MSE ↓", "mse")]
 CLASS = [("rCN2gAD ↑", "rCN2gAD"), ("rAD2gAD ↓", "rAD2gAD"), ("rCN2gCN ↓", "rCN2gCN"), ("rAD2gCN ↑", "rAD2gCN")]
 TRUTH = [
-    ("FID ↓", "fid_all"),
+    ("KID ↓", "kid_all"),
     ("flip (explained) ↑", "flip_rate"),
     ("flip (judge) ↑", "flip_rate_judge"),
     ("SSIM to true cf ↑", "ssim_true_cf"),
@@ -327,6 +338,14 @@ def markdown(summary: dict) -> str:
             for d, v in e["by_direction"].items()
         ],
     )
+    volume = _table(
+        ["method", "direction", *VOLUME_REGIONS],
+        [
+            [m, d, *[_volume_cell(v, key) for key in VOLUME_KEYS]]
+            for m, e in summary["methods"].items()
+            for d, v in e["by_direction"].items()
+        ],
+    )
     paired = _table(
         ["ours against", "subjects", "Δ R²", "ours higher", "Δ R² scale-fitted", "Δ r", "Δ SSIM to true cf"],
         [
@@ -380,6 +399,10 @@ def markdown(summary: dict) -> str:
         "### The signed change against the true change, per direction (subjects are the sample; [95 % bootstrap "
         "interval over subjects])",
         signed,
+        "### Regional volume change against the truth's, per direction: |shown − true| in percentage points [95 % "
+        "bootstrap interval over subjects] (mean shown change / mean true change, %; one intensity ruler for every "
+        "image, evaluation/volumes.py)",
+        volume,
         "### Ours against every other method at the default w, subject by subject (Δ = ours − other, [95 % bootstrap "
         "interval over subjects])",
         paired,
@@ -390,26 +413,27 @@ def markdown(summary: dict) -> str:
     ]
     if summary.get("augmentation_detail"):
         aug = summary["augmentation_detail"]
-        gen_fid = {m: summary["methods"].get(m, {}).get("fid_all") for m in aug}
+        gen_kid = {m: summary["methods"].get(m, {}).get("kid_all") for m in aug}
         parts += [
             "## Table 3 — classifier trained with generated images added (same training budget for every method)",
             _table(
-                ["extra data", "accuracy", "balanced accuracy", "AUC", "FID of the extra data"],
+                ["extra data", "accuracy", "balanced accuracy", "AUC", "KID of the extra data"],
                 [
                     [
                         m,
                         f"{a['accuracy']:.3f}",
                         f"{a['balanced_accuracy']:.3f}",
                         f"{a['auc']:.3f}" if a.get("auc") is not None else "–",
-                        f"{gen_fid[m]:.1f}" if gen_fid.get(m) is not None else "–",
+                        f"{gen_kid[m]:.3f}" if gen_kid.get(m) is not None else "–",
                     ]
                     for m, a in aug.items()
                 ],
             ),
         ]
     parts.append(
-        "Reading guide: SSIM/MSE compare each counterfactual with its input; the four FIDs (on the explained "
-        "classifier's pooled features) compare generated sets with real ones (r = real, g = generated); 'flip' is the "
+        "Reading guide: SSIM/MSE compare each counterfactual with its input; the four KIDs (kernel inception "
+        "distance, unbiased, on the explained classifier's pooled features; n in summary.json's kid_n) compare "
+        "generated sets with real ones (r = real, g = generated); 'flip' is the "
         "share of counterfactuals assigned to the target class by the explained classifier and by an independently "
         "trained judge; 'true cf' and the saliency scores use the simulator's ground truth; composition = MSE of a "
         "counterfactual toward the input's own class, reversibility = MSE after going to the target and back. "
@@ -417,8 +441,11 @@ def markdown(summary: dict) -> str:
         "‖cf − truth‖² / ‖input − truth‖² (0 = no better than showing nothing; pooled = the sums over all rows, "
         "stable where a mild case's own R² is not), the same after the best scalar multiple of the change, Pearson r, "
         "the share of truly changed voxels changed the same way, and the swap test: the share of subjects whose "
-        "change correlates better with their own true change than with another subject's. Means over subjects and "
-        "seeds; ± = sd of the per-seed means."
+        "change correlates better with their own true change than with another subject's. Regional volume change: "
+        "each region's tissue (CSF for the ventricles) read from intensity with one ruler for the input, every "
+        "counterfactual and the truth (evaluation/volumes.py; at 4 mm the hippocampi's change reads about a sixth of "
+        "its true size, the ventricles' in full); the error is |shown − true| in percentage points. Means over "
+        "subjects and seeds; ± = sd of the per-seed means."
     )
     return "\n\n".join(parts) + "\n"
 
@@ -431,8 +458,16 @@ def _calibration_text(calibrated: dict | None) -> str:
     return f" (expected calibration error {ece:.3f} over {n} inputs; confidence → accuracy: {points})"
 
 
-def _ci_text(ci) -> str:
-    return f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
+def _volume_cell(entry: dict, key: str) -> str:
+    error = entry.get(f"volume_error_{key}")
+    if error is None:
+        return "–"
+    shown, true = entry.get(f"volume_change_{key}"), entry.get(f"volume_change_true_{key}")
+    return f"{error:.1f}{_ci_text(entry.get(f'volume_error_{key}_ci'), 1)} ({shown:+.1f} / {true:+.1f})"
+
+
+def _ci_text(ci, digits: int = 2) -> str:
+    return f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else ""
 
 
 def _diff(comparison: dict) -> str:
@@ -484,6 +519,43 @@ def tradeoff_plot(path: Path, summary: dict) -> Path:
     return Path(path)
 
 
+def reliability_plot(path: Path, calibrated: dict) -> Path | None:
+    """The explained classifier's reliability diagram on the inputs: accuracy against confidence per bin (the
+    diagonal is a calibrated classifier), each bin's number of inputs written beside it; None without inputs."""
+    if not calibrated or not calibrated.get("bins"):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bins = calibrated["bins"]
+    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    ax.plot([0.5, 1.0], [0.5, 1.0], "--", color="grey", label="calibrated")
+    width = bins[0]["to"] - bins[0]["from"]
+    ax.bar([b["from"] for b in bins], [b["accuracy"] for b in bins], width=width, align="edge", alpha=0.35,
+           edgecolor="black", label="accuracy in the bin")  # fmt: skip
+    ax.plot(
+        [b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", color="black", label="mean confidence"
+    )
+    for b in bins:
+        ax.annotate(f"n {b['n']}", (b["from"] + width / 2, b["accuracy"]), textcoords="offset points", xytext=(0, 4),
+                    ha="center", fontsize=8)  # fmt: skip
+    ax.set_xlim(0.5, 1.0)
+    ax.set_ylim(0.0, 1.05)
+    ax.set_xlabel("confidence of the verdict (max p)")
+    ax.set_ylabel("share of verdicts right")
+    ax.set_title(
+        f"explained classifier on the inputs\nECE {calibrated['ece']:.3f}, {calibrated['n']} subjects", fontsize=10
+    )
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
 def write_report(out: Path, summary: dict, rows: Sequence[dict]) -> None:
     import csv
 
@@ -497,3 +569,4 @@ def write_report(out: Path, summary: dict, rows: Sequence[dict]) -> None:
         writer.writeheader()
         writer.writerows(rows)
     tradeoff_plot(out / "tradeoff.png", summary)
+    reliability_plot(out / "reliability.png", summary.get("classifier_calibration") or {})

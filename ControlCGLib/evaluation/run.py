@@ -80,7 +80,7 @@ def run_evaluation(
         "real_reference_subjects": len(cohort_subjects),
         "cohort": str(cohort),
         "processes": world,
-        "fid_features": "explained classifier, class_layers.flatten (globally pooled last dense block)",
+        "kid_features": "explained classifier, class_layers.flatten (globally pooled last dense block)",
         "atlas_pool": {
             "cohort": str(atlas_cohort or cohort),
             "subjects": {d: anchors.pool_size(d) for d in ("CN->AD", "AD->CN")} if anchors else {},

@@ -24,6 +24,7 @@ class SimulatedSubject:
     image: Path
     true_counterfactual: Path
     anatomy: str = "icbm2009a"  # the base anatomy (cohort v1 manifests name none: the ICBM template)
+    labels: Path | None = None  # the scan's own region labels (cohorts v2 and v3 write them; evaluation/volumes.py)
 
 
 def read_simulated(manifest: str | Path) -> list[SimulatedSubject]:
@@ -42,18 +43,36 @@ def read_simulated(manifest: str | Path) -> list[SimulatedSubject]:
             manifest.parent / r["image"],
             manifest.parent / r["counterfactual"],
             r.get("anatomy") or "icbm2009a",
+            manifest.parent / r["labels"] if r.get("labels") else None,
         )
         for r in rows
     ]
 
 
 def balanced(subjects: Sequence[SimulatedSubject], n: int | None) -> list[SimulatedSubject]:
-    """The first ``n`` subjects of the list, as evenly split between the classes as the list allows."""
+    """``n`` subjects of the list, the classes taking turns and each class taking its anatomies in turn, so that the
+    two directions are as balanced overall and within each anatomy as the list allows (else direction and anatomy
+    are confounded); a class or anatomy that runs out leaves its turn to the others. Kept in the list's order."""
     if n is None:
         return list(subjects)
-    by_class = {c: [s for s in subjects if s.label == c] for c in sorted({s.label for s in subjects})}
-    share = {c: n // len(by_class) + (i < n % len(by_class)) for i, c in enumerate(by_class)}
-    return [s for c, ss in by_class.items() for s in ss[: share[c]]]
+    by_class: dict[str, dict[str, list[SimulatedSubject]]] = {}
+    for s in subjects:
+        by_class.setdefault(s.label, {}).setdefault(s.anatomy, []).append(s)
+    turns = {c: _round_robin([list(cells[a]) for a in sorted(cells)]) for c, cells in sorted(by_class.items())}
+    chosen: list[SimulatedSubject] = []
+    while len(chosen) < n and any(turns.values()):
+        for queue in turns.values():
+            if queue and len(chosen) < n:
+                chosen.append(queue.pop(0))
+    order = {id(s): i for i, s in enumerate(subjects)}
+    return sorted(chosen, key=lambda s: order[id(s)])
+
+
+def _round_robin(queues: list[list]) -> list:
+    out = []
+    while any(queues):
+        out += [q.pop(0) for q in queues if q]
+    return out
 
 
 def prepare_subject(subject: SimulatedSubject, grid, intensity):
@@ -67,7 +86,7 @@ def model_tensor(unit: np.ndarray, intensity) -> torch.Tensor:
 
 
 def real_example(subject: SimulatedSubject, grid, intensity) -> dict:
-    """A subject's own scan as a classifier example (the FIDs' reference, the augmentation's real data)."""
+    """A subject's own scan as a classifier example (the KIDs' reference, the augmentation's real data)."""
     unit = prepare_subject(subject, grid, intensity).model_input
     return {
         "method": "real",

@@ -1,5 +1,5 @@
 """The diagnostic classifier the counterfactuals explain (paper: 3D DenseNet-121): one verdict function shared by the
-command line, Slicer and the evaluation, its features (the FIDs) and its accuracy on a data set.
+command line, Slicer and the evaluation, its features (the KIDs) and its accuracy on a data set.
 
 :class:`VolumeClassifier` is how the product asks it: a [0, 1] volume in, a verdict out; it is the one place that
 brings a volume into the classifier's own intensity range.
@@ -28,7 +28,7 @@ def predict_proba(model: torch.nn.Module, volumes: torch.Tensor) -> torch.Tensor
 @torch.no_grad()
 def features(model: torch.nn.Module, volume) -> np.ndarray:
     """The classifier's penultimate features of one volume (D, H, W) in model range: MONAI DenseNet's globally
-    pooled last dense block (``class_layers`` up to ``flatten``), what the evaluation's FID compares."""
+    pooled last dense block (``class_layers`` up to ``flatten``), what the evaluation's KID compares."""
     v = torch.as_tensor(np.asarray(volume, dtype=np.float32))
     if v.ndim != 3:
         raise ValueError(f"expected one 3D volume, got shape {tuple(v.shape)}")
@@ -68,7 +68,7 @@ class VolumeClassifier:
         return classify(self.model, self.config.intensity.to_model(unit), self.class_names)
 
     def features(self, unit) -> np.ndarray:
-        """The penultimate features (:func:`features`) the FIDs compare."""
+        """The penultimate features (:func:`features`) the KIDs compare."""
         return features(self.model, self.config.intensity.to_model(unit))
 
 

@@ -16,7 +16,7 @@ from conftest import randomise, tiny_config
 
 from ControlCGLib.cli import main
 from ControlCGLib.evaluation.measures import ABLATIONS, EvaluationSettings
-from ControlCGLib.evaluation.metrics import fid, saliency_dice
+from ControlCGLib.evaluation.metrics import kid, saliency_dice
 from ControlCGLib.model.checkpoints import save_checkpoint
 from ControlCGLib.model.config import ClassifierConfig
 from ControlCGLib.model.networks import ClassConditionalUNet, build_classifier
@@ -25,7 +25,7 @@ from ControlCGLib.sampling.settings import SamplingConfig
 
 GRID = (16, 16, 16)
 REQUIRED = {"ssim", "mse", "flip_rate", "ssim_true_cf", "mse_true_cf", "saliency_auroc", "composition_mse"}
-REQUIRED |= {"reversibility_mse", "fid_all", "rCN2gAD", "rAD2gAD", "rCN2gCN", "rAD2gCN"}
+REQUIRED |= {"reversibility_mse", "kid_all", "rCN2gAD", "rAD2gAD", "rCN2gCN", "rAD2gCN"}
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +170,7 @@ def test_every_method_runs_through_one_entry_point(tiny_model, tiny_input):
         Method("bad", "ilvr", start_strength=0.0)
 
 
-def test_dice_and_fid():
+def test_dice_and_kid():
     mask = np.ones((4, 4, 4), bool)
     truth = np.zeros((4, 4, 4))
     truth[:2] = -0.2
@@ -180,9 +180,13 @@ def test_dice_and_fid():
         saliency_dice(truth, np.zeros_like(truth), mask)
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(50, 4)), rng.normal(size=(50, 4))
-    assert fid(a, b) < fid(a, b + 3.0)
+    assert kid(a, b) < kid(a, b + 3.0)
+    # unbiased: two sets of one distribution average to 0 even when each is smaller than the feature dimension
+    same = [kid(rng.normal(size=(12, 40)), rng.normal(size=(12, 40))) for _ in range(200)]
+    assert abs(np.mean(same)) < 3 * np.std(same) / np.sqrt(len(same))
+    assert kid(rng.normal(size=(12, 40)), rng.normal(size=(12, 40)) + 1.0) > 10 * np.std(same)
     with pytest.raises(ValueError, match="at least two"):
-        fid(a[:1], b)
+        kid(a[:1], b)
 
 
 def test_region_concentration_is_one_for_a_change_spread_evenly_and_high_where_it_is_focused():

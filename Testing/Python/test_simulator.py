@@ -11,6 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from ControlCGLib.cli import main
+from ControlCGLib.data.anatomies import REGIONS
 from ControlCGLib.data.simulator import (
     AD_SUBTYPES,
     COHORT_V1,
@@ -87,9 +88,15 @@ def test_write_cohort_on_a_model_grid(tmp_path):
     assert set(rows[0]) >= {"subject", "label", "severity", "image", "counterfactual", "change", "ventricle_ml"}
     assert set(rows[0]) >= {"hippocampus_ml", "counterfactual_hippocampus_ml", "subtype", "asymmetry", "log_jacobian"}
     ref = model_grid((40, 48, 40), load_template().t1)
-    for kind in ("image", "counterfactual", "change", "log_jacobian"):
+    for kind in ("image", "counterfactual", "change", "log_jacobian", "labels"):
         img = sitk.ReadImage(str(tmp_path / rows[1][kind]))
         assert same_geometry(img, ref)
+    # the scan's own regions: whole labels, inside the scan's brain, every region the evaluation's ruler reads present
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / rows[1]["labels"])))
+    image = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / rows[1]["image"])))
+    assert labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, *REGIONS.values()}
+    assert {REGIONS["hippocampi"], REGIONS["ventricles"]} <= set(np.unique(labels))
+    assert np.mean(image[labels > 0] > 0) > 0.99
 
 
 def test_simulate_command_refuses_to_overwrite(tmp_path, capsys):
@@ -128,7 +135,7 @@ def test_v3_subtypes_asymmetry_and_amplitudes_are_drawn_per_subject(sim):
 
 @pytest.mark.parametrize("index, label", [(0, "CN"), (1, "AD"), (5, "AD")])
 def test_v3_true_counterfactual_changes_only_the_disease(sim, index, label):
-    record, image, cf, change, log_jacobian = sim.subject_with_volume_change(index, seed=4, label=label)
+    record, image, cf, change, log_jacobian, _ = sim.subject_with_volume_change(index, seed=4, label=label)
     base = sim.base(record.anatomy)
     reach = (base.ventricles | base.hippocampi | (sim._cortex_loss_weight(base, typical_profile()) > 0.01)).astype(
         np.uint8
