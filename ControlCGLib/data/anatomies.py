@@ -86,3 +86,8 @@ def load_anatomy(name: str, folder: str | Path | None = None) -> Anatomy:
 def head_scan(folder: str | Path | None = None) -> Path:
     """Colin27's whole head with its skull (2 mm, its own MNI-aligned grid): a real T1 of one person."""
     return (Path(folder) if folder else anatomies_dir()) / "colin27" / "head_t1_2mm.nii.gz"
+
+
+def head_hippocampi(folder: str | Path | None = None) -> Path:
+    """The AAL atlas's hippocampi drawn on Colin27, on :func:`head_scan`'s grid (0/1): that head's own regions."""
+    return (Path(folder) if folder else anatomies_dir()) / "colin27" / "hippocampi_aal_2mm.nii.gz"

