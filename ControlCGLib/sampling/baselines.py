@@ -159,7 +159,7 @@ def ddim_inversion(
     """DDIM-inversion counterfactuals: encode with ``source`` (None: the null class) up to ``start_strength`` (None:
     the sampling's), decode toward ``target``. ``pair_with`` (a class): also decode toward it from the same inverted
     start (the paired change, sampler.py); this is ours started from an exact inversion instead of the noised input
-    (the ablation ours-inversion-start, docs/evaluation/report.md)."""
+    (the ablation ours-inversion-start, docs/evaluation/cohort_v2/report.md)."""
     sampling = sampling or SamplingConfig()
     start_at = sampling.start_strength if start_strength is None else start_strength
     sampling = dataclasses.replace(sampling, start_strength=start_at, injection=None, solver="ddim", eta=0.0)

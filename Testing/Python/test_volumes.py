@@ -80,3 +80,38 @@ def test_balanced_takes_both_directions_within_each_anatomy():
     assert cells == {("cat12", "CN"): 2, ("cat12", "AD"): 2, ("cit168", "CN"): 2, ("cit168", "AD"): 2}
     assert [s.subject for s in chosen] == sorted((s.subject for s in chosen), key=lambda x: int(x[1:]))  # list order
     assert len(balanced(pool, 13)) == 13 and balanced(pool, None) == pool  # a short cell leaves its turn to others
+
+
+def test_the_report_reads_each_methods_volume_error_per_subject_and_draws_the_reliability_diagram(tmp_path):
+    from ControlCGLib.evaluation.report import markdown, summarise_methods, write_report
+
+    rows = []
+    for subject, (true, shown) in {"a": (40.0, 30.0), "b": (20.0, 20.0)}.items():
+        for seed in (0, 1):
+            for method, dv in (("ours", shown), ("identity", 0.0)):
+                rows.append(
+                    {
+                        "subject": subject,
+                        "anatomy": "cat12",
+                        "source": "CN",
+                        "target": "AD",
+                        "method": method,
+                        "w": 4.0,
+                        "seed": seed,
+                        "input_correct": True,
+                        "p_target_input": 0.2,
+                        "flipped": True,
+                        "features": [0.0, 1.0],
+                        "dv_ventricles": dv,
+                        "dv_true_ventricles": true,
+                        "dv_error_ventricles": abs(dv - true),
+                    }  # fmt: skip
+                )
+    summary = summarise_methods(rows, [], 4.0)
+    ours = summary["methods"]["ours"]["by_direction"]["CN->AD"]
+    assert ours["volume_error_ventricles"] == pytest.approx(5.0)  # subjects a (10) and b (0)
+    assert ours["volume_change_ventricles"] == pytest.approx(25.0) and ours["volume_change_true_ventricles"] == 30.0
+    assert summary["methods"]["identity"]["by_direction"]["CN->AD"]["volume_error_ventricles"] == pytest.approx(30.0)
+    assert "| ours | CN->AD | – | 5.0 [0.0, 10.0] (+25.0 / +30.0) |" in markdown(summary)
+    write_report(tmp_path, summary, rows)
+    assert (tmp_path / "reliability.png").stat().st_size > 10_000
