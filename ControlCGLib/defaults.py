@@ -48,10 +48,10 @@ PAPER_START_STRENGTH = 1.0  # the paper's start: pure noise (the toy demo and th
 # 50-step grid (15 steps), flip rate 1.00 vs 0.75 (explained), 2.4x faster.
 STEPS = Setting("steps", 20, 1, 1000, integer=True)
 # Attention injection (Eq. 8): "auto" = on for a model of the paper preset, off for any other (the embedded cpu model).
-# Measured on held-out anatomies (README "Attention injection, measured"; docs/evaluation/cohort_v2/report.md, the ours-injection
-# row): with self-attention at the paper's 8 mm tokens, paired counterfactuals with and without injection agree to three
-# decimals in every metric, while injection costs a reference pass per step; the library's SamplingConfig keeps the
-# paper's injection on.
+# Measured on held-out anatomies (README "Attention injection, measured"; docs/evaluation/cohort_v2/report.md, the
+# ours-injection row): with self-attention at the paper's 8 mm tokens, paired counterfactuals with and without injection
+# agree to three decimals in every metric, while injection costs a reference pass per step; the library's
+# SamplingConfig keeps the paper's injection on.
 INJECTION = "auto"  # one of sampling/settings.INJECTIONS
 # Mask-guided blending (sampling/blending.py): outside the region that changes, the input replaces every trajectory
 # during sampling. Measured on held-out anatomies kept apart from the reported ones (README "Decisions the paper leaves

@@ -536,7 +536,11 @@ def reliability_plot(path: Path, calibrated: dict) -> Path | None:
     ax.bar([b["from"] for b in bins], [b["accuracy"] for b in bins], width=width, align="edge", alpha=0.35,
            edgecolor="black", label="accuracy in the bin")  # fmt: skip
     ax.plot(
-        [b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", color="black", label="mean confidence"
+        [b["confidence"] for b in bins],
+        [b["accuracy"] for b in bins],
+        "o-",
+        color="black",
+        label="accuracy at the mean confidence",
     )
     for b in bins:
         ax.annotate(f"n {b['n']}", (b["from"] + width / 2, b["accuracy"]), textcoords="offset points", xytext=(0, 4),
