@@ -1,7 +1,7 @@
 """How subject-specific the simulated disease is: the anchors' R² as the simulator's per-subject variety grows.
 
     python benchmarks/world_choice.py --subjects 16 --out benchmarks/results/world_choice.json
-    python benchmarks/world_choice.py --subjects 24 --levels 0 1.5 3 \
+    python benchmarks/world_choice.py --subjects 24 --levels 0 1.5 3 \\
         --out benchmarks/results/world_choice_by_anatomy.json
 
 For each variety level (0 = cohort v2's one pattern per anatomy; level L > 0 = cohort v3 with a regional jitter and an
