@@ -555,8 +555,9 @@ class CohortSimulator:
             asymmetry=profile.asymmetry if profile is not None else None,
         )
         log_jacobian = _log_jacobian(total, a.reference) - _log_jacobian(cf_total, a.reference)
-        labels = None if a.labels is None else _warp(a.labels.astype(np.float32), total, a.reference, nearest=True)
-        labels = None if labels is None else (labels * body).astype(np.uint8)
+        labels = None
+        if a.labels is not None:  # the scan's own regions: its base's labels through its warps, inside its brain
+            labels = (_warp(a.labels.astype(np.float32), total, a.reference, nearest=True) * body).astype(np.uint8)
         return record, image, cf, cf - image, (log_jacobian * a.taper).astype(np.float32), labels
 
     def _unfolded(self, a: _Anatomy, severity: float, natural: float, ageing: float, profile: Profile) -> Profile:

@@ -103,10 +103,9 @@ def measure_subject(
     counterfactual back toward the source). Every row also scores the signed change against the true change
     (metrics.change_scores), the regional volume change of the counterfactual and of the truth read with one ruler
     (volumes.py; ``dv_<region>``, ``dv_true_<region>`` and their distance ``dv_error_<region>``, in % and percentage
-    points, where the cohort carries labels) and, given ``anchors``
-    with another subject of this direction, the swap test. ``anchors``
-    adds the atlas and other-subject rows beside identity and oracle. ``images``, when given, receives the model-grid
-    arrays ("input", "truth", and (method, w) per counterfactual) for figures."""
+    points, where the cohort carries labels) and, given ``anchors`` with another subject of this direction, the swap
+    test. ``anchors`` adds the atlas and other-subject rows beside identity and oracle. ``images``, when given,
+    receives the model-grid arrays ("input", "truth", and (method, w) per counterfactual) for figures."""
     from ..sampling.baselines import run_method
     from .metrics import change_scores, closer_to_own, saliency_dice
 

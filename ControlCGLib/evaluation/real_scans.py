@@ -129,6 +129,7 @@ def measure_real(
         labels = sitk.GetArrayFromImage(resample(atlas, grid, interpolator=sitk.sitkNearestNeighbor)).astype(int)
         unit, brain = first.prepared.model_input, first.prepared.mask > 0.5
         aal = own_hippocampi(path, first.prepared)
+        aal = aal.astype(int) if aal is not None and (aal & brain).any() else None
         record = {
             "scan": str(path),
             "verdict": verdict,
@@ -150,10 +151,10 @@ def measure_real(
                 "darker_than_scan": darker_than_the_scan(run.model_grid[w], unit, brain),
                 "seed_correlation": None,
             }
-            if aal is not None and (aal & brain).any():
+            if aal is not None:
                 entry = record["change_toward"][target]
-                entry["concentration"].update(region_concentration(change, aal.astype(int), brain, AAL))
-                entry["mean_change"].update(region_mean_change(change, aal.astype(int), brain, AAL))
+                entry["concentration"].update(region_concentration(change, aal, brain, AAL))
+                entry["mean_change"].update(region_mean_change(change, aal, brain, AAL))
             if target != own:  # a second seed: is the change the method's or the noise's?
                 again = run_counterfactual(
                     model, image, target, (w,), sampling, seed=seed + 1, classifier=classifier, accept_unusual=True,

@@ -58,12 +58,8 @@ def balanced(subjects: Sequence[SimulatedSubject], n: int | None) -> list[Simula
     by_class: dict[str, dict[str, list[SimulatedSubject]]] = {}
     for s in subjects:
         by_class.setdefault(s.label, {}).setdefault(s.anatomy, []).append(s)
-    turns = {c: _round_robin([list(cells[a]) for a in sorted(cells)]) for c, cells in sorted(by_class.items())}
-    chosen: list[SimulatedSubject] = []
-    while len(chosen) < n and any(turns.values()):
-        for queue in turns.values():
-            if queue and len(chosen) < n:
-                chosen.append(queue.pop(0))
+    per_class = [_round_robin([list(cells[a]) for a in sorted(cells)]) for _, cells in sorted(by_class.items())]
+    chosen = _round_robin(per_class)[:n]
     order = {id(s): i for i, s in enumerate(subjects)}
     return sorted(chosen, key=lambda s: order[id(s)])
 
