@@ -58,6 +58,12 @@ INJECTION = "auto"  # one of sampling/settings.INJECTIONS
 # open"; docs/evaluation/report.md holds the ours-no-blend ablation on the reported ones): saliency AUROC 0.872 ->
 # 0.908, Dice 0.558 -> 0.584, SSIM to the true counterfactual 0.973 -> 0.984 at the same flip rate.
 BLEND = True
+# How the change is shown (imaging/deformation.py): "deformation" warps the patient's own scan by the map that turns the
+# source-class output into the target-class output (its own intensities, its own resolution, volumes a radiologist
+# reads); "intensity" adds the two outputs' difference to the scan. Measured on the validation subjects in
+# docs/method/deformation.md; the evaluation keeps the intensity change as the ours-intensity row.
+CHANGES = ("deformation", "intensity")
+CHANGE = "deformation"
 # The step of the sampling loop and the spacing of its grid (sampling/schedule.py). DPM-Solver++(2M) on a log-SNR grid
 # was measured against DDIM on held-out anatomies across step counts and not chosen (README "Performance").
 SOLVER = "ddim"  # one of sampling/settings.CLI_SOLVERS

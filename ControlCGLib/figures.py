@@ -33,20 +33,27 @@ def montage(
     saliency_limit: float | None = None,
     centre: tuple[int, int, int] | None = None,
     spacing: tuple[float, float, float] | None = None,
+    volume_change: dict[str, np.ndarray] | None = None,
+    footer: str = "",
 ) -> Path:
-    """One column per volume (three views each), plus a signed-saliency row per view where given; writes a PNG.
+    """One column per volume (three views each), plus a signed-saliency row per view where given and a volume-change
+    row per view (log of the local volume ratio, purple = shrinks, orange = grows) where given; writes a PNG.
 
-    ``spacing`` (z, y, x, in mm) draws anisotropic voxels with their true aspect."""
+    ``spacing`` (z, y, x, in mm) draws anisotropic voxels with their true aspect; ``footer`` is printed below."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    saliency = saliency or {}
+    maps = []  # (row label, arrays by column, colour map, limit, colour bar label)
+    if saliency:
+        limit = saliency_limit or max(float(np.abs(a).max()) for a in saliency.values()) or 1.0
+        maps.append(("saliency", saliency, "RdBu_r", limit, "counterfactual - input"))
+    if volume_change:
+        limit = max(float(np.abs(a).max()) for a in volume_change.values()) or 0.1
+        maps.append(("volume", volume_change, "PuOr_r", limit, "log volume ratio\n(cf / input; < 0 shrinks)"))
     names = list(columns)
-    rows = 3 + (3 if saliency else 0)
-    if saliency_limit is None and saliency:
-        saliency_limit = max(float(np.abs(s).max()) for s in saliency.values()) or 1.0
+    rows = 3 * (1 + len(maps))
     sz, sy, sx = spacing or (1.0, 1.0, 1.0)
     aspects = [sy / sx, sz / sx, sz / sy]
     fig, axes = plt.subplots(rows, len(names), figsize=(2.2 * len(names), 2.1 * rows), squeeze=False)
@@ -54,30 +61,32 @@ def montage(
         for i, img in enumerate(_views(np.asarray(columns[name]), centre)):
             axes[i, j].imshow(img, cmap="gray", vmin=intensity_range[0], vmax=intensity_range[1], aspect=aspects[i])
         axes[0, j].set_title(name, fontsize=9)
-        if saliency:
-            if name in saliency:
-                for i, img in enumerate(_views(np.asarray(saliency[name]), centre)):
-                    im = axes[3 + i, j].imshow(
-                        img, cmap="RdBu_r", vmin=-saliency_limit, vmax=saliency_limit, aspect=aspects[i]
-                    )
-            else:
-                for i in range(3):
-                    axes[3 + i, j].set_frame_on(False)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
     for i, label in enumerate(["axial", "coronal", "sagittal"]):
         axes[i, 0].set_ylabel(label, fontsize=8)
-        if saliency:
-            axes[3 + i, 0].set_ylabel(f"saliency\n{label}", fontsize=8)
-    if saliency:
+    if maps:
         fig.subplots_adjust(right=0.88)
-        bottom = axes[-1, -1].get_position().y0
-        top = axes[3, -1].get_position().y1
+    for k, (row_label, arrays, cmap, limit, bar_label) in enumerate(maps):
+        first = 3 * (k + 1)
+        im = None
+        for j, name in enumerate(names):
+            for i in range(3):
+                if name not in arrays:
+                    axes[first + i, j].set_frame_on(False)
+            if name in arrays:
+                for i, img in enumerate(_views(np.asarray(arrays[name]), centre)):
+                    im = axes[first + i, j].imshow(img, cmap=cmap, vmin=-limit, vmax=limit, aspect=aspects[i])
+        for i, label in enumerate(["axial", "coronal", "sagittal"]):
+            axes[first + i, 0].set_ylabel(f"{row_label}\n{label}", fontsize=8)
+        bottom, top = axes[first + 2, -1].get_position().y0, axes[first, -1].get_position().y1
         cax = fig.add_axes((0.9, bottom, 0.015, top - bottom))
-        fig.colorbar(im, cax=cax, label="counterfactual - input")
+        fig.colorbar(im, cax=cax, label=bar_label)
     if title:
         fig.suptitle(title, fontsize=10)
+    if footer:
+        fig.text(0.02, 0.0, footer, fontsize=8, family="monospace", va="top")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")

@@ -28,9 +28,18 @@ FORMAT_VERSION = 2  # 2: verdicts keyed by w_key with the input's apart (1 keyed
 RESULT_FILE = "result.json"
 MASK_FILE = "brain_mask.nii.gz"
 MONTAGE_FILE = "montage.png"
-Kind = Literal["counterfactual", "counterfactual_resampled", "saliency"]
+Kind = Literal["counterfactual", "counterfactual_resampled", "saliency", "volume_change", "residual"]
 KINDS: tuple[Kind, ...] = ("counterfactual", "counterfactual_resampled", "saliency")
-_SHORT = {"counterfactual": "cf", "counterfactual_resampled": "cf-resampled", "saliency": "saliency"}
+#: Written by a deformation run only: the log of the local volume ratio counterfactual / input (> 0 grows), and the
+#: model's intensity change the deformation does not explain (imaging/deformation.py).
+OPTIONAL_KINDS: tuple[Kind, ...] = ("volume_change", "residual")
+_SHORT = {
+    "counterfactual": "cf",
+    "counterfactual_resampled": "cf-resampled",
+    "saliency": "saliency",
+    "volume_change": "logjac",
+    "residual": "residual",
+}
 
 
 @dataclass
@@ -48,6 +57,8 @@ class RunRecord:
     input_verdict: dict[str, float] = field(default_factory=dict)  # class -> probability; empty without classifier
     verdicts: dict[str, dict[str, float]] = field(default_factory=dict)  # w_key -> class -> probability
     raw_verdicts: dict[str, dict[str, float]] = field(default_factory=dict)  # the same, of the raw model output
+    # w_key -> region -> input_ml, counterfactual_ml, change_percent (a deformation run: regions.py)
+    volumes: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     outputs: dict[str, dict[str, str]] = field(default_factory=dict)  # w_key -> kind -> file name
     files: list[str] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
@@ -125,7 +136,7 @@ def write_result_folder(
             tmp = Path(tmp)
             outputs: dict[str, dict[str, str]] = {}
             for w, by_kind in images.items():
-                for kind in KINDS:
+                for kind in (*KINDS, *(k for k in OPTIONAL_KINDS if k in by_kind)):
                     img, name = by_kind[kind], file_name(kind, w)
                     img.SetMetaData("ITK_FileNotes", provenance(kind, w, record))
                     sitk.WriteImage(img, str(tmp / name), useCompression=True)
@@ -173,7 +184,8 @@ def read_result_folder(folder: str | os.PathLike) -> tuple[RunRecord, dict[float
         if missing:
             raise ValueError(f"{folder / RESULT_FILE}: w={key} lists no {', '.join(missing)}")
         try:
-            images[float(key)] = {k: sitk.ReadImage(str(folder / files[k])) for k in KINDS}
+            listed = (*KINDS, *(k for k in OPTIONAL_KINDS if k in files))
+            images[float(key)] = {k: sitk.ReadImage(str(folder / files[k])) for k in listed}
         except RuntimeError as exc:
             raise ValueError(f"w={key}: cannot read its images in {folder}: {str(exc).strip()[:200]}") from None
     return record, dict(sorted(images.items()))

@@ -6,10 +6,13 @@ counterfactual back (detail and resampled), and ask the classifier, when one is 
 and of each counterfactual.
 
 The product's counterfactual is *paired* (our departure from the paper, measured in docs/evaluation/report.md): the
-target's and the source class's trajectories run from the same noise, and what is shown is the patient's scan plus their
-difference -- the change the class alone makes. Toward the scan's own class that change is zero and the counterfactual
-is the scan. ``source="auto"`` takes the source from the classifier's verdict on the input; ``source=None`` is the
-paper's unpaired output (scan + (model output - scan))."""
+target's and the source class's trajectories run from the same noise, and the change the class alone makes is what
+turns one into the other. Shown as a *deformation* (``change="deformation"``, the product's: imaging/deformation.py),
+the counterfactual is the patient's own scan warped by the smooth map that turns the source-class output into the
+target-class output, with its local volume change and regional volumes; shown as an *intensity* change
+(``change="intensity"``) it is the scan plus the difference of the two outputs. Toward the scan's own class the change
+is zero and the counterfactual is the scan. ``source="auto"`` takes the source from the classifier's verdict on the
+input; ``source=None`` is the paper's unpaired output (the change from the scan to the model output)."""
 
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ import SimpleITK as sitk
 import torch
 
 from . import __version__
+from .defaults import CHANGE, CHANGES
+from .imaging.deformation import Warp, estimate_warp
 from .imaging.intensity import from_model_range, to_model_range
 from .imaging.native_space import NativeResult, Prepared, prepare
 from .model.classifier import VolumeClassifier
@@ -42,6 +47,9 @@ class CounterfactualRun:
     raw: dict[float, np.ndarray] = field(default_factory=dict)  # the model's own output per w (model grid, [0, 1])
     raw_verdicts: dict[float, dict[str, float]] = field(default_factory=dict)
     source: str | None = None  # the class the change is measured from (None: unpaired)
+    change: str = "deformation"  # how the change is shown (CHANGES)
+    warps: dict[float, Warp] = field(default_factory=dict)  # per w, of a deformation run
+    volumes: dict[float, dict[str, Any]] = field(default_factory=dict)  # per w: region -> regions.RegionVolumes
 
     def shown_change(self, w: float) -> np.ndarray:
         """The change shown at ``w`` on the model grid, in [0, 1] units (shown counterfactual - input); a paired
@@ -50,6 +58,7 @@ class CounterfactualRun:
 
 
 AUTO = "auto"
+DEFORMATION, INTENSITY = CHANGES
 
 
 def model_output(x: torch.Tensor, mask: np.ndarray, intensity) -> np.ndarray:
@@ -65,6 +74,27 @@ def shown_counterfactual(result, w: float, unit: np.ndarray, mask: np.ndarray, i
     out = from_model_range(result.images[float(w)].numpy(), intensity)  # linear: the difference keeps its units
     out = unit + (out - from_model_range(result.source_images[float(w)].numpy(), intensity))
     return np.clip(out, 0.0, 1.0) * mask
+
+
+def change_ends(result, w: float, unit: np.ndarray, mask: np.ndarray, intensity) -> tuple[np.ndarray, np.ndarray]:
+    """The two images the change is read between, in [0, 1] inside ``mask``: the source-class and the target-class
+    outputs of a paired run; the input and the model's output of an unpaired one."""
+    target = model_output(result.images[float(w)], mask, intensity)
+    if result.source_images is None:
+        return np.asarray(unit, np.float32) * mask, target
+    return model_output(result.source_images[float(w)], mask, intensity), target
+
+
+def show(result, w: float, prepared: Prepared, intensity, change: str = DEFORMATION) -> tuple[np.ndarray, Warp | None]:
+    """The model-grid counterfactual a user sees at ``w`` (in [0, 1] inside the mask) and its warp (None for an
+    intensity change). The product, the evaluation and the augmentation all measure this very array."""
+    if change == INTENSITY:
+        return shown_counterfactual(result, w, prepared.model_input, prepared.mask, intensity), None
+    if change != DEFORMATION:
+        raise ValueError(f"change must be one of {CHANGES}, got {change!r}")
+    source, target = change_ends(result, w, prepared.model_input, prepared.mask, intensity)
+    warp = estimate_warp(source, target, prepared.grid)
+    return prepared.warped(warp)[0], warp
 
 
 def choose_source(source: str | int | None, verdict: dict[str, float], class_names) -> str | None:
@@ -96,6 +126,7 @@ def run_counterfactual(
     on_stage: Callable[[str], None] | None = None,
     accept_unusual: bool = False,
     source: str | int | None = None,
+    change: str = CHANGE,
 ) -> CounterfactualRun:
     """Counterfactuals of ``image`` toward ``target`` for each w; see the module docstring.
 
@@ -103,8 +134,10 @@ def run_counterfactual(
     before each of them and before every sampling step (:class:`~ControlCGLib.progress.Cancelled` when it says yes).
     A scan that does not look like a whole-brain T1 is refused (:class:`~ControlCGLib.imaging.scan_checks.ScanRefused`)
     unless ``accept_unusual``; then the findings are kept in ``settings["scan_warnings"]``. ``source``: see the
-    module docstring.
+    module docstring. ``change``: how the change is shown, "deformation" (the product's) or "intensity".
     """
+    if change not in CHANGES:
+        raise ValueError(f"change must be one of {CHANGES}, got {change!r}")
 
     def stage(name: str) -> None:
         if should_stop is not None and should_stop():
@@ -152,9 +185,22 @@ def run_counterfactual(
     )
     unit, mask = prepared.model_input, prepared.mask
     raw = {w: model_output(x, mask, config.intensity) for w, x in result.images.items()}
-    grid_cf = {w: shown_counterfactual(result, w, unit, mask, config.intensity) for w in result.images}
     stage("mapping back")
-    native = {w: prepared.to_native(cf, raw[w]) for w, cf in grid_cf.items()}
+    shown = {w: show(result, w, prepared, config.intensity, change) for w in result.images}
+    grid_cf = {w: cf for w, (cf, _) in shown.items()}
+    warps = {w: warp for w, (_, warp) in shown.items() if warp is not None}
+    native, volumes = {}, {}
+    if warps:
+        from .imaging.deformation import warp_array
+        from .regions import region_fractions, regional_volumes
+
+        fractions = region_fractions()
+        for w, warp in warps.items():
+            start, end = change_ends(result, w, unit, mask, config.intensity)
+            native[w] = prepared.to_native_warped(warp, raw[w], end - warp_array(start, warp, prepared.grid))
+            volumes[w] = regional_volumes(warp, prepared.transform, fractions)
+    else:
+        native = {w: prepared.to_native(cf, raw[w]) for w, cf in grid_cf.items()}
     verdicts, raw_verdicts = {}, {}
     if asked is not None:
         stage("verdicts")
@@ -168,5 +214,8 @@ def run_counterfactual(
         "scan_warnings": list(prepared.warnings),
         "code_version": __version__,
         "sampling": to_dict(sampling or SamplingConfig()),
+        "change": change,
     }
-    return CounterfactualRun(prepared, grid_cf, native, input_verdict, verdicts, settings, raw, raw_verdicts, source)
+    return CounterfactualRun(
+        prepared, grid_cf, native, input_verdict, verdicts, settings, raw, raw_verdicts, source, change, warps, volumes
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, fields
 
-from .defaults import DEVICE, KV_STRIDE, PRECISION, SEED, START_STRENGTH, STEPS, W, w_key
+from .defaults import CHANGE, CHANGES, DEVICE, KV_STRIDE, PRECISION, SEED, START_STRENGTH, STEPS, W, w_key
 from .sampling.settings import CLI_SOLVERS, INJECTIONS, SPACINGS
 
 # request field -> command-line option, for the options that take a value
@@ -25,6 +25,7 @@ _VALUE_OPTIONS = {
     "kv_stride": "--kv-stride",
     "start_strength": "--start-strength",
     "injection": "--injection",
+    "change": "--change",
     "seed": "--seed",
     "threads": "--threads",
     "device": "--device",
@@ -64,6 +65,7 @@ class RunRequest:
     start_strength: float | None = None
     injection: str | None = None  # one of INJECTIONS; "auto": on for a paper-preset model only
     blend: bool | None = None  # keep the input outside the changing region during sampling (sampling/blending.py)
+    change: str = CHANGE  # how the change is shown: the scan deformed, or its intensity change (defaults.CHANGES)
     seed: int = int(SEED.default)
     threads: int = 2
     overwrite: bool = False
@@ -91,6 +93,7 @@ class RunRequest:
             (self.solver, CLI_SOLVERS, "--solver"),
             (self.spacing, SPACINGS, "--spacing"),
             (self.injection, INJECTIONS, "--injection"),
+            (self.change, CHANGES, "--change"),
         ):
             if value is not None and value not in choices:
                 raise ValueError(f"{option} must be one of {choices}, got {value!r}")

@@ -191,6 +191,8 @@ class WResult:
     verdict: dict[str, float]  # the classifier on ``counterfactual``
     raw: np.ndarray | None = None  # the model's own output, resampled onto the input's grid
     raw_verdict: dict[str, float] = field(default_factory=dict)  # the classifier on ``raw`` (paired runs only)
+    volume_change: np.ndarray | None = None  # log of the local volume ratio cf / input (a deformation run)
+    volumes: dict[str, dict[str, float]] = field(default_factory=dict)  # region -> input_ml, counterfactual_ml, %
 
 
 @dataclass
@@ -238,7 +240,9 @@ def read_results(output: str | os.PathLike) -> RunResults:
     for w, by_kind in images.items():
         cf_array, geometry = array_from_image(by_kind["counterfactual"])
         arrays = {}
-        for kind in ("saliency", "counterfactual_resampled"):
+        for kind in ("saliency", "counterfactual_resampled", "volume_change"):
+            if kind not in by_kind:  # the volume change: a deformation run only
+                continue
             arrays[kind], other_geometry = array_from_image(by_kind[kind])
             if not same_grid(cf_array.shape, geometry, arrays[kind].shape, other_geometry):
                 raise ValueError(f"w={defaults.w_key(w)}: the counterfactual and its {kind} are on different grids")
@@ -251,6 +255,8 @@ def read_results(output: str | os.PathLike) -> RunResults:
             record.verdict(w),
             arrays["counterfactual_resampled"],
             raw_verdict,
+            arrays.get("volume_change"),
+            record.volumes.get(defaults.w_key(w), {}),
         )
     return RunResults(record, by_w)
 

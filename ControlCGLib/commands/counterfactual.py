@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .. import defaults
-from ..defaults import DEMO_SWEEP, EXIT_CANCELLED, EXIT_OK, SEED, W, w_key
+from ..defaults import CHANGE, CHANGES, DEMO_SWEEP, EXIT_CANCELLED, EXIT_OK, SEED, W, w_key
 from ..run_request import RunRequest
 from ..sampling.settings import INJECTIONS
 from .common import add_command, add_device_and_precision, add_overwrite, add_solver_and_spacing, add_threads
@@ -94,6 +94,7 @@ def run(request: RunRequest, should_stop) -> int:
             on_stage=lines.stage if lines else None,
             accept_unusual=request.accept_unusual,
             source=request.source,
+            change=request.change,
         )
     for warning in result.settings["scan_warnings"]:  # accepted on request, but never quietly
         print(f"WARNING: {warning}; the result is recorded with this warning", file=sys.stderr, flush=True)
@@ -113,11 +114,9 @@ def run(request: RunRequest, should_stop) -> int:
         input_verdict=result.input_verdict,
         verdicts={w_key(w): v for w, v in result.verdicts.items()},
         raw_verdicts={w_key(w): v for w, v in result.raw_verdicts.items()} if result.source else {},
+        volumes={w_key(w): {k: v.as_dict() for k, v in by_region.items()} for w, by_region in result.volumes.items()},
     )
-    images = {
-        w: {"counterfactual": r.detail, "counterfactual_resampled": r.resampled, "saliency": r.saliency}
-        for w, r in result.native.items()
-    }
+    images = {w: _images(r) for w, r in result.native.items()}
     write_result_folder(
         out,
         images,
@@ -143,6 +142,14 @@ def run(request: RunRequest, should_stop) -> int:
     change = max(float(np.abs(c - result.prepared.model_input).max()) for c in result.model_grid.values())
     print(f"wrote {out} ({len(result.native)} counterfactuals, max |saliency| {change:.3f})")
     return EXIT_OK
+
+
+def _images(r) -> dict:
+    """The images of one w as the result folder names them (outputs.KINDS and, of a deformation, OPTIONAL_KINDS)."""
+    out = {"counterfactual": r.detail, "counterfactual_resampled": r.resampled, "saliency": r.saliency}
+    if r.volume_change is not None:
+        out |= {"volume_change": r.volume_change, "residual": r.residual}
+    return out
 
 
 def request_sampling(request: RunRequest, model_name: str, device: str):
@@ -178,21 +185,42 @@ def _check_memory(model, n_scales: int, sampling, device: str, input_path: str) 
 
 def _write_montage(path: Path, result, target: str) -> None:
     from ..figures import montage
+    from ..imaging.deformation import log_volume_change
 
     grid_input = result.prepared.model_input
     columns = {"input": grid_input, **{f"w={w_key(w)}": cf for w, cf in result.model_grid.items()}}
     sal = {f"w={w_key(w)}": cf - grid_input for w, cf in result.model_grid.items()}
+    mask = result.prepared.mask
+    grown = {f"w={w_key(w)}": log_volume_change(warp) * mask for w, warp in result.warps.items()}
     verdicts = _labelled_verdicts(result)
     if verdicts:
-        columns = {_verdict_label(k, verdicts[k]): v for k, v in columns.items()}
-        sal = {_verdict_label(k, verdicts[k]): v for k, v in sal.items()}
+        label = {k: _verdict_label(k, verdicts[k]) for k in columns}
+        columns, sal, grown = ({label[k]: v for k, v in d.items()} for d in (columns, sal, grown))
+    shown = "the scan deformed" if result.change == "deformation" else "the scan + the intensity change"
     montage(
         path,
         columns,
         sal,
-        title=f"counterfactuals toward {target}{_pairing(result)} (model grid; signed saliency, red = brighter)",
+        title=f"counterfactuals toward {target}{_pairing(result)}: {shown}\n(model grid; saliency: red = brighter)",
         spacing=result.prepared.grid.GetSpacing()[::-1],
+        volume_change=grown or None,
+        footer=volume_table(result.volumes),
     )
+
+
+def volume_table(volumes: dict) -> str:
+    """The regional volumes of a deformation run as a plain-text table (input mL, then the change in % per w)."""
+    if not volumes:
+        return ""
+    scales = sorted(volumes)
+    regions = list(volumes[scales[0]])
+    lines = ["region            input mL  " + "  ".join(f"{'w=' + w_key(w):>8s}" for w in scales)]
+    for region in regions:
+        first = volumes[scales[0]][region]
+        cells = "  ".join(f"{volumes[w][region].change_percent:+7.1f}%" for w in scales)
+        lines.append(f"{region:16s} {first.input_ml:9.1f}  {cells}")
+    lines.append("atlas regions under the scan's registration; % = the counterfactual's volume change")
+    return "\n".join(lines)
 
 
 def _pairing(result) -> str:
@@ -257,6 +285,14 @@ def _options(p: argparse.ArgumentParser, default_w) -> None:
         help="keep the input outside the region that changes, during sampling (default: the product's, "
         f"{'on' if defaults.BLEND else 'off'}; --no-blend with "
         "--source none gives the paper's raw output)",
+    )
+    p.add_argument(
+        "--change",
+        choices=CHANGES,
+        default=CHANGE,
+        help="how the change is shown: 'deformation' (default) warps the scan itself (its own intensities and "
+        "resolution; writes volume_change_w*.nii.gz, the log of the local volume ratio, and regional volumes in "
+        "result.json); 'intensity' adds the model outputs' difference to the scan",
     )
     p.add_argument("--seed", type=int, default=int(SEED.default))
     add_threads(p)

@@ -157,8 +157,8 @@ def register(sub) -> None:
         nargs="*",
         default=None,
         metavar="NAME",
-        help="variants of ours at the default w (default all: ours-unpaired ours-no-blend ours-injection "
-        "ours-inversion-start)",
+        help="variants of ours at the default w (default all: ours-intensity (over the whole w sweep) ours-unpaired "
+        "ours-no-blend ours-injection ours-inversion-start)",
     )
     p.add_argument(
         "--axioms",

@@ -36,14 +36,14 @@ def training_pairs(examples, class_names) -> list:
 
 def generated_example(model, method, subject: SimulatedSubject, w: float, sampling, seed: int, intensity) -> dict:
     """One extra training example: the subject's counterfactual toward its other class, labelled with that class."""
-    from ..pipeline import shown_counterfactual
+    from ..pipeline import show
     from ..sampling.baselines import run_method
 
     config = model.config
     prepared = prepare_subject(subject, config.grid, config.intensity)
     y0 = model_tensor(prepared.model_input, config.intensity)
     result = run_method(method, model, y0, subject.label, subject.target, (w,), sampling, seed=seed)
-    cf = shown_counterfactual(result, w, prepared.model_input, prepared.mask, config.intensity)
+    cf, _ = show(result, w, prepared, config.intensity, method.change)
     return {
         "method": method.name,
         "subject": subject.subject,

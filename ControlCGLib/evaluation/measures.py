@@ -14,23 +14,26 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..defaults import EVALUATION_SWEEP, W, w_key
+from ..imaging.native_space import Prepared
 from ..model.classifier import VolumeClassifier
-from ..pipeline import shown_counterfactual
+from ..pipeline import DEFORMATION, INTENSITY, show
 from ..progress import StepCallback
 from ..sampling.settings import SamplingConfig, product_sampling
 from .anchors import ATLAS, OTHER_SUBJECT, Anchors, with_change
 from .metrics import CHANGED, mse, saliency_auroc, ssim
 from .subjects import SimulatedSubject, model_tensor, prepare_subject, real_example
 
-# The product: paired (the change toward the target minus the change toward the source class), with mask-guided
-# blending of the input during sampling (sampling/blending.py). Each ablation changes one thing of it, except the
-# paper's output, which has neither pairing nor blending.
+# The product: paired (the change from the source class's output to the target's, from the same noise), shown as the
+# deformation of the scan that change is (imaging/deformation.py), with mask-guided blending of the input during
+# sampling (sampling/blending.py). Each ablation changes one thing of it, except the paper's output, which has neither
+# pairing nor blending and is shown as the model draws it.
 OURS = "ours"
+INTENSITY_CHANGE = "ours-intensity"  # the same run, shown as the scan plus the outputs' intensity difference
 UNPAIRED = "ours-unpaired"  # the paper's output: the model's counterfactual itself, no pairing, no blending
 WITHOUT_BLEND = "ours-no-blend"  # paired, without blending
 WITH_INJECTION = "ours-injection"  # with the paper's attention injection (defaults.INJECTION: off in the product)
 INVERSION_START = "ours-inversion-start"  # started from the DDIM-inverted input instead of the noised input
-ABLATIONS = (UNPAIRED, WITHOUT_BLEND, WITH_INJECTION, INVERSION_START)
+ABLATIONS = (INTENSITY_CHANGE, UNPAIRED, WITHOUT_BLEND, WITH_INJECTION, INVERSION_START)
 # The anchors every metric is read against: the input unchanged (the floor: what "doing nothing" scores), the
 # subject-agnostic atlas and another subject's change (anchors.py: what an explanation blind to this patient scores)
 # and the simulator's true counterfactual (the ceiling). None runs a model; all are measured like any method.
@@ -64,16 +67,18 @@ class EvaluationSettings:
 
         baselines = PAPER_BASELINES if self.baselines is None else self.baselines
         # start strength and blending unset: as the sampling (the product's) says
+        warp = DEFORMATION
         variants = {
+            INTENSITY_CHANGE: Method(INTENSITY_CHANGE, "ours", paired=True, change=INTENSITY),
             UNPAIRED: Method(UNPAIRED, "ours", blend=False),
-            WITHOUT_BLEND: Method(WITHOUT_BLEND, "ours", paired=True, blend=False),
-            WITH_INJECTION: Method(WITH_INJECTION, "ours", paired=True, inject=True),
-            INVERSION_START: Method(INVERSION_START, "ddim-inversion", paired=True),
+            WITHOUT_BLEND: Method(WITHOUT_BLEND, "ours", paired=True, blend=False, change=warp),
+            WITH_INJECTION: Method(WITH_INJECTION, "ours", paired=True, inject=True, change=warp),
+            INVERSION_START: Method(INVERSION_START, "ddim-inversion", paired=True, change=warp),
         }
         unknown = [a for a in self.ablations if a not in variants]
         if unknown:
             raise ValueError(f"unknown ablation(s) {unknown}; choose from {list(variants)}")
-        ours = Method(OURS, "ours", paired=True)
+        ours = Method(OURS, "ours", paired=True, change=DEFORMATION)
         return (ours, *(variants[a] for a in self.ablations), *baselines)
 
     def sampling(self, model_name: str) -> SamplingConfig:
@@ -180,21 +185,27 @@ def measure_subject(
             "features": explained.features(cf).tolist(),
         }
 
+    runs = {}  # methods that sample alike (ours and ours-intensity) share one run
     for method in settings.methods():
-        scales = settings.scales if method.name == OURS else (settings.default_w,)
-        loop = {"seed": seed, "on_step": on_step}
-        result = run_method(method, model, y0, subject.label, subject.target, scales, sampling, **loop)
+        curve = method.name in (OURS, INTENSITY_CHANGE)
+        scales = settings.scales if curve else (settings.default_w,)
+        key = (method.sampled_as(), tuple(scales))
+        if key not in runs:
+            loop = {"seed": seed, "on_step": on_step}
+            runs[key] = run_method(method, model, y0, subject.label, subject.target, scales, sampling, **loop)
+        result = runs[key]
         for w in result.images:
-            cf = shown_counterfactual(result, w, unit, mask, config.intensity)
+            cf, _ = show(result, w, prepared, config.intensity, method.change)
             entry = row(method.name, w, cf, result.seconds)
             if images is not None:
                 images[(method.name, float(w))] = cf
             if settings.axioms and seed == settings.axioms_seed and float(w) == float(settings.default_w):
                 own = run_method(method, model, y0, subject.label, subject.label, (w,), sampling, seed=seed)
-                entry["composition_mse"] = mse(unit, shown_counterfactual(own, w, unit, mask, config.intensity))
+                entry["composition_mse"] = mse(unit, show(own, w, prepared, config.intensity, method.change)[0])
                 back_input = model_tensor(cf, config.intensity)
                 back = run_method(method, model, back_input, subject.target, subject.label, (w,), sampling, seed=seed)
-                entry["reversibility_mse"] = mse(unit, shown_counterfactual(back, w, cf, mask, config.intensity))
+                shown_cf = Prepared.on_model_grid(cf, mask, prepared.grid)
+                entry["reversibility_mse"] = mse(unit, show(back, w, shown_cf, config.intensity, method.change)[0])
             rows.append(entry)
     if settings.anchors:
         shown = {IDENTITY: unit}

@@ -177,13 +177,23 @@ def summarise_methods(
             for name, part in split(at_default).items():
                 summary["methods"][m][name] = entry(part, real, directions=False) if part else None
     summary["paired"] = paired_comparisons(rows, default_w, ours)
-    for w in sorted({float(r["w"]) for r in rows if r["method"] == ours}):
-        at_w = [r for r in rows if r["method"] == ours and r["w"] == w]
-        sweep = {"w": w, **entry(at_w, real)}
-        for name, part in split(at_w).items():
-            sweep[name] = entry(part, real, directions=False) if part else None
-        summary["w_sweep"].append(sweep)
+
+    def w_sweep(method: str) -> list[dict]:
+        out = []
+        for w in sorted({float(r["w"]) for r in rows if r["method"] == method}):
+            at_w = [r for r in rows if r["method"] == method and r["w"] == w]
+            sweep = {"w": w, **entry(at_w, real)}
+            for name, part in split(at_w).items():
+                sweep[name] = entry(part, real, directions=False) if part else None
+            out.append(sweep)
+        return out
+
+    summary["w_sweep"] = w_sweep(ours)
     summary["best_w"] = best_w(summary["w_sweep"])
+    # other methods run over the whole sweep (ours shown as an intensity change): their curves beside ours
+    swept = [m for m in methods if m != ours and len({float(r["w"]) for r in rows if r["method"] == m}) > 1]
+    summary["w_sweeps"] = {m: w_sweep(m) for m in swept}
+    summary["best_w_by_method"] = {m: best_w(v) for m, v in summary["w_sweeps"].items()}
     return summary
 
 
@@ -285,6 +295,14 @@ def markdown(summary: dict) -> str:
     sweep = _table(
         ["w", *[c for c, _ in cols]],
         [[f"{e['w']:g}", *[_fmt(e, k, 4 if k == "mse" else 3) for _, k in cols]] for e in summary["w_sweep"]],
+    )
+    other_sweeps = "\n\n".join(
+        f"**{m}** across w:\n\n"
+        + _table(
+            ["w", *[c for c, _ in cols]],
+            [[f"{e['w']:g}", *[_fmt(e, k, 4 if k == "mse" else 3) for _, k in cols]] for e in entries],
+        )
+        for m, entries in summary.get("w_sweeps", {}).items()
     )
     cols2 = cols + AXIOMS
     methods = _table(
@@ -392,6 +410,7 @@ def markdown(summary: dict) -> str:
         "## Table 1 — our method across w (Eq. 5's scale; larger w = stronger guidance toward the target class)",
         sweep,
         "The w whose change best matches the true change, per direction: " + (best_text or "–") + ".",
+        other_sweeps,
         f"## Table 2 — methods compared at w = {summary.get('settings', {}).get('default_w', '?')}",
         methods,
         "### Per direction (adding disease and removing it are not equally hard)",

@@ -1,10 +1,15 @@
 """The native-space pipeline: a clinician's T1, as it comes, to the model grid and the counterfactual back.
 
 ``prepare`` registers the scan to the MNI template (affine, SimpleITK), resamples it onto the model grid (with
-anti-aliasing), strips it with the template's brain mask and normalises it as the paper does. ``Prepared.to_native``
-brings a model-grid counterfactual back onto the input's own grid (same size, origin, spacing and direction) in two
-ways: *detail* = the native scan plus the up-sampled model-grid change (keeps the scan's own resolution), and
-*resampled* = the up-sampled model output itself (blurry where the model grid is coarse). On the native grid the
+anti-aliasing), strips it with the template's brain mask and normalises it as the paper does. A counterfactual comes
+back onto the input's own grid (same size, origin, spacing and direction) in one of two ways:
+
+- ``Prepared.warped`` (the product's): the scan itself pulled through the model-grid warp of imaging/deformation.py,
+  carried through the registration -- the patient's own image, deformed, at its own resolution; on the model grid the
+  same warped scan prepared as the input was;
+- ``Prepared.to_native`` (the intensity change): the native scan plus the up-sampled model-grid change.
+
+Either way *resampled* is the up-sampled model output itself (blurry where the model grid is coarse), and the
 change lives only inside the patient's own brain (imaging/brain_mask.py), not the template's mapped mask.
 """
 
@@ -33,6 +38,8 @@ class NativeResult:
     resampled: sitk.Image  # the up-sampled model-grid counterfactual
     saliency: sitk.Image  # signed change (counterfactual - input), inside the brain
     mask: sitk.Image  # the patient's brain: the template's mapped back, refined with the scan
+    volume_change: sitk.Image | None = None  # log of the local volume ratio counterfactual / input (> 0 grows)
+    residual: sitk.Image | None = None  # the model's intensity change the warp does not explain, in scan units
 
 
 @dataclass
@@ -50,6 +57,16 @@ class Prepared:
     screening: Screening | None = None  # what the appearance check measured (None: checks off)
     warnings: list[str] = field(default_factory=list)  # findings accepted with screen="warn"
     _native_mask: sitk.Image | None = field(default=None, repr=False)  # made on first use, shared by every w
+    _smoothed: sitk.Image | None = field(default=None, repr=False)  # the scan anti-aliased for the model grid
+
+    @classmethod
+    def on_model_grid(cls, unit: np.ndarray, mask: np.ndarray, grid: sitk.Image) -> Prepared:
+        """A model-grid volume in [0, 1] as its own "scan" (identity geometry): what a counterfactual's own
+        counterfactual starts from."""
+        native = sitk.GetImageFromArray(np.asarray(unit, dtype=np.float32))
+        native.CopyInformation(grid)
+        identity = sitk.AffineTransform(3)
+        return cls(np.asarray(unit, np.float32), np.asarray(mask, bool), grid, native, identity, 0.0, 1.0)
 
     def _to_grid_image(self, array: np.ndarray) -> sitk.Image:
         img = sitk.GetImageFromArray(np.asarray(array, dtype=np.float32))
@@ -70,6 +87,54 @@ class Prepared:
             self._native_mask = patient_brain_mask(self.native, mapped)
         return self._native_mask
 
+    def warped(self, warp) -> tuple[np.ndarray, sitk.Image]:
+        """The scan pulled through ``warp`` (imaging/deformation.Warp, on the model grid): on the model grid,
+        prepared as the input was (the array the classifier and the evaluation read), and on the scan's own grid, in
+        its own units (linear interpolation of its voxels: no intensity it does not have). The identity warp gives
+        the input itself."""
+        from .deformation import through
+
+        native = sitk.Cast(self.native, sitk.sitkFloat32)
+        if warp.is_identity:
+            return self.model_input.copy(), native
+        air = float(np.min(sitk.GetArrayViewFromImage(native)))
+        moved = sitk.Resample(native, native, through(warp, self.transform), sitk.sitkLinear, air, sitk.sitkFloat32)
+        if self._smoothed is None:
+            self._smoothed = anti_alias(self.native, self.grid.GetSpacing())
+        to_scan = sitk.CompositeTransform([as_affine(self.transform), warp.transform()])  # the warp, then the scan
+        on_grid = sitk.GetArrayFromImage(resample(self._smoothed, self.grid, to_scan, default=air))
+        return scale_brain(on_grid, self.mask, self.low, self.high), moved
+
+    def to_native_warped(self, warp, raw: np.ndarray, residual: np.ndarray | None = None) -> NativeResult:
+        """The scan warped inside the patient's brain and untouched outside it (``detail`` = scan + ``saliency``,
+        every voxel a value of the scan or an interpolation of its neighbours), the local volume change
+        (``volume_change``, imaging/deformation.log_volume_change carried through the registration) and the
+        model-grid intensity ``residual`` (in [0, 1] units) up-sampled into the scan's units."""
+        from .deformation import log_volume_change
+
+        _, moved = self.warped(warp)
+        mask = self.native_mask()
+        weight = sitk.Cast(mask, sitk.sitkFloat32)
+        back = as_affine(self.transform).GetInverse()
+        native = sitk.Cast(self.native, sitk.sitkFloat32)
+        saliency = (moved - native) * weight
+        grown = resample(self._to_grid_image(log_volume_change(warp) * self.mask), self.native, back)
+        rest = np.zeros_like(self.model_input) if residual is None else np.where(self.mask, residual, 0.0)
+        rest = resample(self._to_grid_image(rest * (self.high - self.low)), self.native, back)
+        resampled = self._resampled(raw, back)
+        for img in (grown, rest, saliency, resampled):
+            img.CopyInformation(self.native)
+        return NativeResult(native + saliency, resampled, saliency, mask, grown * weight, rest * weight)
+
+    def _resampled(self, raw: np.ndarray, back: sitk.Transform) -> sitk.Image:
+        raw = np.asarray(raw, dtype=np.float32)
+        if raw.shape != self.model_input.shape:
+            raise ValueError(f"raw output shape {raw.shape} differs from the model grid {self.model_input.shape}")
+        scaled = self._to_grid_image(raw * (self.high - self.low) + self.low)
+        out = resample(scaled, self.native, back, default=self.low)
+        out.CopyInformation(self.native)
+        return out
+
     def to_native(self, counterfactual: np.ndarray, raw: np.ndarray | None = None) -> NativeResult:
         """Bring a model-grid counterfactual (z, y, x, in [0, 1]) back onto the input's grid: its change to the
         input, inside the patient's brain, added to the scan (``detail``); ``raw`` (the model's own output, if it
@@ -88,9 +153,8 @@ class Prepared:
         change_native.CopyInformation(self.native)
         saliency = change_native * weight
         native = sitk.Cast(self.native, sitk.sitkFloat32)
-        resampled = resample(self._to_grid_image(raw * scale + self.low), self.native, back, default=self.low)
-        for img in (resampled, saliency):
-            img.CopyInformation(self.native)
+        resampled = self._resampled(raw, back)
+        saliency.CopyInformation(self.native)
         detail = native + saliency
         return NativeResult(detail=detail, resampled=resampled, saliency=saliency, mask=mask)
 

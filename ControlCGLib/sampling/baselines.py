@@ -42,6 +42,11 @@ class Method:
     paired: bool = False  # ours, DDIM inversion: also run the source class's trajectory (sampler.py)
     inject: bool | None = None  # ours: None = injection as the sampling settings say; True: the paper's; False: none
     blend: bool | None = None  # mask-guided blending of the input during sampling (blending.py); None: the sampling's
+    change: str = "intensity"  # how the change is shown (pipeline.CHANGES): "deformation" or "intensity"
+
+    def sampled_as(self) -> Method:
+        """This method with what only names or shows it blanked: two methods that sample alike share one run."""
+        return dataclasses.replace(self, name="", change="")
 
     def __post_init__(self):
         if self.kind not in get_args(MethodKind):

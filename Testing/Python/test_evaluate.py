@@ -109,9 +109,10 @@ def test_fast_evaluation_writes_the_report(simulated_manifest, tiny_models, tmp_
         assert (out / picture).stat().st_size > 10_000
     with open(out / "rows.csv") as f:
         rows = list(csv.DictReader(f))
-    # subjects x seeds x (two w of ours + four ablations + five baselines + identity and oracle), and per seed the
-    # atlas of the AD->CN subject: the cohort's one CN->AD subject is the one evaluated, so it has no atlas
-    assert len(rows) == 2 * 2 * (2 + 4 + 5 + 2) + 2
+    # subjects x seeds x (two w of ours and of ours-intensity + four more ablations + five baselines + identity and
+    # oracle), and per seed the atlas of the AD->CN subject: the cohort's one CN->AD subject is the one evaluated, so
+    # it has no atlas
+    assert len(rows) == 2 * 2 * (2 + 2 + 4 + 5 + 2) + 2
 
 
 def test_torchrun_shards_give_the_rows_of_one_process(simulated_manifest, tiny_models, tmp_path):

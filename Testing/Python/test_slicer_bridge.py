@@ -267,6 +267,12 @@ def test_module_command_runs_reports_progress_and_returns_results_on_the_input_g
         assert set(r.verdict) == {"CN", "AD"}
         # the model's raw output, on the same grid, with its own verdict (a paired run: the default)
         assert r.raw is not None and r.raw.shape == r.counterfactual.shape and set(r.raw_verdict) == {"CN", "AD"}
+        # the deformation's volume change on the same grid, and the regional volumes ready for a table
+        assert r.volume_change is not None and r.volume_change.shape == r.counterfactual.shape
+        assert {"hippocampi", "ventricles", "brain"} <= set(r.volumes)
+        assert all(v["input_ml"] > 0 for v in r.volumes.values())
+        # the warped scan has no intensity the scan does not have
+        assert array.min() <= r.counterfactual.min() and r.counterfactual.max() <= array.max()
     input_verdict = results.record.input_verdict
     assert results.record.source == max(input_verdict, key=input_verdict.get)
     assert results.attributes(4.0, bridge.RAW_KIND)["ControlCG.Verdict"] == bridge.format_verdict(
