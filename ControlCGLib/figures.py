@@ -57,6 +57,7 @@ def montage(
     sz, sy, sx = spacing or (1.0, 1.0, 1.0)
     aspects = [sy / sx, sz / sx, sz / sy]
     fig, axes = plt.subplots(rows, len(names), figsize=(2.2 * len(names), 2.1 * rows), squeeze=False)
+    fig.subplots_adjust(hspace=0.08, wspace=0.05)
     for j, name in enumerate(names):
         for i, img in enumerate(_views(np.asarray(columns[name]), centre)):
             axes[i, j].imshow(img, cmap="gray", vmin=intensity_range[0], vmax=intensity_range[1], aspect=aspects[i])
@@ -85,8 +86,8 @@ def montage(
         fig.colorbar(im, cax=cax, label=bar_label)
     if title:
         fig.suptitle(title, fontsize=10)
-    if footer:
-        fig.text(0.02, 0.0, footer, fontsize=8, family="monospace", va="top")
+    if footer:  # just below the last row of pictures
+        fig.text(0.02, axes[-1, 0].get_position().y0 - 0.005, footer, fontsize=8, family="monospace", va="top")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")

@@ -101,6 +101,7 @@ def measure_real(
     """One record per scan: the classifier's verdict, composition toward its own class, and per class the change's
     concentration and signed mean over the regions, its share of impossibly dark voxels, and (toward the other class)
     its correlation with a second seed's change."""
+    from ..imaging.deformation import log_volume_change
     from ..pipeline import run_counterfactual
 
     atlas = load_anatomy("icbm2009a").labels
@@ -150,7 +151,16 @@ def measure_real(
                 "mean_change": region_mean_change(change, labels, brain),
                 "darker_than_scan": darker_than_the_scan(run.model_grid[w], unit, brain),
                 "seed_correlation": None,
+                # a deformation run: the regional volume change (%) and where the volume changes (|log ratio|)
+                "volume_change_percent": {k: v.change_percent for k, v in run.volumes.get(w, {}).items()},
+                "volume_concentration": None,
             }
+            if w in run.warps:
+                grown = np.abs(log_volume_change(run.warps[w]))
+                shares = region_concentration(grown, labels, brain)
+                if aal is not None:
+                    shares.update(region_concentration(grown, aal, brain, AAL))
+                record["change_toward"][target]["volume_concentration"] = shares
             if aal is not None:
                 entry = record["change_toward"][target]
                 entry["concentration"].update(region_concentration(change, aal, brain, AAL))
@@ -193,6 +203,30 @@ def markdown(records: Sequence[dict], w: float) -> str:
                 f"| {Path(r['scan']).name} | {verdict} | {r['own_class']} | {r['composition_mse']:.4f} | "
                 f"{r['composition_ssim']:.3f} | {target} | {c['mean_abs_change']:.4f} | {repeat} | {dark} | "
                 + " | ".join(cells)
+                + " |"
+            )
+    volumes = [(r, t, c) for r in records for t, c in r["change_toward"].items() if c.get("volume_change_percent")]
+    if volumes:
+        names = list(volumes[0][2]["volume_change_percent"])
+        lines += [
+            "",
+            "Regional volume change of the deformation (%, atlas regions under the scan's registration), and where the "
+            "volume changes: a region's share of |log volume ratio| ÷ its share of the brain's volume.",
+            "",
+            "| scan | change toward | "
+            + " | ".join(names)
+            + " | "
+            + " | ".join(f"{k} (|log ratio|)" for k in [*REPORTED, *AAL])
+            + " |",
+            "|" + "---|" * (2 + len(names) + len(REPORTED) + len(AAL)),
+        ]
+        for r, target, c in volumes:
+            shares = c.get("volume_concentration") or {}
+            lines.append(
+                f"| {Path(r['scan']).name} | {target} | "
+                + " | ".join(f"{c['volume_change_percent'][k]:+.1f}" for k in names)
+                + " | "
+                + " | ".join("–" if shares.get(k) is None else f"{shares[k]:.2f}" for k in [*REPORTED, *AAL])
                 + " |"
             )
     return "\n".join(lines) + "\n"
