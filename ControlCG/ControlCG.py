@@ -94,9 +94,11 @@ class ControlCG(ScriptedLoadableModule):
         self.parent.contributors = ["ControlCG developers"]
         self.parent.helpText = _(
             "Counterfactual explanations of an Alzheimer's disease diagnosis model for a T1-weighted brain MRI: a "
-            "class-conditional diffusion model rewrites the scan toward a hypothetical class (CN or AD) while keeping "
-            "the patient's anatomy; the signed difference is shown as a saliency overlay (red = brighter, blue = "
-            "darker in the counterfactual). The guidance slider w sets how strongly the class is imposed.<br><br>"
+            "class-conditional diffusion model imagines the scan as a hypothetical class (CN or AD), and the change "
+            "is shown on the patient's own scan as a smooth deformation (tissue shrinking, spaces growing; the "
+            "regional volumes are in the run's result.json); the signed difference is shown as a saliency overlay "
+            "(red = brighter, blue = darker in the counterfactual). The guidance slider w sets how strongly the "
+            "class is imposed.<br><br>"
             "A counterfactual is the model's explanation, not a prognosis. Method: "
             f'<a href="{PAPER_URL}">Controllable counterfactual generation for interpretable medical image '
             "classification (MICCAI 2024)</a>."
