@@ -94,7 +94,7 @@ def show(result, w: float, prepared: Prepared, intensity, change: str = DEFORMAT
         raise ValueError(f"change must be one of {CHANGES}, got {change!r}")
     source, target = change_ends(result, w, prepared.model_input, prepared.mask, intensity)
     warp = estimate_warp(source, target, prepared.grid)
-    return prepared.warped(warp)[0], warp
+    return prepared.warped_on_grid(warp), warp
 
 
 def choose_source(source: str | int | None, verdict: dict[str, float], class_names) -> str | None:

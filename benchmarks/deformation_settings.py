@@ -92,7 +92,7 @@ def main() -> None:
             shown.append(("intensity", w, ends[f"int{w:g}"], None))
             for sd in SMOOTHINGS:
                 warp = estimate_warp(ends[f"src{w:g}"], ends[f"tgt{w:g}"], prepared.grid, smoothing=sd)
-                cf, jacobian = prepared.warped(warp)[0], float(warp.jacobian().min())
+                cf, jacobian = prepared.warped_on_grid(warp), float(warp.jacobian().min())
                 shown.append((f"deformation, smoothing {sd:g} mm", w, cf, jacobian))
         for name, w, cf, jacobian in shown:
             scores = change_scores(cf, truth, unit, mask)

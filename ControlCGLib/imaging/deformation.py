@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-#: Demons settings of the product: iterations and the Gaussian smoothing of the field (standard deviation, in model
-#: grid voxels). Chosen on the validation subjects (docs/method/deformation.md holds the measurement).
+#: Demons settings of the product: iterations and the Gaussian smoothing of the field (standard deviation in mm: the
+#: filter uses the image spacing). Chosen on the validation subjects (docs/method/deformation.md holds the measurement).
 ITERATIONS = 50
 SMOOTHING = 1.0
 #: A warp whose Jacobian determinant falls below this somewhere is smoothed more: it folds, or nearly.

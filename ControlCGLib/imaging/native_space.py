@@ -4,9 +4,9 @@
 anti-aliasing), strips it with the template's brain mask and normalises it as the paper does. A counterfactual comes
 back onto the input's own grid (same size, origin, spacing and direction) in one of two ways:
 
-- ``Prepared.warped`` (the product's): the scan itself pulled through the model-grid warp of imaging/deformation.py,
-  carried through the registration -- the patient's own image, deformed, at its own resolution; on the model grid the
-  same warped scan prepared as the input was;
+- ``Prepared.warped_native`` (the product's): the scan itself pulled through the model-grid warp of
+  imaging/deformation.py, carried through the registration -- the patient's own image, deformed, at its own
+  resolution; ``Prepared.warped_on_grid`` the same warped scan on the model grid, prepared as the input was;
 - ``Prepared.to_native`` (the intensity change): the native scan plus the up-sampled model-grid change.
 
 Either way *resampled* is the up-sampled model output itself (blurry where the model grid is coarse), and the
@@ -87,23 +87,30 @@ class Prepared:
             self._native_mask = patient_brain_mask(self.native, mapped)
         return self._native_mask
 
-    def warped(self, warp) -> tuple[np.ndarray, sitk.Image]:
-        """The scan pulled through ``warp`` (imaging/deformation.Warp, on the model grid): on the model grid,
-        prepared as the input was (the array the classifier and the evaluation read), and on the scan's own grid, in
-        its own units (linear interpolation of its voxels: no intensity it does not have). The identity warp gives
-        the input itself."""
+    def warped_on_grid(self, warp) -> np.ndarray:
+        """The scan pulled through ``warp`` (imaging/deformation.Warp, on the model grid) onto the model grid,
+        prepared as the input was: the array the classifier and the evaluation read. The identity gives the input."""
+        if warp.is_identity:
+            return self.model_input.copy()
+        if self._smoothed is None:
+            self._smoothed = anti_alias(self.native, self.grid.GetSpacing())
+        to_scan = sitk.CompositeTransform([as_affine(self.transform), warp.transform()])  # the warp, then the scan
+        on_grid = sitk.GetArrayFromImage(resample(self._smoothed, self.grid, to_scan, default=self._air()))
+        return scale_brain(on_grid, self.mask, self.low, self.high)
+
+    def warped_native(self, warp) -> sitk.Image:
+        """The scan pulled through ``warp`` on its own grid, in its own units (linear interpolation of its voxels: no
+        intensity it does not have). The identity gives the scan itself."""
         from .deformation import through
 
         native = sitk.Cast(self.native, sitk.sitkFloat32)
         if warp.is_identity:
-            return self.model_input.copy(), native
-        air = float(np.min(sitk.GetArrayViewFromImage(native)))
-        moved = sitk.Resample(native, native, through(warp, self.transform), sitk.sitkLinear, air, sitk.sitkFloat32)
-        if self._smoothed is None:
-            self._smoothed = anti_alias(self.native, self.grid.GetSpacing())
-        to_scan = sitk.CompositeTransform([as_affine(self.transform), warp.transform()])  # the warp, then the scan
-        on_grid = sitk.GetArrayFromImage(resample(self._smoothed, self.grid, to_scan, default=air))
-        return scale_brain(on_grid, self.mask, self.low, self.high), moved
+            return native
+        moved = through(warp, self.transform)
+        return sitk.Resample(native, native, moved, sitk.sitkLinear, self._air(), sitk.sitkFloat32)
+
+    def _air(self) -> float:
+        return float(np.min(sitk.GetArrayViewFromImage(self.native)))
 
     def to_native_warped(self, warp, raw: np.ndarray, residual: np.ndarray | None = None) -> NativeResult:
         """The scan warped inside the patient's brain and untouched outside it (``detail`` = scan + ``saliency``,
@@ -112,7 +119,7 @@ class Prepared:
         model-grid intensity ``residual`` (in [0, 1] units) up-sampled into the scan's units."""
         from .deformation import log_volume_change
 
-        _, moved = self.warped(warp)
+        moved = self.warped_native(warp)
         mask = self.native_mask()
         weight = sitk.Cast(mask, sitk.sitkFloat32)
         back = as_affine(self.transform).GetInverse()
