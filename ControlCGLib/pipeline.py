@@ -29,7 +29,7 @@ from .defaults import CHANGE, CHANGES
 from .imaging.deformation import Warp, estimate_warp
 from .imaging.intensity import from_model_range, to_model_range
 from .imaging.native_space import NativeResult, Prepared, prepare
-from .model.classifier import VolumeClassifier
+from .model.classifier import VolumeClassifier, grid_factors
 from .model.config import to_dict
 from .progress import Cancelled, StepCallback, StopCallback
 from .sampling.sampler import counterfactual
@@ -146,8 +146,8 @@ def run_counterfactual(
             on_stage(name)
 
     config = model.config
-    if classifier is not None and tuple(classifier.config.grid) != tuple(config.grid):
-        raise ValueError(f"the classifier's grid {classifier.config.grid} differs from the model's {config.grid}")
+    if classifier is not None:
+        grid_factors(config.grid, classifier.config.grid)  # the classifier reads the model grid, or a whole coarsening
     if classifier is not None and sorted(classifier.config.class_names) != sorted(config.class_names):
         raise ValueError(
             f"the classifier's classes {list(classifier.config.class_names)} differ from the model's "

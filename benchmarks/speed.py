@@ -2,6 +2,7 @@
 
     python benchmarks/speed.py --quick        # ~5 min on a 2-core CPU; last line: speedup_vs_naive=X.XX
     python benchmarks/speed.py --out benchmarks/results/speed_cpu.json        # ~10 min: adds end to end and paper grid
+    python benchmarks/speed.py --presets --model-2mm MODEL --out benchmarks/results/speed_cpu.json  # 4 mm vs 2 mm
 
 Both loops make the same counterfactual: the paired, blended counterfactual of the bundled sample toward AD (paired
 with CN, the classifier's verdict), injection off (the product's choice for the embedded model), seed 0.
@@ -281,31 +282,68 @@ def compiled_pass(model) -> dict:
     return {"compile_seconds": first, "pass_seconds": after, "plain_pass_seconds": plain}
 
 
-def end_to_end(threads: int) -> dict:
+def end_to_end(threads: int, model: Path | None = None, intensity_row: bool = True) -> dict:
     """Wall time of the command a user runs (process start, loading, registration, sampling, writing): the first
     run on a machine (no memory estimate cached yet), the next one, and the panel's six-w sweep, shown as a
-    deformation (the product's) and as an intensity change (what the deformation costs)."""
+    deformation (the product's) and as an intensity change (what the deformation costs). ``model``: another
+    diffusion model folder than the embedded one (asked with the embedded classifier)."""
     import subprocess
     import sys
     import tempfile
 
     from ControlCGLib.defaults import SLICER_SWEEP
-    from ControlCGLib.resources import sample_scan
+    from ControlCGLib.resources import classifier_dir, sample_scan
 
+    chosen = [] if model is None else ["--model", str(model), "--classifier", str(classifier_dir())]
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "CONTROLCG_CACHE_DIR": f"{tmp}/cache"}
-        runs = (
+        runs = [
             ("first run, one w", ["4"], []),
             ("next run, one w", ["4"], []),
             ("six w", SLICER_SWEEP, []),
-            ("six w, intensity change", SLICER_SWEEP, ["--change", "intensity"]),  # the deformation's cost apart
-        )
+        ]
+        if intensity_row:
+            runs.append(("six w, intensity change", SLICER_SWEEP, ["--change", "intensity"]))  # the deformation apart
         for name, ws, extra in runs:
             cmd = [sys.executable, "-m", "ControlCGLib.cli", "counterfactual", str(sample_scan()), "--target", "AD"]
-            cmd += ["--w", *map(str, ws), "--out", f"{tmp}/{len(out)}", "--threads", str(threads), *extra]
+            cmd += ["--w", *map(str, ws), "--out", f"{tmp}/{len(out)}", "--threads", str(threads), *chosen, *extra]
             out[name] = _timed(lambda c=cmd: subprocess.run(c, check=True, capture_output=True, env=env))
     return out
+
+
+def grid_presets(threads: int, model_2mm: Path | None) -> dict:
+    """The embedded 4 mm preset beside the 2 mm one, measured in one run: one product pass (bf16, kv stride 2) of
+    each preset's network (untrained weights suffice for speed), and, given a trained ``cpu-2mm`` model folder, the
+    command a user runs end to end with each."""
+    from ControlCGLib.model.config import preset
+    from ControlCGLib.model.networks import ClassConditionalUNet, count_parameters
+
+    out: dict = {"pass": {}}
+    for name in ("cpu", "cpu-2mm"):
+        network = ClassConditionalUNet(preset(name)).eval()
+        seconds, gflop = forward_cost(network, "bf16", kv_stride=2)
+        out["pass"][name] = {"seconds": seconds, "gflop": gflop, "parameters": count_parameters(network)}
+    out["pass_ratio"] = out["pass"]["cpu-2mm"]["seconds"] / out["pass"]["cpu"]["seconds"]
+    if model_2mm is not None:
+        out["end_to_end"] = {
+            "cpu": end_to_end(threads, intensity_row=False),
+            "cpu-2mm": end_to_end(threads, model_2mm, intensity_row=False),
+        }
+        out["end_to_end_ratio"] = {
+            k: out["end_to_end"]["cpu-2mm"][k] / out["end_to_end"]["cpu"][k] for k in out["end_to_end"]["cpu"]
+        }
+    return out
+
+
+def _print_presets(report: dict) -> None:
+    for name, r in report["pass"].items():
+        print(f"preset {name}: one product pass {r['seconds'] * 1000:.0f} ms, {r['gflop']:.0f} GFLOP, "
+              f"{r['parameters'] / 1e6:.2f} M parameters")  # fmt: skip
+    print(f"pass_ratio_2mm_vs_4mm={report['pass_ratio']:.2f}")
+    for name, ratio in report.get("end_to_end_ratio", {}).items():
+        a, b = report["end_to_end"]["cpu"][name], report["end_to_end"]["cpu-2mm"][name]
+        print(f"end to end ({name}): 4 mm {a:.1f} s, 2 mm {b:.1f} s, x{ratio:.2f}")
 
 
 def paper_configuration() -> dict:
@@ -349,7 +387,22 @@ def main() -> None:
     p.add_argument("--quality", type=Path, default=QUALITY, help="held-out quality per setting (JSON)")
     p.add_argument("--out", default=None, help="write the figures as JSON here")
     p.add_argument("--try-compile", action="store_true", help="also time torch.compile on the pass (~1 min)")
+    p.add_argument(
+        "--presets",
+        action="store_true",
+        help="only the 4 mm and 2 mm presets side by side (kept under 'presets' in --out, the rest of it unchanged)",
+    )
+    p.add_argument("--model-2mm", type=Path, default=None, help="a trained cpu-2mm model folder, for end to end")
     args = p.parse_args()
+    if args.presets:
+        torch.set_num_threads(args.threads)
+        presets = grid_presets(args.threads, args.model_2mm)
+        _print_presets(presets)
+        if args.out:
+            old = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps({**old, "presets": presets}, indent=2) + "\n")
+        return
 
     ws = [2.0, 4.0, 6.0] if args.quick else [2.0, 4.0, 6.0, 8.0]
     torch.set_num_threads(args.threads)

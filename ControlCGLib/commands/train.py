@@ -26,6 +26,9 @@ def _cmd_train_diffusion(args) -> int:
     if "train" not in splits:
         raise ValueError(f"{args.cohort} has no 'train' split (splits: {sorted(splits)})")
     dataset = CohortDataset(splits["train"], config.grid, config.class_names, config.intensity)
+    held_out = splits.get("val")  # the split's validation subjects: scored at every checkpoint
+    if held_out:
+        held_out = CohortDataset(held_out, config.grid, config.class_names, config.intensity)
     train = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -33,6 +36,7 @@ def _cmd_train_diffusion(args) -> int:
         precision=args.precision,
         checkpoint_every=args.checkpoint_every,
         seed=args.seed,
+        finest_level_only=args.finest_level_only,
     )
     with tqdm(total=args.steps, desc="training diffusion", unit="step", mininterval=2.0, disable=rank != 0) as bar:
 
@@ -49,6 +53,7 @@ def _cmd_train_diffusion(args) -> int:
             device=device,
             on_step=progress,
             init_from=args.init_from,
+            held_out=held_out or None,
             provenance={
                 "cohort": str(args.cohort),
                 "subjects": len(splits["train"]),
@@ -108,12 +113,14 @@ def _cmd_train_classifier(args) -> int:
 
 
 def register(sub) -> None:
+    from ..model.config import PRESETS
+
     train = sub.add_parser("train", help="train models (resumes when the output folder holds a state)")
     train_sub = train.add_subparsers(dest="what", metavar="WHAT", required=True)
     p = add_command(train_sub, "diffusion", "train the class-conditional diffusion model", _cmd_train_diffusion)
     p.add_argument("--cohort", required=True, help="cohort CSV (image,label,subject[,split]) or a simulated manifest")
     p.add_argument("--out", required=True, help="run folder: state/, model/, metrics.csv")
-    p.add_argument("--preset", default="cpu", help="model configuration preset")
+    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="model configuration preset")
     p.add_argument("--steps", type=int, default=10_000)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-4)
@@ -124,7 +131,14 @@ def register(sub) -> None:
     p.add_argument(
         "--init-from",
         metavar="MODEL",
-        help="start a fresh run from this model folder's weights (it may lack the preset's newer attention blocks)",
+        help="start a fresh run from this model folder's weights: the preset may add attention blocks or finer outer "
+        "levels (cpu-2mm from a cpu model)",
+    )
+    p.add_argument(
+        "--finest-level-only",
+        action="store_true",
+        help="train only the finest level's way up (all coarser weights frozen; several times faster per step): the "
+        "first stage after --init-from grew the network by a finer level",
     )
 
     p = add_command(train_sub, "classifier", "train the diagnostic classifier (3D DenseNet)", _cmd_train_classifier)

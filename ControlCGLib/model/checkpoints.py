@@ -49,30 +49,6 @@ def read_checkpoint_config(folder: str | Path) -> tuple[ModelConfig | Classifier
         raise CheckpointError(str(exc)) from None
 
 
-def warm_start(model: nn.Module, folder: str | Path, new_prefix: str = "attentions") -> list[str]:
-    """Load a model folder's weights into a network that may have *more* blocks (a preset that gained attention
-    levels): every stored tensor must fit, and only keys under a ``new_prefix`` block may be missing. Returns the
-    missing keys. MONAI zero-initialises a spatial transformer's output projection, so the grown network starts as
-    the stored one."""
-    path = Path(folder) / WEIGHTS
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from None
-    expected = model.state_dict()
-    extra = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-    missing = sorted(set(expected) - set(state))
-    foreign = [k for k in missing if f".{new_prefix}." not in k]
-    if extra or wrong or foreign:
-        raise CheckpointError(
-            f"cannot start from {folder}: {len(extra)} unexpected, {len(wrong)} wrongly shaped and {len(foreign)} "
-            f"missing tensors outside new {new_prefix} blocks (e.g. {(extra + wrong + foreign)[:3]})"
-        )
-    model.load_state_dict(state, strict=False)
-    return missing
-
-
 def load_checkpoint(folder: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the network a folder describes and load its weights (strictly: every tensor, every shape)."""
     folder = Path(folder)

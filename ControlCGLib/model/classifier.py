@@ -52,8 +52,21 @@ def classify(model: torch.nn.Module, volume, class_names: Sequence[str]) -> dict
     return {name: float(p[i]) for i, name in enumerate(class_names)}
 
 
+def grid_factors(fine: Sequence[int], coarse: Sequence[int]) -> tuple[int, ...]:
+    """Whole factors from a model grid to a classifier's coarser one (1 where they agree); refuses any other pair,
+    naming both grids."""
+    fine, coarse = tuple(int(g) for g in fine), tuple(int(g) for g in coarse)
+    if len(fine) != 3 or len(coarse) != 3 or any(f % c for f, c in zip(fine, coarse)):
+        raise ValueError(
+            f"the classifier's grid {list(coarse)} is not the model grid {list(fine)} nor a whole coarsening of it"
+        )
+    return tuple(f // c for f, c in zip(fine, coarse))
+
+
 class VolumeClassifier:
-    """A loaded classifier (or judge) asked about [0, 1] volumes (D, H, W) on its grid."""
+    """A loaded classifier (or judge) asked about [0, 1] volumes (D, H, W) on its grid, or on a grid a whole factor
+    finer (a 2 mm model's outputs asked of a 4 mm classifier): those are averaged over blocks of that factor first,
+    the anti-aliasing the preparation applies when it brings a scan down to a coarser grid."""
 
     def __init__(self, model: torch.nn.Module):
         self.model = model
@@ -63,13 +76,23 @@ class VolumeClassifier:
     def class_names(self) -> tuple[str, ...]:
         return tuple(self.config.class_names)
 
+    def on_grid(self, unit) -> np.ndarray:
+        """``unit`` on the classifier's grid (block means where it is a whole factor finer)."""
+        unit = np.asarray(unit, dtype=np.float32)
+        if unit.ndim != 3:
+            raise ValueError(f"expected one 3D volume, got shape {unit.shape}")
+        factors = grid_factors(unit.shape, self.config.grid)
+        if factors == (1, 1, 1):
+            return unit
+        return F.avg_pool3d(torch.from_numpy(unit)[None, None], factors)[0, 0].numpy()
+
     def verdict(self, unit) -> dict[str, float]:
         """Probability per class name."""
-        return classify(self.model, self.config.intensity.to_model(unit), self.class_names)
+        return classify(self.model, self.config.intensity.to_model(self.on_grid(unit)), self.class_names)
 
     def features(self, unit) -> np.ndarray:
         """The penultimate features (:func:`features`) the KIDs compare."""
-        return features(self.model, self.config.intensity.to_model(unit))
+        return features(self.model, self.config.intensity.to_model(self.on_grid(unit)))
 
 
 def evaluate(model: torch.nn.Module, dataset, batch_size: int = 8) -> float:

@@ -246,6 +246,19 @@ PRESETS: dict[str, ModelConfig] = {
         context_dim=64,
     ),
 }
+# The paper's grid on the CPU: one 2 mm level of 16 channels (no attention) above the ``cpu`` preset's three, which
+# stay as they are so that ``--init-from`` carries the trained ``cpu`` weights in (model/warm_start.py). 16 channels,
+# not 8: MONAI sizes the time embedding by the first level, and with 8 no stored time projection would fit. One more
+# noise level keeps the coarsest noise field 32 mm wide, as the ``cpu`` preset's. Pass times:
+# benchmarks/results/speed_cpu.json ("presets").
+PRESETS["cpu-2mm"] = PRESETS["cpu"].replace(
+    name="cpu-2mm",
+    grid=(80, 96, 80),
+    unet=dataclasses.replace(
+        PRESETS["cpu"].unet, channels=(16, 16, 32, 64), attention_levels=(False, False, True, True)
+    ),
+    noise=NoiseConfig(levels=4),
+)
 
 CLASSIFIER_PRESETS: dict[str, ClassifierConfig] = {
     "paper": ClassifierConfig(grid=(160, 192, 160)),

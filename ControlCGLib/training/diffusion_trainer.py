@@ -6,6 +6,7 @@ A run folder holds::
     state/               the latest resumable state (training/resume.py): model, EMA and optimiser tensors, step
     model/               the EMA weights as a ControlCG model folder (weights.safetensors + config.json)
     metrics.csv          step, loss, learning rate, seconds
+    held_out.csv         step, the EMA model's loss on held-out subjects (fixed noise and timesteps) at each checkpoint
 
 Resuming restores everything the next step depends on (weights, optimiser moments, EMA; the data order and the noise
 are functions of (seed, rank, step)), so an interrupted run continues exactly as an uninterrupted one would.
@@ -27,9 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..model.checkpoints import save_checkpoint, warm_start
+from ..model.checkpoints import save_checkpoint
 from ..model.config import ModelConfig, to_dict
 from ..model.networks import ClassConditionalUNet
+from ..model.warm_start import warm_start
 from ..progress import Cancelled
 from ..sampling.noise import make_generator
 from ..sampling.schedule import Schedule
@@ -37,6 +39,7 @@ from .loss import diffusion_loss
 from .resume import find_state, load_state, save_state, trim_metrics
 
 PRECISIONS = ("auto", "bf16", "no")
+HELD_OUT_ITEMS = 16  # held-out volumes scored at each checkpoint: one forward pass each, no gradient
 
 
 @dataclass
@@ -57,6 +60,10 @@ class TrainConfig:
     precision: str = "auto"  # bf16 autocast where the device supports it (CUDA, or a CPU with AVX512-BF16)
     checkpoint_every: int = 500
     seed: int = 0
+    # Train only the finest level's way up (its up block, the up-sampling into it, the output convolution): every
+    # coarser weight frozen, so the backward pass never enters the coarser levels. The first stage of a network grown
+    # by a finer level (model/warm_start.py): its inner levels already know the coarser grid.
+    finest_level_only: bool = False
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
@@ -122,8 +129,45 @@ def _share_state(step: int, modules: dict, optimiser, device: torch.device) -> i
     return int(payload[0]["step"])
 
 
+def finest_level(model: ClassConditionalUNet) -> set[str]:
+    """Names of the parameters on the finest level's way up: the last up block, the up-sampling of the block
+    before it and the output convolution."""
+    n = len(model.unet.up_blocks)
+    prefixes = (f"unet.up_blocks.{n - 1}.", f"unet.up_blocks.{n - 2}.upsampler.", "unet.out.")
+    return {name for name, _ in model.named_parameters() if name.startswith(prefixes)}
+
+
+def _log_held_out(path: Path, step: int, loss: float) -> None:
+    new = not path.exists() or path.stat().st_size == 0
+    with open(path, "a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(["step", "held_out_loss"])
+        writer.writerow([step, f"{loss:.6f}"])
+
+
 def _step_generator(seed: int, rank: int, step: int) -> torch.Generator:
     return make_generator(int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0]))
+
+
+def held_out_loss(model, dataset, config: ModelConfig, device: torch.device, use_bf16: bool, seed: int = 0) -> float:
+    """Mean conditional loss over up to :data:`HELD_OUT_ITEMS` volumes, each with its own fixed timestep and noise,
+    so that every checkpoint of a run (and of a resumed one) is scored on the same draws."""
+    schedule = Schedule(config.schedule)
+    losses = []
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        for i in range(min(len(dataset), HELD_OUT_ITEMS)):
+            volume, label = dataset[i]
+            generator = make_generator(int(np.random.SeedSequence([seed, 1_000_003, i]).generate_state(1)[0]))
+            labels = torch.tensor([int(label)], dtype=torch.long, device=device)
+            loss = diffusion_loss(
+                model, volume[None].to(device), labels, schedule, generator=generator, p_uncond=0.0, config=config
+            )
+            losses.append(float(loss))
+    model.train(was_training)
+    return float(np.mean(losses))
 
 
 def train_diffusion(
@@ -137,10 +181,12 @@ def train_diffusion(
     on_step: Callable[[int, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     init_from: str | Path | None = None,
+    held_out=None,
 ) -> TrainResult:
     """Train (or resume, if ``out/state`` exists) a class-conditional diffusion model on ``dataset`` of
     ``(volume (1, D, H, W) in model range, class index)`` pairs. ``init_from`` (a model folder) gives a fresh run
-    its starting weights (:func:`~ControlCGLib.model.checkpoints.warm_start`); a resumed run ignores it."""
+    its starting weights (:func:`~ControlCGLib.model.warm_start.warm_start`); a resumed run ignores it.
+    ``held_out`` (a dataset of the same kind, other subjects): scored at every checkpoint into held_out.csv."""
     train = train or TrainConfig()
     out = Path(out)
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -154,7 +200,11 @@ def train_diffusion(
     if init_from is not None and find_state(out) is None:
         warm_start(model, init_from)
     ema = copy.deepcopy(model).requires_grad_(False)
-    optimiser = torch.optim.Adam(model.parameters(), lr=train.lr)
+    if train.finest_level_only:
+        trained = finest_level(model)
+        for name, p in model.named_parameters():
+            p.requires_grad_(name in trained)
+    optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=train.lr)
     step = 0
     modules = {"model": model, "ema": ema}
     state = find_state(out) if rank == 0 else None
@@ -182,6 +232,11 @@ def train_diffusion(
         if new_log:
             writer.writerow(["step", "loss", "lr", "seconds"])
     began = time.perf_counter() - offset
+    held_out_log = out / "held_out.csv"
+    if rank == 0 and held_out is not None:
+        trim_metrics(held_out_log, step)
+        if step == 0:  # where the run starts: a warm start's own quality
+            _log_held_out(held_out_log, 0, held_out_loss(ema, held_out, config, device, use_bf16, train.seed))
     model.train()
     try:
         while step < train.steps:
@@ -199,7 +254,7 @@ def train_diffusion(
                 )
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], train.grad_clip)
             optimiser.step()
             decay = min(train.ema_decay, (1 + step) / (10 + step))  # warm-up: early EMA is not the random init
             with torch.no_grad():
@@ -223,6 +278,9 @@ def train_diffusion(
                         out / "model",
                         provenance={"steps": step, "ranks": world, "train": to_dict(train), **(provenance or {})},
                     )
+                    if held_out is not None:
+                        score = held_out_loss(ema, held_out, config, device, use_bf16, train.seed)
+                        _log_held_out(held_out_log, step, score)
                 if distributed:
                     torch.distributed.barrier()
     finally:
