@@ -34,12 +34,13 @@ class Setting:
         return value
 
 
-# The product's guidance scale (README, "Decisions the paper leaves open"). The range is the Slicer slider's and the one
-# the CLI accepts: beyond 10 the embedded model's outputs saturate (benchmarks/embedded_quality.py).
+# The product's guidance scale (docs/method/README.md, "Decisions the paper leaves open"). The range is the
+# Slicer slider's and the one the CLI accepts: beyond 10 the embedded model's outputs saturate
+# (benchmarks/embedded_quality.py).
 W = Setting("w", 4.0, 0.0, 10.0)
 # The product starts from the input noised to 30 % of the trajectory rather than from pure noise (1, the paper):
 # measured on held-out simulated subjects with the embedded model it keeps more of the input (SSIM) and matches the true
-# counterfactual better at the same flip rate, in 30 % of the time (README). Below 0.05 nothing changes.
+# counterfactual better at the same flip rate, in 30 % of the time (docs/training.md). Below 0.05 nothing changes.
 START_STRENGTH = Setting("start strength", 0.3, 0.05, 1.0)
 PAPER_START_STRENGTH = 1.0  # the paper's start: pure noise (the toy demo and the evaluation's "from noise" rows)
 # The grid from pure noise; the product runs its last 30 % (6 steps). Measured on held-out anatomies kept apart from the
@@ -48,14 +49,14 @@ PAPER_START_STRENGTH = 1.0  # the paper's start: pure noise (the toy demo and th
 # 50-step grid (15 steps), flip rate 1.00 vs 0.75 (explained), 2.4x faster.
 STEPS = Setting("steps", 20, 1, 1000, integer=True)
 # Attention injection (Eq. 8): "auto" = on for a model of the paper preset, off for any other (the embedded cpu model).
-# Measured on held-out anatomies (README "Attention injection, measured"; docs/evaluation/cohort_v2/report.md, the
+# Measured on held-out anatomies (docs/method/README.md "Attention injection, measured"; docs/evaluation/cohort_v2, the
 # ours-injection row): with self-attention at the paper's 8 mm tokens, paired counterfactuals with and without injection
 # agree to three decimals in every metric, while injection costs a reference pass per step; the library's
 # SamplingConfig keeps the paper's injection on.
 INJECTION = "auto"  # one of sampling/settings.INJECTIONS
 # Mask-guided blending (sampling/blending.py): outside the region that changes, the input replaces every trajectory
-# during sampling. Measured on held-out anatomies kept apart from the reported ones (README "Decisions the paper leaves
-# open"; docs/evaluation/report.md holds the ours-no-blend ablation on the reported ones): saliency AUROC 0.872 ->
+# during sampling. Measured on held-out anatomies kept apart from the reported ones (docs/method/README.md;
+# docs/evaluation/report.md holds the ours-no-blend ablation on the reported ones): saliency AUROC 0.872 ->
 # 0.908, Dice 0.558 -> 0.584, SSIM to the true counterfactual 0.973 -> 0.984 at the same flip rate.
 BLEND = True
 # How the change is shown (imaging/deformation.py): "deformation" warps the patient's own scan by the map that turns the
@@ -65,7 +66,7 @@ BLEND = True
 CHANGES = ("deformation", "intensity")
 CHANGE = "deformation"
 # The step of the sampling loop and the spacing of its grid (sampling/schedule.py). DPM-Solver++(2M) on a log-SNR grid
-# was measured against DDIM on held-out anatomies across step counts and not chosen (README "Performance").
+# was measured against DDIM on held-out anatomies across step counts and not chosen (docs/performance.md).
 SOLVER = "ddim"  # one of sampling/settings.CLI_SOLVERS
 SPACING = "time"  # one of sampling/settings.SPACINGS
 # Keys and values of the self-attention layers with >= 4096 tokens (the embedded model's three 8 mm layers) averaged

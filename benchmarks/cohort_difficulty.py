@@ -6,7 +6,7 @@ For each strength f (the disease's ventricle push, hippocampal pull and cortical
 anatomy and acquisition as cohort v2's defaults): simulate a training cohort on the training anatomies and a test
 cohort on anatomies never trained on, train the ``cpu`` classifier preset on the first (as ``controlcg train
 classifier`` does) and measure its accuracy on the second. cohort v2's disease strength (1.5) was
-chosen from this curve (README, "Data": a classifier that is good, not perfect). Writes curve.json and curve.png
+chosen from this curve (docs/data.md: a classifier that is good, not perfect). Writes curve.json and curve.png
 in --work; the last line is ``accuracy_at_default=X`` (at 1.5).
 """
 

@@ -16,7 +16,7 @@ with CN, the classifier's verdict), injection off (the product's choice for the 
 Printed per row: seconds, UNet passes (counted), GFLOP (torch's FlopCounterMode) and the share of this machine's
 measured bf16/fp32 matrix-multiply ceiling, peak memory, and the held-out quality of that setting -- measured by
 ``controlcg evaluate`` on the selection subjects (never the reported ones) and read from ``--quality`` (a JSON of
-summaries; see README "Performance" for the commands). Also: where one UNet pass spends its time (convolutions,
+summaries; see docs/performance.md for the commands). Also: where one UNet pass spends its time (convolutions,
 attention, norms, the rest), library settings tried and not kept, and (without --quick) the command a user runs end
 to end and the paper configuration's pass and counterfactual.
 """

@@ -9,7 +9,7 @@ from .common import add_command, add_overwrite, add_solver_and_spacing, add_thre
 
 
 def _cmd_evaluate(args) -> int:
-    """Every method on a simulated cohort with ground truth; report folder with the paper's tables (see README)."""
+    """Every method on a simulated cohort with ground truth; report folder with the paper's tables (docs/results.md)."""
     import dataclasses
 
     from tqdm.auto import tqdm

@@ -78,7 +78,7 @@ AD_SUBTYPES = (
 @dataclass(frozen=True)
 class SimulationConfig:
     """Knobs of the simulated cohort. The defaults are cohort v3: cohort v2 (six anatomies, age, acquisition variety;
-    tuned so that the embedded-size classifier is not perfect, README "Data") with a disease of each subject's own
+    tuned so that the embedded-size classifier is not perfect: docs/data.md) with a disease of each subject's own
     (subtype, regional weights, asymmetry, geometric cortical thinning). :data:`COHORT_V2` and :data:`COHORT_V1` are
     kept so that the embedded models' training data and the bundled sample can be made again bit for bit."""
 

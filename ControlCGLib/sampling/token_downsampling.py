@@ -1,14 +1,14 @@
 """Fewer keys and values for the large self-attention layers: the speed setting ``SamplingConfig.kv_stride``.
 
 A self-attention layer at 8 mm on the embedded model's grid holds 20 x 24 x 20 = 9600 tokens; its softmax over
-9600^2 scores per head costs more than every convolution of the UNet together on a CPU (README "Performance": 3 such
+9600^2 scores per head costs more than every convolution of the UNet together on a CPU (docs/performance.md: 3 such
 layers were 67 % of a bfloat16 pass). Their attention is nearly uniform (entropy 0.98-0.998 of the maximum,
 docs/attention_probe), so neighbouring keys say almost the same thing. As in token downsampling (ToDo, Smith et al.
 2024, training-free), the queries stay at full resolution while the keys and values come from the tokens averaged
 over ``stride``^3 blocks of their grid: 8x fewer scores at stride 2. It is exact when the tokens are constant within
 each block (every key then appears ``stride``^3 times, which the softmax cannot tell from once); on the embedded model
 it moves the v prediction by 0.02-0.04 % and the guidance difference (cond - uncond) by 0.7 %, against 0.4-1 % and
-20 % for bfloat16 (benchmarks/speed.py); on held-out subjects the metrics did not move (README "Performance").
+20 % for bfloat16 (benchmarks/speed.py); on held-out subjects the metrics did not move (docs/performance.md).
 
 Only layers with at least :data:`MIN_TOKENS` tokens are downsampled; below that the exact softmax is cheap.
 """

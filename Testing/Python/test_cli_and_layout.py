@@ -53,7 +53,7 @@ def test_truncated_compressed_scan_is_refused_before_any_work(tmp_path, capsys):
     assert not out.exists()
 
 
-# Which library packages each package may import (README "What is in the library": imports only go downward).
+# Which library packages each package may import (docs/library.md "What is in the library": imports only go downward).
 ALLOWED_IMPORTS = {
     "model": set(),
     "imaging": {"model"},

@@ -1,4 +1,4 @@
-"""The speed benchmark's measuring helpers keep working (its figures themselves are not tested: see README)."""
+"""The speed benchmark's measuring helpers keep working (its figures are not tested: docs/performance.md)."""
 
 from __future__ import annotations
 

@@ -62,8 +62,8 @@ def _mean_mse(runs, inputs, w):
 @pytest.mark.xfail(
     strict=True,
     reason="measured: at toy scale the learnt self-attention is nearly independent of its keys/values, so Eq. 8 "
-    "injection changes the counterfactual by <1% (README, 'Attention injection, measured'); kept strict so a fix is "
-    "noticed",
+    "injection changes the counterfactual by <1% (docs/method/README.md, 'Attention injection, measured'); "
+    "kept strict so a fix is noticed",
 )
 def test_injection_keeps_the_counterfactual_closer_to_its_input(results, small_inputs):
     for w in SCALES:
