@@ -95,9 +95,12 @@ def montage(
     return path
 
 
-def loss_curve(path: str | Path, metrics_csv: str | Path, title: str = "", smooth: int = 100) -> Path:
+def loss_curve(
+    path: str | Path, metrics_csv: str | Path, title: str = "", smooth: int = 100, held_out: str | Path | None = None
+) -> Path:
     """Training loss per step (faint) and its running mean over ``smooth`` steps, from a run's metrics.csv; a resumed
-    run's repeated steps keep their last value."""
+    run's repeated steps keep their last value. ``held_out``: a run's held_out.csv, drawn as points (the EMA model on
+    held-out subjects at each checkpoint)."""
     import csv
 
     import matplotlib
@@ -118,6 +121,11 @@ def loss_curve(path: str | Path, metrics_csv: str | Path, title: str = "", smoot
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     ax.plot(steps, loss, color="0.8", lw=0.5, label="per step")
     ax.plot(steps[k - 1 :], mean, color="C0", lw=1.5, label=f"mean of {k} steps")
+    if held_out is not None:
+        with open(held_out, newline="") as f:
+            scored = {int(r["step"]): float(r["held_out_loss"]) for r in csv.DictReader(f)}
+        if scored:
+            ax.plot(sorted(scored), [scored[step] for step in sorted(scored)], "o-", color="C3", ms=3, label="held out (EMA)")
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("v-prediction MSE")

@@ -217,3 +217,18 @@ def test_saliency_colormap_is_the_table_at_the_given_opacity():
     assert top[3] == 0.6 and top[0] > top[2] and bottom[3] == 0.6 and bottom[2] > bottom[0]
     with pytest.raises(ValueError, match="opacity"):
         saliency_colormap(0.1, 1.5)
+
+
+def test_the_loss_curve_draws_the_held_out_scores_beside_the_training_loss(tmp_path):
+    import matplotlib.image as mpimg
+
+    from ControlCGLib.figures import loss_curve
+
+    (tmp_path / "metrics.csv").write_text(
+        "step,loss,lr,seconds\n" + "".join(f"{s},{1 / s},0.1,{s}\n" for s in range(1, 41))
+    )
+    (tmp_path / "held_out.csv").write_text("step,held_out_loss\n0,2.0\n20,0.2\n40,0.1\n")
+    plain = loss_curve(tmp_path / "plain.png", tmp_path / "metrics.csv", smooth=5)
+    both = loss_curve(tmp_path / "both.png", tmp_path / "metrics.csv", smooth=5, held_out=tmp_path / "held_out.csv")
+    a, b = mpimg.imread(plain), mpimg.imread(both)
+    assert a.shape == b.shape and not np.array_equal(a, b)  # the held-out points are drawn
