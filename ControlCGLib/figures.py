@@ -125,7 +125,14 @@ def loss_curve(
         with open(held_out, newline="") as f:
             scored = {int(r["step"]): float(r["held_out_loss"]) for r in csv.DictReader(f)}
         if scored:
-            ax.plot(sorted(scored), [scored[step] for step in sorted(scored)], "o-", color="C3", ms=3, label="held out (EMA)")
+            ax.plot(
+                sorted(scored),
+                [scored[step] for step in sorted(scored)],
+                "o-",
+                color="C3",
+                ms=3,
+                label="held out (EMA)",
+            )
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("v-prediction MSE")
