@@ -20,7 +20,7 @@ import ctk
 import qt
 import slicer
 import vtk
-from slicer import vtkMRMLNode, vtkMRMLScalarVolumeNode, vtkMRMLSequenceNode
+from slicer import vtkMRMLNode, vtkMRMLScalarVolumeNode, vtkMRMLSequenceNode, vtkMRMLTableNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
@@ -73,9 +73,13 @@ EMBEDDED_MODEL = pathlib.Path(RESOURCES) / "Models" / "controlcg-cpu" / "diffusi
 SAMPLE = pathlib.Path(RESOURCES) / "Sample" / "sample_T1.nii.gz"
 SAMPLE_CATEGORY = "ControlCG"
 COLOR_TABLE_NAME = "ControlCG saliency"
+VOLUME_CHANGE_COLOR_TABLE_NAME = "ControlCG volume change"
 # What the slice views show under the saliency overlay (the Display combo box): the patient's scan + the change (the
 # counterfactual the run explains with), the model's own output resampled onto the scan's grid, or the scan itself.
 BACKGROUNDS = ("counterfactual", "raw model output", "input scan")
+# What the overlay shows (the Display combo box): the saliency (counterfactual - scan) or the volume change (the log
+# of the local volume ratio counterfactual / scan: < 0 shrinks, > 0 grows).
+OVERLAYS = ("saliency", "volume change")
 TORCH_REQUIREMENT = ">=2.8"  # monai 1.6's own floor; tested with torch 2.13
 PAPER_URL = "https://doi.org/10.1007/978-3-031-72117-5_13"
 
@@ -96,9 +100,11 @@ class ControlCG(ScriptedLoadableModule):
             "Counterfactual explanations of an Alzheimer's disease diagnosis model for a T1-weighted brain MRI: a "
             "class-conditional diffusion model imagines the scan as a hypothetical class (CN or AD), and the change "
             "is shown on the patient's own scan as a smooth deformation (tissue shrinking, spaces growing; the "
-            "regional volumes are in the run's result.json); the signed difference is shown as a saliency overlay "
-            "(red = brighter, blue = darker in the counterfactual). The guidance slider w sets how strongly the "
-            "class is imposed.<br><br>"
+            "regional volumes are in the panel's table); the signed difference is shown as a saliency overlay "
+            "(red = brighter, blue = darker in the counterfactual), or the deformation as a volume-change overlay "
+            "(purple = shrinks, orange = grows). The guidance slider w sets how strongly the class is imposed. "
+            "The embedded classifier that gives the verdicts was trained on simulated brains and is uncalibrated "
+            "on real scans.<br><br>"
             "A counterfactual is the model's explanation, not a prognosis. Method: "
             f'<a href="{PAPER_URL}">Controllable counterfactual generation for interpretable medical image '
             "classification (MICCAI 2024)</a>."
@@ -142,6 +148,9 @@ def registerSampleData():
 class ControlCGParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     targetClass: str = "AD"
+    # the class the change is measured from (slicer_bridge.source_choices): "auto" = the classifier's verdict on the
+    # scan, a class name, or "none" (unpaired); bound by hand, as the class list comes from the model
+    sourceClass: str = "auto"
     w: Annotated[float, WithinRange(*defaults.W.range)] = defaults.W.default
     sweep: str = " ".join(defaults.w_key(w) for w in defaults.SLICER_SWEEP)
     steps: Annotated[int, WithinRange(*map(int, defaults.STEPS.range))] = int(defaults.STEPS.default)
@@ -160,12 +169,15 @@ class ControlCGParameterNode:
         defaults.SALIENCY_THRESHOLD.default
     )
     background: Annotated[str, Choice(list(BACKGROUNDS))] = BACKGROUNDS[0]
+    overlay: Annotated[str, Choice(list(OVERLAYS))] = OVERLAYS[0]
     # outputs
     counterfactualSequence: vtkMRMLSequenceNode  # the scan + the change, per w
     saliencySequence: vtkMRMLSequenceNode  # the change (paired: CF(target) - CF(source) from one noise), per w
     rawSequence: vtkMRMLSequenceNode  # the model's own output resampled onto the scan's grid, per w
+    volumeChangeSequence: vtkMRMLSequenceNode  # log of the local volume ratio counterfactual / scan, per w
     sequenceBrowser: vtkMRMLNode
-    results: str = ""  # slicer_bridge.SweepResults as JSON: whose run the sequences hold, verdicts, saliency window
+    volumesTable: vtkMRMLTableNode  # the regional volumes at the w shown (the sweep holds every w's)
+    results: str = ""  # slicer_bridge.SweepResults as JSON: whose run the sequences hold, verdicts, volumes, window
 
 
 #
@@ -184,6 +196,7 @@ class ControlCGWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._dragging = False
         self._warningShown = None  # (input, target, warnings) last shown in a dialog: once per scan, not per w
         self._seen = {}  # parameter values last acted on: model folder, display settings
+        self._sourceValues = []  # the "Change from" combo box's values, by index (slicer_bridge.source_choices)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -203,6 +216,9 @@ class ControlCGWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.wSliderWidget.connect("valueIsChanging(double)", self.onWChanging)
         self.ui.wSliderWidget.connect("valueChanged(double)", self.onWReleased)
         self.ui.targetClassComboBox.connect("currentTextChanged(QString)", self.onTargetChanged)
+        self.ui.sourceComboBox.connect("currentIndexChanged(int)", self.onSourceChanged)
+        self.ui.otherDirectionButton.connect("clicked(bool)", self.onOtherDirectionButton)
+        self.ui.otherDirectionButton.visible = False
         # bound by hand (see ControlCGParameterNode.modelPath): currentPathChanged comes only for a non-empty text
         # (the field's validator is ".+"); clearing it is seen through validInputChanged(false)
         self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathEdited)
@@ -265,10 +281,14 @@ class ControlCGWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if self._seen.get("model") != model:
                 self._seen["model"] = model
                 self.onModelChanged()
-            display = (p.overlayOpacity, p.saliencyThreshold, p.background)
+            display = (p.overlayOpacity, p.saliencyThreshold, p.background, p.overlay)
             if self._seen.get("display") != display:
                 self._seen["display"] = display
                 self.logic.updateDisplay(p)
+            table = p.volumesTable.GetID() if p.volumesTable is not None else None
+            if self._seen.get("table", "") != table:  # the run's regional volume table, in the panel
+                self._seen["table"] = table
+                self.ui.volumesTableView.setMRMLTableNode(p.volumesTable)
         busy = self.logic.busy
         ready = bool(p and p.inputVolume) and not busy and self.ui.targetClassComboBox.count > 0
         self.ui.applyButton.enabled = ready
@@ -280,7 +300,11 @@ class ControlCGWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         computed = sweep.computed if sweep else []
         self.ui.sweepLabel.text = ", ".join(f"{w:g}" for w in computed) if computed else _("none yet")
         self.ui.inputVerdictLabel.text = bridge.format_verdict(sweep.input_verdict if sweep else {})
-        self.ui.pairingLabel.text = bridge.format_pairing(sweep.source, sweep.target) if sweep else _("-")
+        self.ui.pairingLabel.text = sweep.pairing() if sweep else _("-")
+        # what every verdict above is worth: the classifier's training data and measured calibration
+        self.ui.classifierNoteLabel.text = sweep.classifier_note if sweep and sweep.classifier_note else _("-")
+        if self.ui.sourceComboBox.count > 0:  # its first entry names the verdict once the classifier has spoken
+            self.ui.sourceComboBox.setItemText(0, bridge.verdict_choice_text(sweep.input_verdict if sweep else {}))
         shown = bridge.nearest_computed(p.w, computed) if p is not None else None
         verdict = sweep.verdict(shown) if shown is not None else {}
         raw = sweep.raw_verdict(shown) if shown is not None else {}
@@ -292,6 +316,21 @@ class ControlCGWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.rawVerdictLabel.text = _("the same (an unpaired run shows the raw output)")
         else:
             self.ui.rawVerdictLabel.text = _("-")
+        volumes = sweep.volumes_at(shown) if shown is not None else {}
+        if volumes:
+            self.ui.volumesLabel.text = _("At w={w:g}, toward {target}: atlas regions scaled to this head").format(
+                w=shown, target=sweep.target
+            )
+        else:
+            self.ui.volumesLabel.text = _("none yet")
+        other = sweep.other_direction() if sweep and p is not None and p.targetClass == sweep.target else None
+        self.ui.otherDirectionButton.visible = other is not None
+        self.ui.otherDirectionButton.enabled = other is not None and not busy and bool(p and p.inputVolume)
+        if other is not None:
+            self.ui.otherDirectionButton.text = _("Explain toward {other} instead").format(other=other)
+            self.ui.otherDirectionButton.toolTip = _(
+                "The classifier already gives the scan {target}: set the hypothetical class to {other} and apply"
+            ).format(target=sweep.target, other=other)
 
     def onModelPathEdited(self, path) -> None:
         if self._parameterNode is not None and self._parameterNode.modelPath != path:
@@ -302,30 +341,57 @@ class ControlCGWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.modelPath = ""  # the field was cleared: the embedded model again
 
     def onModelChanged(self) -> None:
-        """Fill the target class combo box from the chosen model's class names."""
+        """Fill the target and "Change from" class combo boxes from the chosen model's class names."""
         p = self._parameterNode
         if p is None:
             return
-        combo = self.ui.targetClassComboBox
-        wasBlocked = combo.blockSignals(True)
+        combo, source = self.ui.targetClassComboBox, self.ui.sourceComboBox
+        wasBlocked, sourceWasBlocked = combo.blockSignals(True), source.blockSignals(True)
         try:
             combo.clear()
+            source.clear()
+            self._sourceValues = []
             classNames = bridge.model_class_names(self.logic.modelFolder(p))
             for name in classNames:
                 combo.addItem(name)
             if p.targetClass not in classNames:
                 p.targetClass = classNames[-1]
             combo.currentIndex = combo.findText(p.targetClass)
+            for value, text in bridge.source_choices(classNames):
+                source.addItem(text)
+                self._sourceValues.append(value)
+            if p.sourceClass not in self._sourceValues:
+                p.sourceClass = bridge.SOURCE_AUTO
+            source.currentIndex = self._sourceValues.index(p.sourceClass)
             self.ui.statusLabel.text = ""
         except ValueError as exc:
             self.ui.statusLabel.text = str(exc)
         finally:
             combo.blockSignals(wasBlocked)
+            source.blockSignals(sourceWasBlocked)
         self._updateGui()
 
     def onTargetChanged(self, text) -> None:
         if self._parameterNode and text:
             self._parameterNode.targetClass = text
+
+    def onSourceChanged(self, index) -> None:
+        if self._parameterNode and 0 <= index < len(self._sourceValues):
+            self._parameterNode.sourceClass = self._sourceValues[index]
+
+    def onOtherDirectionButton(self) -> None:
+        """The classifier already gives the scan the target class: explain toward the other one, in one click."""
+        p = self._parameterNode
+        sweep = self.logic.sweepOf(p)
+        other = sweep.other_direction() if sweep else None
+        if p is None or other is None or self.logic.busy:
+            return
+        p.targetClass = other
+        combo = self.ui.targetClassComboBox
+        wasBlocked = combo.blockSignals(True)
+        combo.currentIndex = combo.findText(other)
+        combo.blockSignals(wasBlocked)
+        self._startOrExplain(None)
 
     # -- running ----------------------------------------------------------------------------------------------------
 
@@ -379,7 +445,14 @@ class ControlCGWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             shown = (p.inputVolume.GetID() if p.inputVolume else "", p.targetClass, tuple(record.warnings))
             if record.warnings:  # an unusual scan the user chose to accept: said loudly, once per scan
                 self.ui.statusLabel.text = _("Done, with a warning about the scan: ") + self.ui.statusLabel.text
-            if record.source is not None and record.source == p.targetClass:
+            sweep = self.logic.sweepOf(p)
+            other = sweep.other_direction() if sweep else None
+            if other is not None:  # the classifier already gives the scan the target class: say so, offer the other
+                self.ui.statusLabel.text += " " + _(
+                    "The classifier already gives this scan {target} ({verdict}), so the change toward {target} is "
+                    'zero; "Explain toward {other} instead" runs the other direction.'
+                ).format(target=sweep.target, verdict=bridge.format_verdict(sweep.input_verdict), other=other)
+            elif record.source is not None and record.source == p.targetClass:
                 self.ui.statusLabel.text += " " + bridge.format_pairing(record.source, p.targetClass) + "."
             if record.warnings and shown != self._warningShown:
                 self._warningShown = shown
@@ -479,14 +552,17 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
     def modelFolder(cls, parameterNode) -> str:
         return cls.modelPathText(parameterNode) or str(EMBEDDED_MODEL)
 
-    def request(self, parameterNode, scales, work):
-        """The run the parameter node asks for, on the work folder ``work`` (ControlCGLib.run_request.RunRequest).
-        The embedded model is left unset, so that the child also uses the embedded classifier."""
+    def request(self, parameterNode, scales, work, **choices):
+        """The run the parameter node asks for, on the work folder ``work`` (ControlCGLib.run_request.RunRequest);
+        ``choices`` sets RunRequest fields the panel does not show (the self-test's precision). The embedded model is
+        left unset, so that the child also uses the embedded classifier."""
         p = parameterNode
         model = self.modelFolder(p)
         return bridge.request_for(
             work,
+            **choices,
             target=p.targetClass,
+            source=bridge.source_argument(p.sourceClass),
             scales=tuple(scales),
             steps=p.steps,
             seed=p.seed,
@@ -590,7 +666,7 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
                 _("ControlCG runs its computation in the background, which needs 3D Slicer 5.12 or newer.")
             )
 
-    def start(self, parameterNode, scales, onProgress=None, onFinished=None) -> None:
+    def start(self, parameterNode, scales, onProgress=None, onFinished=None, **choices) -> None:
         if self.busy:
             raise RuntimeError(_("A computation is already running."))
         self.checkSlicerVersion()
@@ -600,7 +676,7 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
         array, ijkToRAS = self.arrayAndGeometry(inputVolume)
         work = bridge.WorkFolder.create()
         try:
-            request = self.request(parameterNode, scales, work)
+            request = self.request(parameterNode, scales, work, **choices)
             bridge.write_input(array, ijkToRAS, work)
             python = shutil.which("PythonSlicer") or sys.executable
             command = bridge.build_command(python, request)
@@ -692,7 +768,7 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
                 for r in results.by_w.values():
                     if not bridge.same_grid(r.counterfactual.shape, r.ijk_to_ras, shape, ijkToRAS):
                         raise ValueError(_("the result is not on the input's grid"))
-                self.addResults(parameterNode, inputVolume, results)
+                self.addResults(parameterNode, inputVolume, results, request.source or bridge.SOURCE_NONE)
                 self.lastRecord = results.record
                 n = len(results.by_w)
                 outcome = "done"
@@ -709,10 +785,12 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
             except Exception:
                 logging.exception("ControlCG: the completion handler failed")
 
-    def runSync(self, parameterNode, scales, timeout=3600.0, onProgress=None):
+    def runSync(self, parameterNode, scales, timeout=3600.0, onProgress=None, **choices):
         """Start and wait (keeping Slicer's event loop running); returns (outcome, message)."""
         finished = []
-        self.start(parameterNode, scales, onProgress, lambda outcome, message: finished.append((outcome, message)))
+        self.start(
+            parameterNode, scales, onProgress, lambda outcome, message: finished.append((outcome, message)), **choices
+        )
         deadline = time.monotonic() + timeout
         while not finished and time.monotonic() < deadline:
             slicer.app.processEvents()
@@ -729,16 +807,18 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
         """What the parameter node's sequences hold (slicer_bridge.SweepResults), None before any run."""
         return bridge.SweepResults.from_json(parameterNode.results) if parameterNode and parameterNode.results else None
 
-    def addResults(self, parameterNode, inputVolume, results) -> None:
-        """One counterfactual and one saliency per w, as two Sequences browsed together; a run that adds a w to the
-        same input and class extends the existing sequences."""
+    def addResults(self, parameterNode, inputVolume, results, sourceChoice="auto") -> None:
+        """One counterfactual, saliency, raw model output and volume change per w, as Sequences browsed together,
+        and the regional volume table; a run that adds a w to the same input and class extends them."""
         p = parameterNode
         target = results.record.target
+        withVolumeChange = all(r.volume_change is not None for r in results.by_w.values())
         previous = self.sweepOf(p)
         extend = (
             p.counterfactualSequence is not None
             and p.saliencySequence is not None
             and p.rawSequence is not None
+            and (p.volumeChangeSequence is not None or not withVolumeChange)
             and p.sequenceBrowser is not None
             and previous is not None
             and previous.continues(inputVolume.GetID(), results)
@@ -748,14 +828,29 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
             p.counterfactualSequence = self._newSequence(bridge.node_name(name, "counterfactual", target))
             p.saliencySequence = self._newSequence(bridge.node_name(name, "saliency", target))
             p.rawSequence = self._newSequence(bridge.node_name(name, bridge.RAW_KIND, target))
-        sweep = previous.extended(results) if extend else bridge.SweepResults.of_run(inputVolume.GetID(), results)
+            p.volumeChangeSequence = (
+                self._newSequence(bridge.node_name(name, bridge.VOLUME_CHANGE_KIND, target))
+                if withVolumeChange
+                else None
+            )
+            p.volumesTable = slicer.mrmlScene.AddNewNodeByClass(
+                "vtkMRMLTableNode", slicer.mrmlScene.GenerateUniqueName(bridge.node_name(name, "volumes", target))
+            )
+        sweep = (
+            previous.extended(results)
+            if extend
+            else bridge.SweepResults.of_run(inputVolume.GetID(), results, sourceChoice)
+        )
         scratch = slicer.vtkMRMLScalarVolumeNode()  # not in the scene: the sequence keeps a deep copy
         for w, r in results.by_w.items():
-            for kind, array, sequence in (
+            kinds = [
                 ("counterfactual", r.counterfactual, p.counterfactualSequence),
                 ("saliency", r.saliency, p.saliencySequence),
                 (bridge.RAW_KIND, r.raw, p.rawSequence),
-            ):
+            ]
+            if p.volumeChangeSequence is not None:
+                kinds.append((bridge.VOLUME_CHANGE_KIND, r.volume_change, p.volumeChangeSequence))
+            for kind, array, sequence in kinds:
                 slicer.util.updateVolumeFromArray(scratch, array)
                 scratch.CopyOrientation(inputVolume)  # the input's exact geometry, not a float round trip
                 scratch.SetName(bridge.node_name(name, kind, target, w))
@@ -776,7 +871,7 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
             browser.SetPlaybackRateFps(2.0)
             browser.SetPlaybackLooped(True)
             p.sequenceBrowser = browser
-            self._placeInStudy(inputVolume, [*self._sequences(p), browser])
+            self._placeInStudy(inputVolume, [*self._sequences(p), browser, p.volumesTable])
         browser = p.sequenceBrowser
         for sequence in self._sequences(p):
             proxy = browser.GetProxyNode(sequence)
@@ -791,9 +886,14 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def _sequences(parameterNode):
-        """The sequences of a run that exist (two in scenes from versions that kept no raw model output)."""
+        """The sequences of a run that exist (scenes of versions that kept no raw output or volume change have
+        fewer)."""
         p = parameterNode
-        return [q for q in (p.counterfactualSequence, p.saliencySequence, p.rawSequence) if q is not None]
+        return [
+            q
+            for q in (p.counterfactualSequence, p.saliencySequence, p.rawSequence, p.volumeChangeSequence)
+            if q is not None
+        ]
 
     @staticmethod
     def _newSequence(name):
@@ -826,46 +926,96 @@ class ControlCGLogic(ScriptedLoadableModuleLogic):
             return False
         p.sequenceBrowser.SetSelectedItemNumber(item)
         self.updateDisplay(p)
+        self.updateVolumesTable(p, shown)
         return True
 
     def updateDisplay(self, parameterNode) -> None:
         """Background = the counterfactual (the scan + the change), the raw model output or the input, as Display
-        says; foreground = the signed saliency (the change) with a transparent centre, in a window symmetric around
-        zero shared by all w, in every slice view."""
+        says; foreground = the overlay Display chooses -- the signed saliency (the change) or the volume change --
+        with a transparent centre, in a window symmetric around zero shared by all w, and its colour legend, in every
+        slice view."""
         p = parameterNode
         if p is None or p.sequenceBrowser is None or p.saliencySequence is None:
             return
         browser = p.sequenceBrowser
         counterfactual = browser.GetProxyNode(p.counterfactualSequence)
-        saliency = browser.GetProxyNode(p.saliencySequence)
-        if counterfactual is None or saliency is None:
+        overlay = browser.GetProxyNode(p.saliencySequence)
+        if counterfactual is None or overlay is None:
             return
-        if saliency.GetDisplayNode() is None:
-            saliency.CreateDefaultDisplayNodes()
-        colors = self.saliencyColorTable(p.saliencyThreshold)
-        display = saliency.GetDisplayNode()
         sweep = self.sweepOf(p)
         half = sweep.window if sweep else 1.0
+        colors = self.saliencyColorTable(p.saliencyThreshold)
+        legendTitle = bridge.SALIENCY_LEGEND
+        if p.overlay == "volume change" and p.volumeChangeSequence is not None:
+            volumeChange = browser.GetProxyNode(p.volumeChangeSequence)
+            if volumeChange is not None:
+                overlay, half = volumeChange, bridge.VOLUME_CHANGE_WINDOW
+                colors = self.volumeChangeColorTable(p.saliencyThreshold)
+                legendTitle = bridge.VOLUME_CHANGE_LEGEND
+        if overlay.GetDisplayNode() is None:
+            overlay.CreateDefaultDisplayNodes()
+        display = overlay.GetDisplayNode()
         display.AutoWindowLevelOff()
         display.SetWindowLevelMinMax(-half, half)
         display.SetAndObserveColorNodeID(colors.GetID())
-        slicer.modules.colors.logic().AddDefaultColorLegendDisplayNode(saliency)
+        legend = slicer.modules.colors.logic().AddDefaultColorLegendDisplayNode(overlay)
+        if legend is not None:
+            legend.SetTitleText(legendTitle)
         background = counterfactual
         if p.background == "input scan" and p.inputVolume is not None:
             background = p.inputVolume
         elif p.background == "raw model output" and p.rawSequence is not None:
             background = browser.GetProxyNode(p.rawSequence) or counterfactual
-        slicer.util.setSliceViewerLayers(background=background, foreground=saliency, foregroundOpacity=p.overlayOpacity)
+        slicer.util.setSliceViewerLayers(background=background, foreground=overlay, foregroundOpacity=p.overlayOpacity)
+
+    def updateVolumesTable(self, parameterNode, w) -> None:
+        """The regional volumes at ``w`` in the run's table node, one row per region (slicer_bridge.volume_rows),
+        read-only, the columns' units and meaning recorded in the table's schema; shown in the panel."""
+        p = parameterNode
+        table = p.volumesTable if p is not None else None
+        sweep = self.sweepOf(p)
+        if table is None or sweep is None:
+            return
+        rows = bridge.volume_rows(sweep.volumes_at(w))
+        wasModifying = table.StartModify()
+        table.RemoveAllColumns()
+        for i, (columnName, unit, description) in enumerate(bridge.VOLUME_COLUMNS):
+            column = table.AddColumn() if i == 0 else table.AddColumn(vtk.vtkDoubleArray())
+            column.SetName(columnName)
+            if unit:
+                table.SetColumnUnitLabel(columnName, unit)
+            table.SetColumnDescription(columnName, description)
+        for row in rows:
+            index = table.AddEmptyRow()
+            for column, value in enumerate(row):
+                table.GetTable().GetColumn(column).SetValue(index, value)
+        table.SetName(bridge.node_name(p.inputVolume.GetName() if p.inputVolume else "", "volumes", sweep.target, w))
+        table.SetAttribute("ControlCG.w", defaults.w_key(w))
+        table.SetAttribute("ControlCG.Target", sweep.target)
+        table.SetAttribute("ControlCG.Source", sweep.source or "none (unpaired)")
+        table.SetLocked(True)  # numbers a clinician reads, not edits
+        table.Modified()
+        table.EndModify(wasModifying)
+
+    @classmethod
+    def saliencyColorTable(cls, threshold):
+        return cls._colorTable(COLOR_TABLE_NAME, threshold, diverging_rgba)
+
+    @classmethod
+    def volumeChangeColorTable(cls, threshold):
+        return cls._colorTable(VOLUME_CHANGE_COLOR_TABLE_NAME, threshold, bridge.volume_change_rgba)
 
     @staticmethod
-    def saliencyColorTable(threshold):
-        node = slicer.mrmlScene.GetFirstNodeByName(COLOR_TABLE_NAME)
+    def _colorTable(name, threshold, rowsFor):
+        """A 256-entry User colour table ``name`` with ``rowsFor(256, threshold)`` RGBA rows (alpha 0 around zero),
+        rewritten only when the threshold changes."""
+        node = slicer.mrmlScene.GetFirstNodeByName(name)
         if node is None:
-            node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLColorTableNode", COLOR_TABLE_NAME)
+            node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
             node.SetTypeToUser()
         if node.GetAttribute("ControlCG.Threshold") == f"{threshold:g}":
             return node
-        rows = diverging_rgba(256, threshold)
+        rows = rowsFor(256, threshold)
         wasModifying = node.StartModify()  # one Modified event for the whole table
         node.SetNumberOfColors(len(rows))
         for i, (r, g, b, a) in enumerate(rows):
@@ -890,6 +1040,7 @@ class ControlCGTest(ScriptedLoadableModuleTest):
         for test in (
             self.test_geometry_boundary,
             self.test_counterfactual_on_sample,
+            self.test_sample_numbers_match_the_reference,
             self.test_cancel_leaves_scene_unchanged,
         ):
             self.setUp()
@@ -952,9 +1103,76 @@ class ControlCGTest(ScriptedLoadableModuleTest):
                 self.assertEqual(node.GetAttribute("ControlCG.Steps"), "10")
                 self.assertEqual(len(node.GetAttribute("ControlCG.ModelSHA256")), 64)
                 self.assertEqual(node.GetAttribute("ControlCG.CodeVersion"), __version__)
+        self.assertEqual(p.volumeChangeSequence.GetNumberOfDataNodes(), 2)
         self.assertTrue(logic.showW(p, 2.0))
+        self.assertEqual(p.volumesTable.GetNumberOfRows(), len(logic.sweepOf(p).volumes_at(2.0)))
         self.assertFalse(logic.showW(p, 3.0))
         self.delayDisplay("counterfactual on the sample ok")
+
+    def test_sample_numbers_match_the_reference(self):
+        """The sample with the self-test's fixed run (ControlCGLib.self_test.RUN: one w, the product's sampling, seed
+        0, CPU float32) through the Logic, its numbers taken back out of the scene -- the regional volumes, the
+        verdicts, statistics of the saliency and volume-change maps inside the brain -- against the references
+        stored in the repository, within their stated tolerances. Every value out of tolerance is named."""
+        self._requireModel()
+        from ControlCGLib import self_test
+
+        run = self_test.RUN
+        reference = self_test.read_reference()
+        logic = ControlCGLogic()
+        p = logic.getParameterNode()
+        p.inputVolume = self._sampleVolume()
+        p.targetClass, p.sourceClass, p.w, p.seed = run.target, run.source, run.w, run.seed
+        p.steps, p.startStrength, p.device = run.steps, run.start_strength, run.device
+        started = time.monotonic()
+        outcome, message = logic.runSync(p, [run.w], precision=run.precision)
+        self.selfTestSeconds = time.monotonic() - started
+        self.assertEqual(outcome, "done", message)
+        self.selfTestMeasured = self.measureScene(logic, p, run.w)
+        self.assertMatchesReference(self.selfTestMeasured, reference)
+        sweep = logic.sweepOf(p)
+        rows = bridge.volume_rows(sweep.volumes_at(run.w))  # the panel's table shows what was measured
+        self.assertEqual(p.volumesTable.GetNumberOfRows(), len(rows))
+        for r, row in enumerate(rows):
+            self.assertEqual(p.volumesTable.GetCellText(r, 0), row[0])
+            for c in range(1, len(row)):
+                self.assertAlmostEqual(float(p.volumesTable.GetCellText(r, c)), row[c], delta=0.01)
+        self.delayDisplay(
+            f"the sample's {len(self.selfTestMeasured)} numbers match the references ({self.selfTestSeconds:.0f} s)"
+        )
+
+    @staticmethod
+    def measureScene(logic, parameterNode, w):
+        """The self-test's values at ``w`` from what the scene holds: the saliency and volume-change sequence items,
+        the verdicts and regional volumes the sweep keeps, the model checksums the items record."""
+        from ControlCGLib import self_test
+
+        p = parameterNode
+        sweep = logic.sweepOf(p)
+        index = p.saliencySequence.GetItemNumberFromIndexValue(defaults.w_key(w))
+        saliency = p.saliencySequence.GetNthDataNode(index)
+        volumeChange = p.volumeChangeSequence.GetNthDataNode(index)
+        return self_test.measure(
+            saliency=slicer.util.arrayFromVolume(saliency),
+            volume_change=slicer.util.arrayFromVolume(volumeChange),
+            volumes=sweep.volumes_at(w),
+            input_verdict=sweep.input_verdict,
+            verdict=sweep.verdict(w),
+            raw_verdict=sweep.raw_verdict(w),
+            source=sweep.source,
+            model_sha256=saliency.GetAttribute("ControlCG.ModelSHA256"),
+            classifier_sha256=saliency.GetAttribute("ControlCG.ClassifierSHA256"),
+        )
+
+    def assertMatchesReference(self, measured, reference):
+        from ControlCGLib import self_test
+
+        problems = self_test.compare(measured, reference)
+        self.assertFalse(
+            problems,
+            f"{len(problems)} of {len(measured)} values differ from {self_test.REFERENCE_FILE.name}:\n"
+            + "\n".join(str(problem) for problem in problems),
+        )
 
     def test_cancel_leaves_scene_unchanged(self):
         self._requireModel()

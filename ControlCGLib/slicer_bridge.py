@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import shutil
@@ -224,12 +225,14 @@ class RunResults:
                 "ClassifierSHA256": record.classifier_sha256 or "",
                 "CodeVersion": settings.get("code_version", ""),
                 "Verdict": format_verdict(verdict) if verdict else "",
+                "Classifier": classifier_note(record.classifier_sha256),
                 "ScanWarnings": " | ".join(record.warnings),
             }.items()
         }
 
 
 RAW_KIND = "raw model output"  # the Kind attribute (and node name part) of the model's own output
+VOLUME_CHANGE_KIND = "volume change"  # the same, of the log volume-change map (a deformation run)
 
 
 def read_results(output: str | os.PathLike) -> RunResults:
@@ -313,8 +316,11 @@ def format_verdict(verdict: dict[str, float]) -> str:
     return " · ".join(f"{name} {p:.2f}" for name, p in sorted(verdict.items(), key=lambda kv: -kv[1]))
 
 
-def format_pairing(source: str | None, target: str) -> str:
-    """What the saliency of a run is the change of, in the panel's words."""
+def format_pairing(
+    source: str | None, target: str, input_verdict: dict[str, float] | None = None, source_choice: str = "auto"
+) -> str:
+    """What the saliency of a run is the change of, in the panel's words; ``source_choice`` is what the panel asked
+    for (``"auto"``: the classifier's verdict, then shown with its probability)."""
     if source is None:
         return f"unpaired: the model's output toward {target} minus the scan"
     if source == target:
@@ -322,7 +328,160 @@ def format_pairing(source: str | None, target: str) -> str:
             f"{source} (the classifier's verdict or the chosen source) is the target itself: the change is zero and "
             "the counterfactual is the scan; the raw model output shows what the model made"
         )
-    return f"paired: {target} minus {source}, from the same noise, added to the scan"
+    text = f"paired: {target} minus {source}, from the same noise, added to the scan"
+    if source_choice == SOURCE_AUTO and input_verdict and source in input_verdict:
+        text += f"; {source} is the classifier's verdict on the scan (p {input_verdict[source]:.2f})"
+    elif source_choice == source:
+        text += f"; {source} chosen as the class to change from"
+    return text
+
+
+# --- the class the change is measured from -------------------------------------------------------------------------
+
+SOURCE_AUTO = "auto"  # the classifier's verdict on the input (the command line's --source auto)
+SOURCE_NONE = "none"  # unpaired: the model's output minus the scan (--source none)
+
+
+def source_choices(class_names) -> list[tuple[str, str]]:
+    """The panel's "Change from" choices, (value, text): the classifier's verdict, each class, unpaired."""
+    return [
+        (SOURCE_AUTO, "the classifier's verdict"),
+        *((name, name) for name in class_names),
+        (SOURCE_NONE, "none (unpaired: the model's output minus the scan)"),
+    ]
+
+
+def source_argument(choice: str) -> str | None:
+    """The RunRequest ``source`` of a panel choice (None: unpaired)."""
+    return None if choice == SOURCE_NONE else choice
+
+
+def verdict_choice_text(input_verdict: dict[str, float]) -> str:
+    """The "Change from" combo box's first entry once the classifier has spoken: its verdict with its probability."""
+    if not input_verdict:
+        return "the classifier's verdict"
+    name, p = max(input_verdict.items(), key=lambda kv: kv[1])
+    return f"the classifier's verdict: {name} (p {p:.2f})"
+
+
+def other_direction(target: str, source: str | None, source_choice: str, input_verdict: dict[str, float]):
+    """The class to explain toward instead when the classifier already gives the scan the target class (a run whose
+    source was the classifier's verdict and came out as the target itself): the most probable other class. None
+    when there is nothing to offer (the change was measured from another class, or the user chose the source)."""
+    if source is None or source != target or source_choice != SOURCE_AUTO:
+        return None
+    others = {name: p for name, p in input_verdict.items() if name != target}
+    return max(others, key=others.get) if others else None
+
+
+# --- what the classifier's verdicts are worth ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How the verdicts of one classifier (its weights' SHA-256) were measured."""
+
+    classifier_sha256: str
+    trained_on: str
+    measured_on: str
+    subjects: int
+    ece: float  # expected calibration error (confidence bins against accuracy)
+    source: str  # where the measurement is recorded
+
+
+#: The embedded classifier (Resources/Models/controlcg-cpu/classifier), measured by the evaluation:
+#: docs/evaluation/summary.json "classifier_calibration" (test_slicer_bridge.py checks that the two agree and that
+#: these are the embedded weights).
+EMBEDDED_CLASSIFIER_CALIBRATION = Calibration(
+    classifier_sha256="76c73bef06814c7399ba261ca6fa7f74321154e89f1a180aa9d914fb47acb4c8",
+    trained_on="simulated brains",
+    measured_on="simulated held-out subjects",
+    subjects=24,
+    ece=0.091,
+    source="docs/evaluation/summary.json",
+)
+CALIBRATIONS = {c.classifier_sha256: c for c in (EMBEDDED_CLASSIFIER_CALIBRATION,)}
+
+
+def classifier_note(classifier_sha256: str | None) -> str:
+    """What every verdict of a run is labelled with: what its classifier was trained on and its measured
+    calibration (never a number that was not measured)."""
+    if not classifier_sha256:
+        return "no classifier"
+    c = CALIBRATIONS.get(classifier_sha256)
+    if c is None:
+        return (
+            f"classifier {classifier_sha256[:12]} (not the embedded one): its training data and calibration are not "
+            "known to ControlCG; uncalibrated"
+        )
+    return (
+        f"classifier trained on {c.trained_on}; calibration measured on {c.subjects} {c.measured_on}: "
+        f"ECE {c.ece:.2f}; uncalibrated on real scans"
+    )
+
+
+# --- regional volumes and the volume-change map -----------------------------------------------------------------------
+
+#: The regional volume table's columns: (name, unit, description). One row per region of result.json's volumes.
+VOLUME_COLUMNS = (
+    ("Region", "", "atlas region (ICBM 2009a), scaled to this head by the registration"),
+    ("Input (mL)", "mL", "the region's volume in the input scan"),
+    ("Counterfactual (mL)", "mL", "the region pulled through the counterfactual's deformation"),
+    ("Change (%)", "%", "counterfactual / input - 1"),
+)
+
+
+def volume_rows(volumes: dict[str, dict[str, float]]) -> list[tuple[str, float, float, float]]:
+    """The table's rows, in result.json's region order: region, input mL, counterfactual mL (2 decimals), change %
+    (1 decimal)."""
+    return [
+        (region, round(v["input_ml"], 2), round(v["counterfactual_ml"], 2), round(v["change_percent"], 1))
+        for region, v in volumes.items()
+    ]
+
+
+#: Half-width of the volume-change overlay's window, the same for every w and every scan: a log volume ratio of
+#: log(2), a local volume halved or doubled, takes the end colours.
+VOLUME_CHANGE_WINDOW = math.log(2.0)
+SALIENCY_LEGEND = "change: counterfactual - scan (red brighter, blue darker)"
+VOLUME_CHANGE_LEGEND = "log local volume ratio (purple shrinks, orange grows)"
+
+# ColorBrewer PuOr (11 classes) from the most negative value (shrinks, purple) to the most positive (grows, orange):
+# a palette of its own, so that the volume change is never read as the saliency's brighter / darker.
+_PUOR = (
+    np.array(
+        [
+            (45, 0, 75),
+            (84, 39, 136),
+            (128, 115, 172),
+            (178, 171, 210),
+            (216, 218, 235),
+            (247, 247, 247),
+            (254, 224, 182),
+            (253, 184, 99),
+            (224, 130, 20),
+            (179, 88, 6),
+            (127, 59, 8),
+        ],
+        dtype=float,
+    )
+    / 255.0
+)
+
+
+def volume_change_rgba(n: int = 256, transparent_fraction: float = 0.05) -> np.ndarray:
+    """``(n, 4)`` RGBA rows in [0, 1] for log volume ratios from -window to +window: purple shrinks, orange grows;
+    entries within ``transparent_fraction`` of the half-width around 0 are transparent (alpha 0), as the saliency
+    table's are."""
+    if n < 3:
+        raise ValueError(f"a diverging table needs at least 3 colours, got {n}")
+    if not 0.0 <= transparent_fraction < 1.0:
+        raise ValueError(f"transparent_fraction must be in [0, 1), got {transparent_fraction}")
+    x = np.linspace(-1.0, 1.0, n)
+    pos = (x + 1.0) / 2.0 * (len(_PUOR) - 1)
+    rgb = np.stack([np.interp(pos, np.arange(len(_PUOR)), _PUOR[:, c]) for c in range(3)], axis=1)
+    alpha = (np.abs(x) > transparent_fraction).astype(float)
+    return np.concatenate([rgb, alpha[:, None]], axis=1)
 
 
 def node_name(input_name: str, kind: str, target: str, w: float | None = None) -> str:
@@ -355,10 +514,22 @@ class SweepResults:
     verdicts: dict[str, dict[str, float]] = field(default_factory=dict)  # w_key -> class -> probability, every w
     raw_verdicts: dict[str, dict[str, float]] = field(default_factory=dict)  # the same, of the raw model output
     window: float = 1.0  # half-width of the saliency window shared by every w: the same colour, the same change
+    # w_key -> region -> input_ml, counterfactual_ml, change_percent (a deformation run; empty otherwise)
+    volumes: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    source_choice: str = SOURCE_AUTO  # what the panel asked the change to be measured from (source_choices)
+    classifier_note: str = ""  # what the verdicts are worth (classifier_note)
 
     @classmethod
-    def of_run(cls, input_id: str, results: RunResults) -> SweepResults:
-        return cls(input_id, results.record.target, results.record.source, window=0.0).extended(results)
+    def of_run(cls, input_id: str, results: RunResults, source_choice: str = SOURCE_AUTO) -> SweepResults:
+        record = results.record
+        return cls(
+            input_id,
+            record.target,
+            record.source,
+            window=0.0,
+            source_choice=source_choice,
+            classifier_note=classifier_note(record.classifier_sha256),
+        ).extended(results)
 
     def continues(self, input_id: str, results: RunResults) -> bool:
         """Whether ``results`` add w values to this sweep (same input, class and pairing) rather than start one."""
@@ -374,6 +545,7 @@ class SweepResults:
             verdicts={**self.verdicts, **{defaults.w_key(w): r.verdict for w, r in by_w}},
             raw_verdicts={**self.raw_verdicts, **{defaults.w_key(w): r.raw_verdict for w, r in by_w if r.raw_verdict}},
             window=max(self.window, symmetric_window(r.saliency for _, r in by_w)),
+            volumes={**self.volumes, **{defaults.w_key(w): r.volumes for w, r in by_w if r.volumes}},
         )
 
     @property
@@ -385,6 +557,15 @@ class SweepResults:
 
     def raw_verdict(self, w: float) -> dict[str, float]:
         return self.raw_verdicts.get(defaults.w_key(w), {})
+
+    def volumes_at(self, w: float) -> dict[str, dict[str, float]]:
+        return self.volumes.get(defaults.w_key(w), {})
+
+    def pairing(self) -> str:
+        return format_pairing(self.source, self.target, self.input_verdict, self.source_choice)
+
+    def other_direction(self) -> str | None:
+        return other_direction(self.target, self.source, self.source_choice, self.input_verdict)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

@@ -19,7 +19,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from PySide6.QtCore import Property, QObject, Qt, Signal, Slot
-from PySide6.QtGui import QFont, QFontDatabase
+from PySide6.QtGui import QFont, QFontDatabase, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
     QApplication,
     QComboBox,
@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSizePolicy,
     QSlider,
+    QTableView,
     QToolButton,
     QWidget,
 )
@@ -103,6 +104,49 @@ class qMRMLNodeComboBox(QComboBox):
 
     def currentNode(self):
         return None
+
+
+class qMRMLTableView(QTableView):
+    """A spreadsheet view of a table node (Libs/MRML/Widgets/qMRMLTableView.h): ``setMRMLTableNode(node)`` shows
+    the node's columns and cells, read through the vtkMRMLTableNode methods GetNumberOfColumns, GetColumnName,
+    GetNumberOfRows and GetCellText (the stand-in node of slicer_stubs.py has them), each cell as its text."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._scene = None
+        self._node = None
+        self.setModel(QStandardItemModel(self))
+        self.horizontalHeader().setStretchLastSection(False)
+        self.verticalHeader().setVisible(True)
+
+    def mrmlScene(self):
+        return self._scene
+
+    @Slot(object)
+    @Slot(SCENE_TYPE)
+    def setMRMLScene(self, scene) -> None:
+        self._scene = scene
+
+    def mrmlTableNode(self):
+        return self._node
+
+    def setMRMLTableNode(self, node) -> None:
+        self._node = node
+        model = self.model()
+        model.clear()
+        if node is not None:
+            columns = node.GetNumberOfColumns()
+            model.setHorizontalHeaderLabels([node.GetColumnName(c) for c in range(columns)])
+            for r in range(node.GetNumberOfRows()):
+                items = []
+                for c in range(columns):
+                    item = QStandardItem(node.GetCellText(r, c))
+                    if c:  # numbers read right-aligned, as a spreadsheet shows them
+                        item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                    items.append(item)
+                model.appendRow(items)
+        self.horizontalHeader().setMinimumSectionSize(60)  # as qMRMLTableView::setMRMLTableNode does
+        self.resizeColumnsToContents()
 
 
 class ctkSliderWidget(QWidget):
@@ -254,9 +298,22 @@ class ctkCollapsibleButton(QWidget):
         self.setContentsMargins(margins.left(), self._header_height() + 4, margins.right(), margins.bottom())
         for child in self.findChildren(QWidget, options=Qt.FindChildOption.FindDirectChildrenOnly):
             if child is not self._header:
-                child.setVisible(not self._collapsed)
+                self._set_child_visibility(child)
         self.setMaximumHeight(self._header_height() if self._collapsed else 16777215)
         self.updateGeometry()
+
+    def _set_child_visibility(self, child: QWidget) -> None:
+        """Hide the contents while collapsed; a child the code hid itself stays hidden when expanded (as
+        ctkCollapsibleButtonPrivate::setChildVisibility keeps a widget explicitly hidden)."""
+        if self._collapsed:
+            if not child.isHidden():
+                child.setProperty("hiddenByCollapse", True)
+                child.setVisible(False)
+            return
+        explicitly_hidden = child.isHidden() and child.testAttribute(Qt.WidgetAttribute.WA_WState_ExplicitShowHide)
+        if not explicitly_hidden or child.property("hiddenByCollapse"):
+            child.setProperty("hiddenByCollapse", False)
+            child.setVisible(True)
 
     def resizeEvent(self, event) -> None:
         self._header.setGeometry(0, 0, self.width(), self._header_height())
@@ -287,7 +344,7 @@ class ctkCollapsibleButton(QWidget):
     collapsed = Property(bool, _get_collapsed, _set_collapsed, notify=contentsCollapsed)
 
 
-STANDINS = (ctkCollapsibleButton, ctkSliderWidget, ctkPathLineEdit, qMRMLNodeComboBox, qMRMLWidget)
+STANDINS = (ctkCollapsibleButton, ctkSliderWidget, ctkPathLineEdit, qMRMLNodeComboBox, qMRMLTableView, qMRMLWidget)
 _app: QApplication | None = None
 
 

@@ -285,6 +285,102 @@ class vtkMRMLScriptedModuleNode(vtkMRMLNode):
     _classes = ("vtkMRMLNode", "vtkMRMLScriptedModuleNode")
 
 
+class vtkAbstractArray:
+    """A VTK column: a name and values (vtkStringArray when made by vtkMRMLTableNode.AddColumn())."""
+
+    def __init__(self, values=None):
+        self.name = None
+        self.values = list(values or [])
+
+    def SetName(self, name):
+        self.name = name
+
+    def GetName(self):
+        return self.name
+
+    def SetValue(self, index, value):
+        self.values[index] = self._convert(value)
+
+    def GetValue(self, index):
+        return self.values[index]
+
+    @staticmethod
+    def _convert(value):
+        return str(value)
+
+    @staticmethod
+    def _empty():
+        return ""
+
+
+class vtkDoubleArray(vtkAbstractArray):
+    @staticmethod
+    def _convert(value):
+        return float(value)
+
+    @staticmethod
+    def _empty():
+        return 0.0
+
+
+class vtkMRMLTableNode(vtkMRMLNode):
+    """Columns of values, as Libs/MRML/Core/vtkMRMLTableNode.cxx keeps them in its vtkTable: AddColumn() makes a
+    string column, AddColumn(array) takes the array, AddEmptyRow() extends every column, GetCellText() gives the
+    value as vtkVariant::ToString() does (6 significant digits for a double)."""
+
+    _classes = ("vtkMRMLNode", "vtkMRMLStorableNode", "vtkMRMLTableNode")
+
+    def __init__(self):
+        super().__init__()
+        self.columns: list[vtkAbstractArray] = []
+        self.properties: dict[tuple[str, str], str] = {}
+        self.locked = False
+        self.modified = 0
+
+    def RemoveAllColumns(self):
+        self.columns, self.properties = [], {}
+        return True
+
+    def AddColumn(self, column=None):
+        column = column if column is not None else vtkAbstractArray()
+        column.values = [column._empty()] * self.GetNumberOfRows()
+        self.columns.append(column)
+        return column
+
+    def AddEmptyRow(self):
+        for column in self.columns:
+            column.values.append(column._empty())
+        return self.GetNumberOfRows() - 1
+
+    def GetTable(self):
+        return types.SimpleNamespace(GetColumn=lambda i: self.columns[i])
+
+    def GetNumberOfRows(self):
+        return len(self.columns[0].values) if self.columns else 0
+
+    def GetNumberOfColumns(self):
+        return len(self.columns)
+
+    def GetColumnName(self, i):
+        return self.columns[i].name
+
+    def GetCellText(self, row, column):
+        value = self.columns[column].values[row]
+        return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+    def SetColumnUnitLabel(self, name, unit):
+        self.properties[(name, "unitLabel")] = unit
+
+    def SetColumnDescription(self, name, description):
+        self.properties[(name, "description")] = description
+
+    def SetLocked(self, locked):
+        self.locked = bool(locked)
+
+    def Modified(self):
+        self.modified += 1
+
+
 _NODE_CLASSES = {
     cls.__name__: cls
     for cls in (
@@ -294,6 +390,7 @@ _NODE_CLASSES = {
         vtkMRMLSequenceBrowserNode,
         vtkMRMLColorTableNode,
         vtkMRMLScriptedModuleNode,
+        vtkMRMLTableNode,
     )
 }
 
@@ -365,6 +462,15 @@ class SubjectHierarchy:
 # --- the panel: widgets of Resources/UI/ControlCG.ui as plain Python objects -----------------------------------------
 
 
+def _arity(slot, given):
+    import inspect
+
+    parameters = inspect.signature(slot).parameters.values()
+    if any(p.kind == p.VAR_POSITIONAL for p in parameters):
+        return given
+    return min(given, sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters))
+
+
 class FakeWidget:
     """A widget of the .ui: settable properties as attributes, PythonQt-style ``connect("signal(args)", slot)``, and
     ``emit`` to play a signal (blocked while ``blockSignals(True)``)."""
@@ -373,6 +479,7 @@ class FakeWidget:
         self.objectName = name
         self.className = class_name
         self.enabled = True
+        self.visible = True
         self.toolTip = ""
         self.text = ""
         self._slots: dict[str, list] = {}
@@ -382,9 +489,11 @@ class FakeWidget:
         self._slots.setdefault(signal, []).append(slot)
 
     def emit(self, signal, *args):
+        """Call the connected slots; as PythonQt does, a slot that takes fewer arguments than the signal carries gets
+        the first ones only (Slicer's module template connects clicked(bool) to a slot without arguments)."""
         if not self._blocked:
             for slot in list(self._slots.get(signal, [])):
-                slot(*args)
+                slot(*args[: _arity(slot, len(args))])
 
     def blockSignals(self, blocked):
         previous, self._blocked = self._blocked, bool(blocked)
@@ -405,17 +514,6 @@ class FakeComboBox(FakeWidget):
         return len(self.items)
 
     @property
-    def currentIndex(self):
-        return self._index
-
-    @currentIndex.setter
-    def currentIndex(self, index):
-        changed = index != self._index
-        self._index = index
-        if changed:
-            self.emit("currentTextChanged(QString)", self.currentText)
-
-    @property
     def currentText(self):
         return self.items[self._index] if 0 <= self._index < len(self.items) else ""
 
@@ -429,6 +527,21 @@ class FakeComboBox(FakeWidget):
 
     def findText(self, text):
         return self.items.index(text) if text in self.items else -1
+
+    def setItemText(self, index, text):
+        self.items[index] = text
+
+    @property
+    def currentIndex(self):
+        return self._index
+
+    @currentIndex.setter
+    def currentIndex(self, index):
+        changed = index != self._index
+        self._index = index
+        if changed:
+            self.emit("currentIndexChanged(int)", index)
+            self.emit("currentTextChanged(QString)", self.currentText)
 
 
 class FakePathLineEdit(FakeWidget):
@@ -471,7 +584,22 @@ class FakePathLineEdit(FakeWidget):
             self.emit("validInputChanged(bool)", valid)
 
 
-_WIDGET_CLASSES = {"QComboBox": FakeComboBox, "ctkPathLineEdit": FakePathLineEdit}
+class FakeTableView(FakeWidget):
+    """qMRMLTableView: shows the table node it is given (setMRMLTableNode, Libs/MRML/Widgets/qMRMLTableView.h)."""
+
+    def __init__(self, name="", class_name="qMRMLTableView"):
+        super().__init__(name, class_name)
+        self.table = None
+        self.sets = 0
+
+    def setMRMLTableNode(self, node):
+        self.table, self.sets = node, self.sets + 1
+
+    def mrmlTableNode(self):
+        return self.table
+
+
+_WIDGET_CLASSES = {"QComboBox": FakeComboBox, "ctkPathLineEdit": FakePathLineEdit, "qMRMLTableView": FakeTableView}
 
 
 def _load_ui(path):
@@ -510,6 +638,23 @@ def _add_volume_from_array(narray, ijkToRAS=None, name=None, nodeClassName=None)
     node.array = np.array(narray, copy=True)
     if ijkToRAS is not None:
         node.ijk_to_ras = np.array(ijkToRAS, dtype=float)
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+def _load_volume(filename, properties=None, returnNode=False):
+    """slicer.util.loadVolume: the file's voxels as (K, J, I) and its IJK->RAS, as Slicer's reader gives them."""
+    import SimpleITK as sitk
+
+    from ControlCGLib.slicer_bridge import array_from_image
+
+    properties = properties or {}
+    name = properties.get("name") or os.path.basename(str(filename)).split(".")[0]
+    image = sitk.ReadImage(str(filename))
+    array, ijk_to_ras = array_from_image(image)
+    node = _state["scene"].AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    node.array = sitk.GetArrayFromImage(image)  # the file's own type (int16 for the sample), as Slicer keeps it
+    node.ijk_to_ras = ijk_to_ras
     node.CreateDefaultDisplayNodes()
     return node
 
@@ -621,9 +766,17 @@ def install() -> types.ModuleType:
     )
     slicer.app = app
 
-    legends = []
-    colors_logic = types.SimpleNamespace(AddDefaultColorLegendDisplayNode=lambda node: legends.append(node))
+    legends = []  # the displayable nodes given a colour legend, in order; titles by node in state["legend_titles"]
+    titles = {}
+
+    def add_default_color_legend_display_node(node):
+        """vtkSlicerColorLogic: the node's legend display node, made once (Modules/Loadable/Colors/Logic)."""
+        legends.append(node)
+        return types.SimpleNamespace(SetTitleText=lambda text: titles.__setitem__(node.GetID(), text))
+
+    colors_logic = types.SimpleNamespace(AddDefaultColorLegendDisplayNode=add_default_color_legend_display_node)
     _state["legends"] = legends
+    _state["legend_titles"] = titles
     slicer.modules = types.SimpleNamespace(
         colors=types.SimpleNamespace(logic=lambda: colors_logic),
         sequences=types.SimpleNamespace(setToolBarActiveBrowserNode=None, showSequenceBrowser=None),
@@ -718,6 +871,7 @@ def install() -> types.ModuleType:
     util.errorDisplay = _display("error")
     util.warningDisplay = _display("warning")
     util.addVolumeFromArray = _add_volume_from_array
+    util.loadVolume = _load_volume
     util.arrayFromVolume = lambda node: node.array
     util.arrayFromVTKMatrix = lambda matrix: matrix.a.copy()
     util.updateVolumeFromArray = _update_volume_from_array
@@ -732,6 +886,7 @@ def install() -> types.ModuleType:
     qt.QTimer = types.SimpleNamespace(singleShot=single_shot)
     vtk = _LooseModule("vtk")
     vtk.vtkMatrix4x4 = vtkMatrix4x4
+    vtk.vtkDoubleArray = vtkDoubleArray
 
     slicer.ScriptedLoadableModule = slm
     slicer.parameterNodeWrapper = pnw

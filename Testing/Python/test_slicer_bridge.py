@@ -18,6 +18,8 @@ import SimpleITK as sitk
 
 from ControlCGLib import slicer_bridge as bridge
 from ControlCGLib.defaults import EXIT_CANCELLED
+from ControlCGLib.model.checkpoints import WEIGHTS, file_sha256
+from ControlCGLib.overlay import diverging_rgba
 from ControlCGLib.progress import format_progress, parse_progress
 from ControlCGLib.resources import classifier_dir, diffusion_dir, sample_scan
 
@@ -353,3 +355,82 @@ def test_pairing_is_worded_for_the_panel():
     assert bridge.format_pairing("CN", "AD").startswith("paired: AD minus CN")
     assert bridge.format_pairing(None, "AD").startswith("unpaired")
     assert "the change is zero" in bridge.format_pairing("AD", "AD")
+    assert bridge.format_pairing("CN", "AD", {"CN": 0.94, "AD": 0.06}).endswith(
+        "; CN is the classifier's verdict on the scan (p 0.94)"
+    )
+    assert bridge.format_pairing("CN", "AD", {"CN": 0.94}, source_choice="CN").endswith(
+        "CN chosen as the class to change from"
+    )
+
+
+# --- the class the change is measured from, what the verdicts are worth, the volumes ----------------------------------
+
+
+def test_change_from_choices_and_the_other_direction():
+    assert bridge.source_choices(["CN", "AD"]) == [
+        ("auto", "the classifier's verdict"),
+        ("CN", "CN"),
+        ("AD", "AD"),
+        ("none", "none (unpaired: the model's output minus the scan)"),
+    ]
+    assert [bridge.source_argument(v) for v in ("auto", "CN", "none")] == ["auto", "CN", None]
+    assert bridge.verdict_choice_text({"CN": 0.94, "AD": 0.06}) == "the classifier's verdict: CN (p 0.94)"
+    assert bridge.verdict_choice_text({}) == "the classifier's verdict"
+    verdict = {"CN": 0.94, "AD": 0.06}
+    assert bridge.other_direction("CN", "CN", "auto", verdict) == "AD"  # already CN: offer AD
+    assert bridge.other_direction("AD", "CN", "auto", verdict) is None  # a real change toward AD
+    assert bridge.other_direction("CN", "CN", "CN", verdict) is None  # the user chose to start from CN
+    assert bridge.other_direction("CN", None, "none", verdict) is None  # unpaired
+    three = {"CN": 0.5, "MCI": 0.3, "AD": 0.2}
+    assert bridge.other_direction("CN", "CN", "auto", three) == "MCI"  # the most probable other class
+
+
+def test_the_embedded_classifiers_calibration_is_the_measured_one():
+    """The number every verdict is labelled with is the evaluation's measurement of these very weights."""
+    summary = json.loads((ROOT / "docs" / "evaluation" / "summary.json").read_text())["classifier_calibration"]
+    c = bridge.EMBEDDED_CLASSIFIER_CALIBRATION
+    assert c.ece == round(summary["ece"], 3) and c.subjects == summary["n"]
+    assert c.classifier_sha256 == file_sha256(classifier_dir() / WEIGHTS), (
+        "the embedded classifier changed: measure its calibration (docs/evaluation) before labelling verdicts with it"
+    )
+    assert (ROOT / c.source).is_file()
+    note = bridge.classifier_note(c.classifier_sha256)
+    assert note == (
+        "classifier trained on simulated brains; calibration measured on 24 simulated held-out subjects: ECE 0.09; "
+        "uncalibrated on real scans"
+    )
+    assert "not known to ControlCG; uncalibrated" in bridge.classifier_note("ab" * 32)
+    assert "ECE" not in bridge.classifier_note("ab" * 32)  # never a number that was not measured
+    assert bridge.classifier_note(None) == "no classifier"
+
+
+def test_volume_rows_and_the_volume_change_colours():
+    volumes = {
+        "hippocampi": {"input_ml": 9.587, "counterfactual_ml": 8.722, "change_percent": -9.023},
+        "ventricles": {"input_ml": 19.382, "counterfactual_ml": 24.113, "change_percent": 24.413},
+    }
+    assert bridge.volume_rows(volumes) == [("hippocampi", 9.59, 8.72, -9.0), ("ventricles", 19.38, 24.11, 24.4)]
+    assert [name for name, _, _ in bridge.VOLUME_COLUMNS] == [
+        "Region",
+        "Input (mL)",
+        "Counterfactual (mL)",
+        "Change (%)",
+    ]
+    rows = bridge.volume_change_rgba(256, 0.2)
+    assert rows.shape == (256, 4) and rows[128, 3] == 0 and rows[0, 3] == rows[-1, 3] == 1
+    assert rows[0, 2] > rows[0, 0] and rows[-1, 0] > rows[-1, 2]  # shrinks purple (blue > red), grows orange
+    assert not np.allclose(rows[:, :3], diverging_rgba(256, 0.2)[:, :3])  # never read as the saliency's colours
+    assert bridge.VOLUME_CHANGE_WINDOW == pytest.approx(math.log(2.0))
+
+
+def test_the_sweep_keeps_volumes_the_source_choice_and_the_classifier_note():
+    results = _results(by_w={4.0: 0.5})
+    results.by_w[4.0].volumes = {"hippocampi": {"input_ml": 9.5, "counterfactual_ml": 8.6, "change_percent": -9.5}}
+    sweep = bridge.SweepResults.of_run("n", results, "CN")
+    assert sweep.source_choice == "CN" and sweep.volumes_at(4.0)["hippocampi"]["change_percent"] == -9.5
+    assert sweep.classifier_note == "no classifier" and sweep.volumes_at(2.0) == {}
+    more = _results(by_w={2.0: 0.1})
+    more.by_w[2.0].volumes = {"hippocampi": {"input_ml": 9.5, "counterfactual_ml": 9.0, "change_percent": -5.3}}
+    assert set(sweep.extended(more).volumes) == {"2", "4"}
+    assert bridge.SweepResults.from_json(sweep.extended(more).to_json()) == sweep.extended(more)
+    assert "Classifier" in {k.removeprefix("ControlCG.") for k in results.attributes(4.0, "saliency")}

@@ -33,7 +33,11 @@ def declared() -> dict[str, list[tuple[Path, str]]]:
     mod = ROOT / "ControlCG" / "CMakeLists.txt"
     return {
         "module": [(ROOT / "ControlCG" / f, f) for f in cmake_list(mod, "MODULE_PYTHON_SCRIPTS")],
-        "lib": [(ROOT / "ControlCGLib" / f, f"ControlCGLib/{f}") for f in cmake_list(lib, "MODULELIB_PYTHON_SCRIPTS")],
+        "lib": [
+            (ROOT / "ControlCGLib" / f, f"ControlCGLib/{f}")
+            for var in ("MODULELIB_PYTHON_SCRIPTS", "MODULELIB_PYTHON_RESOURCES")
+            for f in cmake_list(lib, var)
+        ],
         "resources": [
             (ROOT / "Resources" / f, f"Resources/{f}")
             for var in ("RESOURCES_PYTHON_SCRIPTS", "RESOURCES_PYTHON_RESOURCES")
@@ -45,7 +49,11 @@ def declared() -> dict[str, list[tuple[Path, str]]]:
 def test_cmake_lists_name_every_file_and_only_existing_ones():
     files = declared()
     lib_listed = {src.relative_to(ROOT / "ControlCGLib").as_posix() for src, _ in files["lib"]}
-    lib_present = {p.relative_to(ROOT / "ControlCGLib").as_posix() for p in (ROOT / "ControlCGLib").rglob("*.py")}
+    lib_present = {
+        p.relative_to(ROOT / "ControlCGLib").as_posix()
+        for p in (ROOT / "ControlCGLib").rglob("*")
+        if p.is_file() and p.name != "CMakeLists.txt" and "__pycache__" not in p.parts
+    }
     assert lib_listed == lib_present, f"ControlCGLib/CMakeLists.txt is out of date: {lib_listed ^ lib_present}"
     res_listed = {src.relative_to(ROOT / "Resources").as_posix() for src, _ in files["resources"]}
     res_present = {
@@ -120,6 +128,7 @@ print(json.dumps({{
     "model": str(resources.diffusion_dir()), "template": str(resources.template_dir()),
     "ui": str(__import__("pathlib").Path(ControlCG.RESOURCES, "UI", "ControlCG.ui").is_file()),
     "torch": "torch" in sys.modules,
+    "reference": __import__("ControlCGLib.self_test").self_test.REFERENCE_FILE.is_file(),
 }}))
 """
 
@@ -161,6 +170,7 @@ def test_module_finds_library_and_resources_in_the_installed_layout(installed, t
     assert Path(found["model"]).is_relative_to(installed / "Resources")
     assert Path(found["template"]).is_relative_to(installed / "Resources")
     assert found["ui"] == "True"
+    assert found["reference"], "the installed self-test has no reference values to compare with"
     assert not found["torch"]
 
 

@@ -2,9 +2,11 @@
 Slicer 5.12's non-blocking launchConsoleProcess (slicer_stubs.py), running the real command line on an oblique volume.
 
 What it proves: the Logic reads the volume through the (K, J, I) + IJK->RAS boundary, runs in the background with
-progress, puts the results into the scene as two sequences on the input's exact geometry with their attributes,
-switches w without a new run, extends the sweep, and leaves the scene untouched on cancel and on failure, removing
-its temporary folder every time. What it cannot prove: that Slicer itself behaves like the stand-ins.
+progress, puts the results into the scene as four sequences (counterfactual, saliency, raw model output, volume
+change) on the input's exact geometry with their attributes and the regional volumes as a table node, switches w
+(images and table) without a new run, shows the overlay chosen, extends the sweep, and leaves the scene untouched on
+cancel and on failure, removing its temporary folder every time. What it cannot prove: that Slicer itself behaves
+like the stand-ins.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ def test_logic_runs_shows_switches_and_extends(module):
         (p.counterfactualSequence, "counterfactual"),
         (p.saliencySequence, "saliency"),
         (p.rawSequence, bridge.RAW_KIND),
+        (p.volumeChangeSequence, bridge.VOLUME_CHANGE_KIND),
     )
     for sequence, kind in kinds:
         assert sequence.GetName() == f"patient T1 {kind} AD" and sequence.index_name == "w"
@@ -102,6 +105,7 @@ def test_logic_runs_shows_switches_and_extends(module):
             assert len(node.GetAttribute("ControlCG.ModelSHA256")) == 64
             assert node.GetAttribute("ControlCG.CodeVersion") == controlcg.__version__
             assert node.GetAttribute("ControlCG.Kind") == kind
+            assert "ECE 0.09" in node.GetAttribute("ControlCG.Classifier")  # what the verdicts are worth
     sweep = logic.sweepOf(p)
     assert sweep.computed == [2.0, 4.0] and set(sweep.input_verdict) == {"CN", "AD"}
     assert sweep.input == p.inputVolume.GetID() and bridge.SweepResults.from_json(p.results) == sweep
@@ -109,11 +113,16 @@ def test_logic_runs_shows_switches_and_extends(module):
     # its own verdicts
     assert sweep.source == max(sweep.input_verdict, key=sweep.input_verdict.get)
     assert sweep.target == "AD" and set(sweep.raw_verdicts) == {"2", "4"}
-    for (_, cf), (_, sal), (_, raw) in zip(*(q.items for q, _ in kinds)):
+    assert sweep.source_choice == "auto" and "uncalibrated on real scans" in sweep.classifier_note
+    assert set(sweep.volumes) == {"2", "4"} and "hippocampi" in sweep.volumes_at(4.0)
+    for (_, cf), (_, sal), (_, raw), (_, change) in zip(*(q.items for q, _ in kinds)):
         # the counterfactual shown is the patient's scan plus the change the overlay draws; the raw output is not
         np.testing.assert_allclose(cf.array, before + sal.array, atol=1e-3 * float(np.abs(before).max()))
         assert np.abs(raw.array - cf.array).max() > 0.01 * float(np.abs(before).max())
         assert cf.GetAttribute("ControlCG.Source") == sweep.source
+        # the volume change: the log volume ratio, zero outside the brain, both signs inside
+        assert change.array.min() < 0 < change.array.max() and np.isfinite(change.array).all()
+        assert (change.array[sal.array == 0] == 0).mean() > 0.99
     assert p.rawSequence.items[1][1].GetAttribute("ControlCG.Verdict") == bridge.format_verdict(sweep.raw_verdict(4.0))
 
     browser = p.sequenceBrowser
@@ -121,6 +130,9 @@ def test_logic_runs_shows_switches_and_extends(module):
     raw_proxy = browser.GetProxyNode(p.rawSequence)
     assert cf_proxy.GetTransformNodeID() == sal_proxy.GetTransformNodeID() == "vtkMRMLLinearTransformNode7"
     assert raw_proxy.GetTransformNodeID() == "vtkMRMLLinearTransformNode7" and browser.sequences[2] is p.rawSequence
+    change_proxy = browser.GetProxyNode(p.volumeChangeSequence)
+    assert browser.sequences[3] is p.volumeChangeSequence
+    assert change_proxy.GetTransformNodeID() == "vtkMRMLLinearTransformNode7"
     assert browser.selected == 1 and cf_proxy.GetAttribute("ControlCG.w") == "4"  # p.w = 4 is shown
     layers = slicer.state["layers"]
     assert layers["background"] is cf_proxy and layers["foreground"] is sal_proxy
@@ -133,8 +145,32 @@ def test_logic_runs_shows_switches_and_extends(module):
     alphas = np.array([c[3] for c in table.colors])
     assert alphas[128] == 0 and alphas[0] == alphas[-1] == 1  # transparent centre
     assert slicer.state["legends"][-1] is sal_proxy
+    assert slicer.state["legend_titles"][sal_proxy.GetID()] == bridge.SALIENCY_LEGEND
+
+    table = p.volumesTable  # the regional volumes at the w shown, one row per region
+    assert table.GetName() == "patient T1 volumes AD w=4" and table.locked
+    assert [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())] == [
+        name for name, _, _ in bridge.VOLUME_COLUMNS
+    ]
+    assert [tuple(c.values[r] for c in table.columns) for r in range(table.GetNumberOfRows())] == bridge.volume_rows(
+        sweep.volumes_at(4.0)
+    )
+    assert table.properties[("Input (mL)", "unitLabel")] == "mL" and table.GetAttribute("ControlCG.w") == "4"
 
     assert logic.showW(p, 2.0) and browser.selected == 0 and cf_proxy.GetAttribute("ControlCG.w") == "2"
+    assert table.GetAttribute("ControlCG.w") == "2" and table.GetName().endswith("w=2")  # the table follows w
+    assert table.GetCellText(0, 3) == f"{bridge.volume_rows(sweep.volumes_at(2.0))[0][3]:.6g}"
+    p.overlay = "volume change"  # the second overlay: its own colours, legend and fixed symmetric window
+    logic.updateDisplay(p)
+    assert slicer.state["layers"]["foreground"] is change_proxy and slicer.state["layers"]["background"] is cf_proxy
+    assert change_proxy.GetDisplayNode().window == (-bridge.VOLUME_CHANGE_WINDOW, bridge.VOLUME_CHANGE_WINDOW)
+    change_table = slicer.mrmlScene.GetFirstNodeByName(controlcg.VOLUME_CHANGE_COLOR_TABLE_NAME)
+    assert change_proxy.GetDisplayNode().color_node_id == change_table.GetID() and change_table.colors[128][3] == 0
+    assert change_table.colors[0][:3] != table_colour(slicer, controlcg.COLOR_TABLE_NAME, 0)  # not the saliency's
+    assert slicer.state["legend_titles"][change_proxy.GetID()] == bridge.VOLUME_CHANGE_LEGEND
+    p.overlay = "saliency"
+    logic.updateDisplay(p)
+    assert slicer.state["layers"]["foreground"] is sal_proxy
     assert not logic.showW(p, 3.0)  # not computed: the widget re-runs on release
     p.background = "raw model output"
     logic.updateDisplay(p)
@@ -152,6 +188,12 @@ def test_logic_runs_shows_switches_and_extends(module):
     assert browser.selected == 1  # the new w is shown
     extended = logic.sweepOf(p)
     assert extended.computed == [2.0, 3.0, 4.0] and extended.window >= sweep.window
+    assert [v for v, _ in p.volumeChangeSequence.items] == ["2", "3", "4"] and p.volumesTable is table
+    assert table.GetAttribute("ControlCG.w") == "3" and set(extended.volumes) == {"2", "3", "4"}
+
+
+def table_colour(slicer, name, i):
+    return slicer.mrmlScene.GetFirstNodeByName(name).colors[i][:3]
 
 
 def test_cancel_and_failure_leave_the_scene_unchanged(module):
@@ -230,6 +272,12 @@ def test_the_panel_request_is_the_command_lines_request(module, tmp_path):
     assert (request.target, request.scales, request.steps, request.seed) == ("CN", (0.0, 2.5), 12, 7)
     assert (request.start_strength, request.device, request.model) == (0.45, "cpu", "/models/m")
     assert request.preprocessed and request.accept_unusual and request.source == "auto"
+    p.sourceClass = "AD"  # "Change from": a class chosen by the user, or unpaired
+    assert logic.request(p, [4.0], work).source == "AD"
+    p.sourceClass = "none"
+    unpaired = logic.request(p, [4.0], work)
+    assert unpaired.source is None and "--source none" in " ".join(bridge.build_command("PythonSlicer", unpaired))
+    assert logic.request(p, [4.0], work, precision="fp32").precision == "fp32"  # what the self-test pins
     assert request.sampling_changes() == {"steps": 12, "start_strength": 0.45}
     for unset in ("--solver", "--spacing", "--kv-stride", "--injection", "--blend", "--no-blend"):
         assert unset not in command

@@ -32,13 +32,21 @@ WIDGETS = {
     "inputsCollapsibleButton": ("ctkCollapsibleButton", None),
     "inputSelector": ("qMRMLNodeComboBox", "inputVolume"),
     "targetClassComboBox": ("QComboBox", None),
+    # bound by hand in ControlCG.py: its entries come from the model's class names
+    "sourceComboBox": ("QComboBox", None),
     "wSliderWidget": ("ctkSliderWidget", "w"),
     "sweepLabel": ("QLabel", None),
     "inputVerdictLabel": ("QLabel", None),
     "counterfactualVerdictLabel": ("QLabel", None),
     "rawVerdictLabel": ("QLabel", None),
     "pairingLabel": ("QLabel", None),
+    "classifierNoteLabel": ("QLabel", None),
+    "otherDirectionButton": ("QPushButton", None),
+    "volumesCollapsibleButton": ("ctkCollapsibleButton", None),
+    "volumesLabel": ("QLabel", None),
+    "volumesTableView": ("qMRMLTableView", None),
     "displayCollapsibleButton": ("ctkCollapsibleButton", None),
+    "overlayComboBox": ("QComboBox", "overlay"),
     "overlayOpacitySliderWidget": ("ctkSliderWidget", "overlayOpacity"),
     "saliencyThresholdSliderWidget": ("ctkSliderWidget", "saliencyThreshold"),
     "backgroundComboBox": ("QComboBox", "background"),
@@ -148,22 +156,26 @@ def test_every_custom_widget_has_a_standin():
     assert set(declared) == {cls.__name__ for cls in STANDINS}
     for name, element in declared.items():
         assert element.findtext("header") == f"{name}.h"
-        assert element.findtext("extends") == "QWidget"
+        # what each class derives from in CTK / Slicer (qMRMLTableView.h: a QTableView, declared so in Slicer's own
+        # Modules/Loadable/Tables/Resources/UI/qSlicerTablesModuleWidget.ui)
+        assert element.findtext("extends") == ("QTableView" if name == "qMRMLTableView" else "QWidget")
     assert {n for n, e in declared.items() if e.findtext("container") == "1"} == {"ctkCollapsibleButton", "qMRMLWidget"}
 
 
 def test_scene_reaches_the_node_selector(panel):
     """The .ui's mrmlSceneChanged(vtkMRMLScene*) -> setMRMLScene(vtkMRMLScene*) connection, as in Slicer's template."""
     connections = [{child.tag: child.text for child in c if child.tag != "hints"} for c in ui_tree().iter("connection")]
-    assert {
-        "sender": "ControlCG",
-        "signal": "mrmlSceneChanged(vtkMRMLScene*)",
-        "receiver": "inputSelector",
-        "slot": "setMRMLScene(vtkMRMLScene*)",
-    } in connections
+    for receiver in ("inputSelector", "volumesTableView"):
+        assert {
+            "sender": "ControlCG",
+            "signal": "mrmlSceneChanged(vtkMRMLScene*)",
+            "receiver": receiver,
+            "slot": "setMRMLScene(vtkMRMLScene*)",
+        } in connections
     scene = object()
     panel.setMRMLScene(scene)
     assert widget(panel, "inputSelector").mrmlScene() is scene
+    assert widget(panel, "volumesTableView").mrmlScene() is scene
 
 
 # (b) widgets, classes, bindings
@@ -200,6 +212,9 @@ def test_form_labels_and_texts(panel):
         "counterfactualVerdictLabel": "-",
         "rawVerdictLabel": "-",
         "pairingLabel": "-",
+        "classifierNoteLabel": "-",
+        "volumesLabel": "none yet",
+        "volumesCollapsibleButton": "Regional volumes",
         "statusLabel": "",
         "sweepLineEdit": "0 2 4 6 8 10",
     }
@@ -218,14 +233,17 @@ def test_form_labels_and_texts(panel):
     assert labels == {
         "inputSelector": "Input T1 volume:",
         "targetClassComboBox": "Hypothetical class:",
+        "sourceComboBox": "Change from:",
         "wSliderWidget": "Guidance w:",
         "sweepLabel": "Precomputed w:",
         "inputVerdictLabel": "Classifier on input:",
         "counterfactualVerdictLabel": "Classifier on counterfactual:",
         "rawVerdictLabel": "Classifier on raw output:",
         "pairingLabel": "Saliency:",
-        "overlayOpacitySliderWidget": "Saliency opacity:",
-        "saliencyThresholdSliderWidget": "Saliency threshold:",
+        "classifierNoteLabel": "Verdicts:",
+        "overlayComboBox": "Overlay:",
+        "overlayOpacitySliderWidget": "Overlay opacity:",
+        "saliencyThresholdSliderWidget": "Overlay threshold:",
         "backgroundComboBox": "Under the overlay:",
         "stepsSpinBox": "DDIM steps:",
         "startStrengthSliderWidget": "Start strength:",
@@ -254,10 +272,26 @@ def test_initial_states(panel):
     assert widget(panel, "progressBar").isTextVisible()
     assert widget(panel, "statusLabel").wordWrap()
     assert widget(panel, "pairingLabel").wordWrap()
-    for name in ("targetClassComboBox", "wSliderWidget", "sweepLineEdit", "modelPathLineEdit", "stepsSpinBox"):
+    assert widget(panel, "classifierNoteLabel").wordWrap() and widget(panel, "volumesLabel").wordWrap()
+    assert widget(panel, "volumesCollapsibleButton").collapsed is False
+    table = widget(panel, "volumesTableView")
+    assert table.editTriggers() == table.EditTrigger.NoEditTriggers  # the numbers are read, not edited
+    for name in (
+        "targetClassComboBox",
+        "sourceComboBox",
+        "wSliderWidget",
+        "sweepLineEdit",
+        "modelPathLineEdit",
+        "stepsSpinBox",
+        "overlayComboBox",
+        "otherDirectionButton",
+    ):
         assert widget(panel, name).toolTip(), f"{name} has no tool tip"
     assert "embedded model" in widget(panel, "modelPathLineEdit").toolTip()
     assert "raw output" in widget(panel, "backgroundComboBox").toolTip()
+    assert "Default: the class the classifier gives the scan" in widget(panel, "sourceComboBox").toolTip()
+    overlay = widget(panel, "overlayComboBox").toolTip()
+    assert "shrinks" in overlay and "grows" in overlay
 
 
 # (e) ranges and defaults
@@ -414,6 +448,7 @@ class ControlCGParameterNode:
     overlayOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.6
     saliencyThreshold: Annotated[float, WithinRange(0.0, 0.5)] = 0.05
     background: Annotated[str, Choice(["counterfactual", "raw model output", "input scan"])] = "counterfactual"
+    overlay: Annotated[str, Choice(["saliency", "volume change"])] = "saliency"
     steps: Annotated[int, WithinRange(1, 1000)] = 50
     startStrength: Annotated[float, WithinRange(0.05, 1.0)] = 0.3
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0

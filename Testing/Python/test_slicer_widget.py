@@ -4,7 +4,10 @@ as CTK does, field changes of the parameter node running its observers at once a
 
 What it proves: the model folder field round-trips what is typed and goes back to the embedded model when cleared;
 a slider release during a run leaves no drag pending; the self-tests report "skipped" (never "passed") without the
-model's packages; the package install runs before the wait cursor and without skip_packages. What it cannot prove:
+model's packages; the package install runs before the wait cursor and without skip_packages; "Change from" lists the
+classifier's verdict (named with its probability after a run), each class and unpaired; the verdicts carry what the
+classifier is worth; a scan the classifier already gives the target class offers the other direction in one click;
+the run's regional volume table is shown in the panel. What it cannot prove:
 that Slicer's widgets behave like the stand-ins (their behaviour is quoted from CTK's and Slicer's source).
 """
 
@@ -94,12 +97,16 @@ def test_self_tests_report_skipped_not_passed_without_the_model_packages(module,
     suite.run(result)
     assert result.wasSuccessful(), result.errors + result.failures
     skipped = {test._testMethodName: reason for test, reason in result.skipped}
-    assert set(skipped) == {"test_counterfactual_on_sample", "test_cancel_leaves_scene_unchanged"}
+    assert set(skipped) == {
+        "test_counterfactual_on_sample",
+        "test_sample_numbers_match_the_reference",
+        "test_cancel_leaves_scene_unchanged",
+    }
     assert all("torch, monai" in reason for reason in skipped.values())
-    assert result.testsRun == 3  # the geometry test ran and passed
+    assert result.testsRun == 4  # the geometry test ran and passed
 
     controlcg.ControlCGTest().runTest()  # the Reload and Test button: says what it skipped, raises nothing
-    assert sum("skipped" in m for m in slicer.state["messages"]) == 2
+    assert sum("skipped" in m for m in slicer.state["messages"]) == 3
 
 
 # --- installing the packages ------------------------------------------------------------------------------------------
@@ -141,3 +148,81 @@ def test_a_package_left_unmet_or_a_replaced_torch_is_reported(module):  # noqa: 
     torch = logic.installedVersions(["torch"])["torch"]
     with pytest.raises(RuntimeError, match=re.escape(f"torch changed from 0.0 to {torch}")):
         logic.checkInstalled([], {"torch": "0.0"}, lambda requirement: True)
+
+
+# --- the class the change is measured from, and the other direction ---------------------------------------------------
+
+
+def _sweep(target="CN", source="CN", choice="auto"):
+    """What the parameter node keeps after a run on a scan the classifier calls CN (p 0.94) at w = 4."""
+    from ControlCGLib import slicer_bridge as bridge
+
+    return bridge.SweepResults(
+        input="vtkMRMLScalarVolumeNode1",
+        target=target,
+        source=source,
+        input_verdict={"CN": 0.94, "AD": 0.06},
+        verdicts={"4": {"CN": 0.94, "AD": 0.06}},
+        volumes={"4": {"hippocampi": {"input_ml": 9.59, "counterfactual_ml": 9.59, "change_percent": 0.0}}},
+        source_choice=choice,
+        classifier_note=bridge.classifier_note(bridge.EMBEDDED_CLASSIFIER_CALIBRATION.classifier_sha256),
+    ).to_json()
+
+
+def test_change_from_lists_the_verdict_the_classes_and_unpaired(widget):
+    _, _, w = widget
+    combo, p = w.ui.sourceComboBox, w._parameterNode
+    assert combo.items == ["the classifier's verdict", "CN", "AD", "none (unpaired: the model's output minus the scan)"]
+    assert combo.currentIndex == 0 and p.sourceClass == "auto"
+    combo.currentIndex = 2
+    assert p.sourceClass == "AD" and panel_request(w.logic, p).source == "AD"
+    combo.currentIndex = 3
+    assert p.sourceClass == "none" and panel_request(w.logic, p).source is None
+    p.sourceClass = "CN"  # a scene that saved a choice: shown again when the model's classes are read
+    w.onModelChanged()
+    assert combo.currentText == "CN"
+
+
+def test_the_verdict_is_shown_with_its_probability_and_what_it_is_worth(widget):
+    _, slicer, w = widget
+    p = w._parameterNode
+    p.inputVolume = _oblique_sample(slicer)
+    p.targetClass, p.w = "AD", 4.0
+    p.results = _sweep(target="AD", source="CN")
+    assert w.ui.sourceComboBox.items[0] == "the classifier's verdict: CN (p 0.94)"
+    assert "CN is the classifier's verdict on the scan (p 0.94)" in w.ui.pairingLabel.text
+    assert w.ui.classifierNoteLabel.text == (
+        "classifier trained on simulated brains; calibration measured on 24 simulated held-out subjects: ECE 0.09; "
+        "uncalibrated on real scans"
+    )
+    assert w.ui.volumesLabel.text.startswith("At w=4, toward AD")
+    assert not w.ui.otherDirectionButton.visible  # the change was measured from another class: nothing to offer
+
+
+def test_a_scan_already_of_the_target_class_offers_the_other_direction_in_one_click(widget):
+    _, slicer, w = widget
+    p = w._parameterNode
+    p.inputVolume = _oblique_sample(slicer)
+    p.targetClass, p.w = "CN", 4.0
+    p.results = _sweep(target="CN", source="CN")  # the classifier already says CN
+    button = w.ui.otherDirectionButton
+    assert button.visible and button.enabled and button.text == "Explain toward AD instead"
+    started = []
+    w._startOrExplain = started.append
+    button.emit("clicked(bool)", False)
+    assert p.targetClass == "AD" and w.ui.targetClassComboBox.currentText == "AD" and started == [None]
+    assert not button.visible  # the target is now the other class
+
+    p.targetClass, p.results = "CN", _sweep(target="CN", source="CN", choice="CN")  # the user chose CN to start from
+    assert not button.visible  # then the advice is another source, not another target
+
+
+def test_the_run_table_is_shown_in_the_panel(widget):
+    _, slicer, w = widget
+    p = w._parameterNode
+    table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", "volumes")
+    sets = w.ui.volumesTableView.sets
+    p.volumesTable = table
+    assert w.ui.volumesTableView.table is table
+    p.w = 2.0  # another change of the parameter node does not set the same table again
+    assert w.ui.volumesTableView.sets == sets + 1
