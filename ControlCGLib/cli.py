@@ -10,7 +10,7 @@ import os
 import sys
 
 from . import __version__
-from .commands import counterfactual, data, evaluate, toy, train
+from .commands import counterfactual, data, evaluate, prepare, toy, train
 from .defaults import EXIT_FAILED, EXIT_OK, EXIT_REFUSED
 
 
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"controlcg {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (data, counterfactual, toy, evaluate, train):
+    for module in (data, counterfactual, toy, prepare, evaluate, train):
         module.register(sub)
     return parser
 

@@ -74,6 +74,10 @@ def _cmd_evaluate(args) -> int:
     if not args.cohort:
         return 0
     judge = load_checkpoint(args.judge or judge_dir())
+    from ..evaluation.real_cohort import is_real_cohort
+
+    if is_real_cohort(args.cohort):  # a labelled real cohort (controlcg prepare's prepared.csv): no truths
+        return _real_cohort(args, out, model, classifier, judge, settings, augmentation)
     bar = tqdm(total=n * len(settings.seeds), desc="subjects x seeds", unit="run", mininterval=2.0)
     summary = run_evaluation(
         args.cohort,
@@ -105,6 +109,36 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _real_cohort(args, out, model, classifier, judge, settings, augmentation) -> int:
+    """A labelled real cohort CSV without truths (evaluation/real_cohort.py): real_cohort.md, .json and rows.csv."""
+    from tqdm.auto import tqdm
+
+    from ..evaluation.real_cohort import run_real_cohort
+
+    bar = tqdm(desc="scans", unit="scan", mininterval=2.0)
+    summary = run_real_cohort(
+        args.cohort,
+        out,
+        model,
+        classifier,
+        judge,
+        settings,
+        n=args.n,
+        on_item=lambda scan: bar.update(1),
+        augment_cohort=args.augment_cohort,
+        augmentation=augmentation,
+    )
+    bar.close()
+    if summary is not None:
+        e = summary["per_w"][f"{float(settings.default_w):g}"]
+        print(
+            f"ours at w={settings.default_w:g} on {summary['subjects']} real subjects: SSIM to the input "
+            f"{e['ssim']:.3f}, flip {e['flip']:.2f} (judge {e['flip_judge'] if e['flip_judge'] is not None else '-'})"
+        )
+        print(f"wrote {out}/real_cohort.md, real_cohort.json, rows.csv")
+    return 0
+
+
 def _real_scans(paths, out, model, classifier, settings) -> None:
     """The measures without ground truth on real T1s (evaluation/real_scans.py): real_scans.json and .md."""
     import json
@@ -128,7 +162,10 @@ def _real_scans(paths, out, model, classifier, settings) -> None:
 def register(sub) -> None:
     p = add_command(sub, "evaluate", "compare ours with ILVR and DDIM inversion on a simulated cohort", _cmd_evaluate)
     p.add_argument(
-        "--cohort", default=None, help="simulated manifest.csv (held-out subjects with true counterfactuals)"
+        "--cohort",
+        default=None,
+        help="simulated manifest.csv (held-out subjects with true counterfactuals), or a labelled real cohort CSV "
+        "(controlcg prepare's prepared.csv: its test split, measured without truths)",
     )
     p.add_argument(
         "--real",
@@ -184,7 +221,12 @@ def register(sub) -> None:
         help="simulated manifest whose subjects make the atlas anchor (the mean true change per direction; default: "
         "the cohort's subjects of the trained anatomies, or all of them, each left out of its own atlas)",
     )
-    p.add_argument("--augment-cohort", default=None, help="simulated training cohort for the augmentation table")
+    p.add_argument(
+        "--augment-cohort",
+        default=None,
+        help="training cohort for the augmentation table: a simulated manifest, or with a real --cohort a labelled CSV "
+        "(its train split; e.g. the same prepared.csv)",
+    )
     p.add_argument("--augment-real", type=int, default=None, help="real training scans (default 8)")
     p.add_argument("--augment-steps", type=int, default=None, help="classifier steps per method (default 300)")
     p.add_argument("--model", default=None, help="diffusion model folder (default: embedded)")

@@ -37,6 +37,7 @@ class Scan:
     label: str
     subject: str
     split: str | None = None
+    prepared: str | None = None  # "<z>x<y>x<x>": the model input itself, written by ``controlcg prepare``
 
 
 def read_cohort(path: str | Path, class_names: Sequence[str] = ("CN", "AD"), check_files: bool = True) -> list[Scan]:
@@ -78,7 +79,8 @@ def read_cohort(path: str | Path, class_names: Sequence[str] = ("CN", "AD"), che
         if not subject:
             raise CohortError(f"{where}: empty subject id")
         split = (row.get("split") or "").strip() or None
-        scans.append(Scan(line, image, known[label.lower()], subject, split))
+        prepared = (row.get("prepared") or "").strip() or None
+        scans.append(Scan(line, image, known[label.lower()], subject, split, prepared))
     _check_splits(scans, path)
     return scans
 
@@ -142,9 +144,30 @@ def preprocess(
     return prepare(image, grid, preprocessed=True, template=template, intensity=intensity, screen="off").model_input
 
 
+def read_prepared(scan: Scan, grid: Sequence[int]) -> np.ndarray:
+    """A scan ``controlcg prepare`` wrote (its row says ``prepared=<grid>``): the model input itself, read as it is,
+    bit for bit the array the counterfactual path gives the model. Refused when prepared for another grid."""
+    tag = "x".join(str(int(g)) for g in grid)
+    if scan.prepared != tag:
+        raise CohortError(
+            f"row {scan.row} (subject {scan.subject!r}): {scan.image} was prepared for the {scan.prepared} grid, the "
+            f"model works on {tag}; run controlcg prepare with this model's grid"
+        )
+    try:
+        unit = sitk.GetArrayFromImage(sitk.ReadImage(str(scan.image), sitk.sitkFloat32))
+    except RuntimeError as exc:
+        raise CohortError(f"row {scan.row} (subject {scan.subject!r}): cannot read {scan.image}: {exc}") from None
+    if unit.shape != tuple(grid):
+        raise CohortError(
+            f"row {scan.row} (subject {scan.subject!r}): {scan.image} holds a {unit.shape} volume, not {tuple(grid)}"
+        )
+    return unit
+
+
 class CohortDataset(torch.utils.data.Dataset):
     """(volume (1, D, H, W) in model range, class index) pairs for training; preprocessing happens on access.
-    Every scan goes through :func:`preprocess`, also those already on the model grid (a simulated cohort)."""
+    Every scan goes through :func:`preprocess`, also those already on the model grid (a simulated cohort), except
+    the rows ``controlcg prepare`` marked prepared, which are read as they are (:func:`read_prepared`)."""
 
     def __init__(
         self,
@@ -164,6 +187,9 @@ class CohortDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         scan = self.scans[i]
+        if scan.prepared:
+            unit = read_prepared(scan, self.grid)
+            return torch.from_numpy(to_model_range(unit, self.intensity))[None], self.class_names.index(scan.label)
         try:
             image = sitk.ReadImage(str(scan.image))
         except RuntimeError as exc:

@@ -115,3 +115,28 @@ def simulated_manifest(tmp_path_factory):
     from ControlCGLib.data.simulator import write_cohort
 
     return write_cohort(tmp_path_factory.mktemp("cohort"), 6, grid=(40, 48, 40), seed=3)
+
+
+@pytest.fixture(scope="session")
+def realistic_cohort(tmp_path_factory):
+    """4 simulated subjects inside Colin27's head on oblique, anisotropic 3 mm grids (2 CN, 2 AD: one train, one
+    test each), plus a T2-like scan, a slab and a truncated file (data/realistic_cohort.py): cohort.csv."""
+    from ControlCGLib.data.realistic_cohort import write_realistic_cohort
+
+    return write_realistic_cohort(tmp_path_factory.mktemp("realistic"), n=4, seed=1, spacing=(3.0, 3.0, 3.0))
+
+
+#: The grid the prepared realistic cohort is on: the cpu preset's, so that ``train diffusion --preset cpu`` reads it.
+PREPARED_GRID = (40, 48, 40)
+
+
+@pytest.fixture(scope="session")
+def prepared_realistic(tmp_path_factory, realistic_cohort):
+    """The realistic cohort through ``prepare_cohort`` uninterrupted, on the cpu preset's grid: the output folder."""
+    from ControlCGLib.data.preparation import PrepareSettings, prepare_cohort
+    from ControlCGLib.model.config import preset
+
+    out = tmp_path_factory.mktemp("prepared")
+    settings = PrepareSettings(grid=PREPARED_GRID, intensity=preset("cpu").intensity)
+    prepare_cohort(realistic_cohort, out, settings)
+    return out
