@@ -3,6 +3,7 @@ and geometry, and what cannot be read right (truncated gzip, several series, one
 
 from __future__ import annotations
 
+import locale
 import random
 
 import numpy as np
@@ -59,15 +60,19 @@ def write_dicom_series(image: sitk.Image, folder, series_uid: str, prefix: str =
     writer.KeepOriginalImageUIDOn()
     slices = [k for k in range(image.GetSize()[2]) if k not in skip]
     names = random.Random(series_uid).sample(range(len(slices)), len(slices))
-    for k, n in zip(slices, names):
-        piece = image[:, :, k]
-        for tag, value in shared.items():
-            piece.SetMetaData(tag, value)
-        position = image.TransformIndexToPhysicalPoint((0, 0, k))
-        piece.SetMetaData("0020|0032", "\\".join(f"{c:.6f}" for c in position))
-        piece.SetMetaData("0020|0013", str(k + 1))
-        writer.SetFileName(str(folder / f"{prefix}{n:03d}.dcm"))
-        writer.Execute(piece)
+    ctype = locale.setlocale(locale.LC_CTYPE)
+    try:
+        for k, n in zip(slices, names):
+            piece = image[:, :, k]
+            for tag, value in shared.items():
+                piece.SetMetaData(tag, value)
+            position = image.TransformIndexToPhysicalPoint((0, 0, k))
+            piece.SetMetaData("0020|0032", "\\".join(f"{c:.6f}" for c in position))
+            piece.SetMetaData("0020|0013", str(k + 1))
+            writer.SetFileName(str(folder / f"{prefix}{n:03d}.dcm"))
+            writer.Execute(piece)
+    finally:
+        locale.setlocale(locale.LC_CTYPE, ctype)  # GDCM's writer switches the process to the C locale
 
 
 @pytest.mark.parametrize("name", ["scan.nii", "scan.nii.gz", "scan.nrrd", "scan.nhdr", "scan.mha", "scan.mhd"])
