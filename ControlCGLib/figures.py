@@ -301,6 +301,67 @@ def saliency_colormap(threshold: float = 0.05, opacity: float = 0.6, n: int = 25
     return ListedColormap(table, name="controlcg_saliency").with_extremes(bad=(0.0, 0.0, 0.0, 0.0))
 
 
+def draw_slice_views(
+    fig,
+    cells,
+    grey: list[SliceView],
+    overlay: list[SliceView],
+    low: float,
+    high: float,
+    cmap,
+    norm,
+    *,
+    overlay_interpolation: str = "bilinear",
+    offsets: bool = True,
+) -> list:
+    """Draws three ``slicer_slices`` views into the figure's gridspec ``cells``, as Slicer's slice views look: the grey
+    ``grey`` windowed to [``low``, ``high``], ``overlay`` over it through ``cmap`` and ``norm`` (NaN transparent),
+    each titled in its view's colour, the patient directions on its edges and, with ``offsets``, its slice offset in
+    the corner. One drawing for every figure of slice views, so that they all read alike. Returns the axes."""
+    from matplotlib import patheffects
+
+    outline = [patheffects.withStroke(linewidth=2, foreground="black")]
+    axes = []
+    for cell, g, c in zip(cells, grey, overlay):
+        ax = fig.add_subplot(cell)
+        ax.set_facecolor("black")
+        rows, cols = g.array.shape
+        extent = (0.0, cols * g.spacing[0], rows * g.spacing[1], 0.0)  # mm, top row at the top
+        ax.imshow(g.array, cmap="gray", vmin=low, vmax=high, extent=extent, interpolation="bilinear")
+        ax.imshow(
+            np.ma.masked_invalid(c.array), cmap=cmap, norm=norm, extent=extent, interpolation=overlay_interpolation
+        )
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(
+            g.title,
+            fontsize=10,
+            color="black",
+            bbox={"facecolor": g.colour, "edgecolor": "none", "boxstyle": "round,pad=0.25"},
+        )
+        left, right, top, bottom = g.edges
+        style = {"color": "white", "fontsize": 10, "fontweight": "bold", "path_effects": outline}
+        ax.text(0.02, 0.5, left, transform=ax.transAxes, ha="left", va="center", **style)
+        ax.text(0.98, 0.5, right, transform=ax.transAxes, ha="right", va="center", **style)
+        ax.text(0.5, 0.98, top, transform=ax.transAxes, ha="center", va="top", **style)
+        ax.text(0.5, 0.02, bottom, transform=ax.transAxes, ha="center", va="bottom", **style)
+        if offsets:
+            letter, offset = g.offset
+            ax.text(
+                0.02,
+                0.02,
+                f"{letter}: {offset:.1f} mm",
+                transform=ax.transAxes,
+                ha="left",
+                va="bottom",
+                color="0.9",
+                fontsize=7,
+                path_effects=outline,
+            )
+        axes.append(ax)
+    return axes
+
+
 def slice_views(
     path: str | Path,
     background: sitk.Image,
@@ -326,7 +387,6 @@ def slice_views(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib import patheffects
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import ListedColormap, Normalize
     from matplotlib.patches import Rectangle
@@ -347,46 +407,13 @@ def slice_views(
     grey = slicer_slices(background, point, grid, default=low)
     change = slicer_slices(saliency, point, grid, default=0.0)
 
-    outline = [patheffects.withStroke(linewidth=2, foreground="black")]
     overlay_cmap = saliency_colormap(threshold, opacity)
     norm = Normalize(-window, window)
 
     widths = [v.array.shape[1] * v.spacing[0] for v in grey]
     fig = plt.figure(figsize=(11.5, 4.6), dpi=130)
     gs = fig.add_gridspec(1, 4, width_ratios=[*widths, 0.045 * sum(widths)], wspace=0.06)
-    for i, (g, c) in enumerate(zip(grey, change)):
-        ax = fig.add_subplot(gs[0, i])
-        ax.set_facecolor("black")
-        rows, cols = g.array.shape
-        extent = (0.0, cols * g.spacing[0], rows * g.spacing[1], 0.0)  # mm, top row at the top
-        ax.imshow(g.array, cmap="gray", vmin=low, vmax=high, extent=extent, interpolation="bilinear")
-        ax.imshow(np.ma.masked_invalid(c.array), cmap=overlay_cmap, norm=norm, extent=extent, interpolation="bilinear")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(
-            g.title,
-            fontsize=10,
-            color="black",
-            bbox={"facecolor": g.colour, "edgecolor": "none", "boxstyle": "round,pad=0.25"},
-        )
-        left, right, top, bottom = g.edges
-        style = {"color": "white", "fontsize": 10, "fontweight": "bold", "path_effects": outline}
-        ax.text(0.02, 0.5, left, transform=ax.transAxes, ha="left", va="center", **style)
-        ax.text(0.98, 0.5, right, transform=ax.transAxes, ha="right", va="center", **style)
-        ax.text(0.5, 0.98, top, transform=ax.transAxes, ha="center", va="top", **style)
-        ax.text(0.5, 0.02, bottom, transform=ax.transAxes, ha="center", va="bottom", **style)
-        letter, offset = g.offset
-        ax.text(
-            0.02,
-            0.02,
-            f"{letter}: {offset:.1f} mm",
-            transform=ax.transAxes,
-            ha="left",
-            va="bottom",
-            color="0.9",
-            fontsize=7,
-            path_effects=outline,
-        )
+    draw_slice_views(fig, [gs[0, i] for i in range(3)], grey, change, low, high, overlay_cmap, norm)
 
     cax = fig.add_subplot(gs[0, 3])
     legend = ListedColormap(np.where(table[:, 3:] == 1.0, table, [0.0, 0.0, 0.0, 0.0]), name="controlcg_legend")

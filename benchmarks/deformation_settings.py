@@ -17,6 +17,7 @@ import argparse
 import json
 from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -24,6 +25,36 @@ from tqdm import tqdm
 
 SMOOTHINGS = (0.5, 1.0, 2.0, 4.0)  # mm, the demons field's Gaussian (imaging/deformation.SMOOTHING)
 SWEEP = (1.0, 2.0, 4.0, 6.0, 8.0)
+
+
+class SubjectTruth(NamedTuple):
+    """A subject's scan on a model's grid and what the outputs of a run on it are scored against."""
+
+    prepared: object  # evaluation/subjects.prepare_subject's
+    unit: np.ndarray
+    mask: np.ndarray
+    truth: np.ndarray
+    ruler: object  # evaluation/measures.subject_ruler's
+    before: dict[str, float]
+    true_volume: dict[str, float]
+    size: float
+
+
+def subject_truth(subject, cfg) -> SubjectTruth:
+    """The scan on ``cfg``'s grid, its true counterfactual in the same scaling, the volume ruler with the regional
+    volumes of the scan and their true change (percent), and the size of the true change inside the brain: read one
+    way by every benchmark that scores a subject's outputs against the truth."""
+    from ControlCGLib.evaluation.measures import subject_ruler
+    from ControlCGLib.evaluation.subjects import prepare_subject
+
+    prepared = prepare_subject(subject, cfg.grid, cfg.intensity)
+    unit, mask = prepared.model_input, prepared.mask
+    truth = prepared.same_scaling(sitk.ReadImage(str(subject.true_counterfactual)))
+    ruler = subject_ruler(subject, prepared, unit, mask)
+    before = ruler.volumes(unit)
+    true_volume = ruler.change_percent(truth, before)
+    size = float(np.linalg.norm((truth - unit)[mask]))
+    return SubjectTruth(prepared, unit, mask, truth, ruler, before, true_volume, size)
 
 
 def cached_outputs(subject, model, prepared, folder: Path, scales) -> dict[str, np.ndarray]:
@@ -57,9 +88,8 @@ def _verdict(classifier, volume) -> str:
 
 
 def main() -> None:
-    from ControlCGLib.evaluation.measures import subject_ruler
     from ControlCGLib.evaluation.metrics import change_scores
-    from ControlCGLib.evaluation.subjects import balanced, prepare_subject, read_simulated
+    from ControlCGLib.evaluation.subjects import balanced, read_simulated
     from ControlCGLib.imaging.deformation import estimate_warp
     from ControlCGLib.model.checkpoints import load_checkpoint
     from ControlCGLib.model.classifier import VolumeClassifier
@@ -77,13 +107,7 @@ def main() -> None:
     judge = VolumeClassifier(load_checkpoint(judge_dir()))
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for s in tqdm(balanced(read_simulated(args.manifest), args.subjects), desc="subjects"):
-        prepared = prepare_subject(s, cfg.grid, cfg.intensity)
-        unit, mask = prepared.model_input, prepared.mask
-        truth = prepared.same_scaling(sitk.ReadImage(str(s.true_counterfactual)))
-        ruler = subject_ruler(s, prepared, unit, mask)
-        before = ruler.volumes(unit)
-        true_volume = ruler.change_percent(truth, before)
-        size = float(np.linalg.norm((truth - unit)[mask]))
+        prepared, unit, mask, truth, ruler, before, true_volume, size = subject_truth(s, cfg)
         ends = cached_outputs(s, model, prepared, Path(args.cache), SWEEP)
         direction = f"{s.label}->{s.target}"
 

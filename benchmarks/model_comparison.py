@@ -25,9 +25,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 import torch
-from deformation_settings import _verdict, cached_outputs
+from deformation_settings import _verdict, cached_outputs, subject_truth
 from tqdm import tqdm
 
 SWEEP = (2.0, 4.0, 6.0)
@@ -42,8 +41,7 @@ def _block_mean(volume: np.ndarray, grid) -> np.ndarray:
 
 
 def score_model(folder: Path, manifest: str, n: int, cache: Path, coarse_grid) -> tuple[dict, list[dict]]:
-    from ControlCGLib.evaluation.measures import subject_ruler
-    from ControlCGLib.evaluation.subjects import balanced, prepare_subject, read_simulated
+    from ControlCGLib.evaluation.subjects import balanced, read_simulated
     from ControlCGLib.imaging.deformation import estimate_warp
     from ControlCGLib.model.checkpoints import WEIGHTS, file_sha256, load_checkpoint
     from ControlCGLib.model.classifier import VolumeClassifier
@@ -58,13 +56,7 @@ def score_model(folder: Path, manifest: str, n: int, cache: Path, coarse_grid) -
     seconds = []
     for s in tqdm(balanced(read_simulated(manifest), n), desc=f"{cfg.name} subjects"):
         began = time.perf_counter()
-        prepared = prepare_subject(s, cfg.grid, cfg.intensity)
-        unit, mask = prepared.model_input, prepared.mask
-        truth = prepared.same_scaling(sitk.ReadImage(str(s.true_counterfactual)))
-        ruler = subject_ruler(s, prepared, unit, mask)
-        before = ruler.volumes(unit)
-        true_volume = ruler.change_percent(truth, before)
-        size = float(np.linalg.norm((truth - unit)[mask]))
+        prepared, unit, mask, truth, ruler, before, true_volume, size = subject_truth(s, cfg)
         ends = cached_outputs(s, model, prepared, cache / weights_id, SWEEP)
         direction = f"{s.label}->{s.target}"
         coarse_mask = _block_mean(mask.astype(np.float32), coarse_grid) > 0.5

@@ -22,7 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ControlCGLib import slicer_bridge as bridge
-from ControlCGLib.figures import head_window, peak_point, slice_views, slicer_slices, world_grid
+from ControlCGLib.figures import draw_slice_views, head_window, peak_point, slice_views, slicer_slices, world_grid
 from ControlCGLib.overlay import symmetric_window
 
 
@@ -58,7 +58,6 @@ def volume_change_rows(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib import patheffects
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import ListedColormap, Normalize
 
@@ -68,7 +67,6 @@ def volume_change_rows(
     drawn[:, 3] = np.where(table[:, 3] == 1.0, opacity, 0.0)
     cmap = ListedColormap(drawn).with_extremes(bad=(0.0, 0.0, 0.0, 0.0))
     norm = Normalize(-window, window)
-    outline = [patheffects.withStroke(linewidth=2, foreground="black")]
 
     views = []
     for label, background, change in rows:
@@ -82,29 +80,11 @@ def volume_change_rows(
     fig = plt.figure(figsize=(11.5, 4.1 * len(rows)), dpi=130)
     gs = fig.add_gridspec(len(rows), 4, width_ratios=[*widths, 0.045 * sum(widths)], wspace=0.06, hspace=0.12)
     for r, (label, grey, change, low, high) in enumerate(views):
-        for i, (g, c) in enumerate(zip(grey, change)):
-            ax = fig.add_subplot(gs[r, i])
-            ax.set_facecolor("black")
-            rows_, cols = g.array.shape
-            extent = (0.0, cols * g.spacing[0], rows_ * g.spacing[1], 0.0)
-            ax.imshow(g.array, cmap="gray", vmin=low, vmax=high, extent=extent, interpolation="bilinear")
-            ax.imshow(np.ma.masked_invalid(c.array), cmap=cmap, norm=norm, extent=extent, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(
-                g.title,
-                fontsize=10,
-                color="black",
-                bbox={"facecolor": g.colour, "edgecolor": "none", "boxstyle": "round,pad=0.25"},
-            )
-            left, right, top, bottom = g.edges
-            style = {"color": "white", "fontsize": 10, "fontweight": "bold", "path_effects": outline}
-            ax.text(0.02, 0.5, left, transform=ax.transAxes, ha="left", va="center", **style)
-            ax.text(0.98, 0.5, right, transform=ax.transAxes, ha="right", va="center", **style)
-            ax.text(0.5, 0.98, top, transform=ax.transAxes, ha="center", va="top", **style)
-            ax.text(0.5, 0.02, bottom, transform=ax.transAxes, ha="center", va="bottom", **style)
-            if i == 0:
-                ax.set_ylabel(label, fontsize=10)
+        cells = [gs[r, i] for i in range(3)]
+        axes = draw_slice_views(
+            fig, cells, grey, change, low, high, cmap, norm, overlay_interpolation="nearest", offsets=False
+        )
+        axes[0].set_ylabel(label, fontsize=10)
         cax = fig.add_subplot(gs[r, 3])
         legend = ListedColormap(np.where(table[:, 3:] == 1.0, table, [0.93, 0.93, 0.93, 1.0]))
         bar = fig.colorbar(ScalarMappable(norm=norm, cmap=legend), cax=cax)

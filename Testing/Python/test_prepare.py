@@ -25,6 +25,19 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
+def _refused_early(cohort, path):
+    """A copy of ``cohort`` with only its truncated file and its slab, absolute image paths: scans refused before any
+    registration, so that a test of the machinery around them takes seconds."""
+    rows = _rows(cohort)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for r in rows:
+            if r["subject"] in ("refuse-truncated", "refuse-slab"):
+                writer.writerow({**r, "image": str(cohort.parent / r["image"])})
+    return path
+
+
 def test_prepared_input_is_bit_identical_to_the_counterfactual_path(prepared_realistic, monkeypatch, tiny_model):
     import ControlCGLib.pipeline as pipeline
 
@@ -99,14 +112,7 @@ def test_robust_z_flags_the_outlier():
 def test_prepare_command_shards_and_refuses_bad_arguments(tmp_path, realistic_cohort, capsys):
     assert main(["prepare", str(realistic_cohort), "--out", str(tmp_path), "--shard", "3/2"]) == 2
     assert "0 <= i < n" in capsys.readouterr().err
-    rows = _rows(realistic_cohort)
-    small = tmp_path / "two.csv"
-    with open(small, "w", newline="") as f:  # the truncated file and the slab: refused before any registration
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        for r in rows:
-            if r["subject"] in ("refuse-truncated", "refuse-slab"):
-                writer.writerow({**r, "image": str(realistic_cohort.parent / r["image"])})
+    small = _refused_early(realistic_cohort, tmp_path / "two.csv")
     out = tmp_path / "out"
     assert main(["prepare", str(small), "--out", str(out), "--grid", "16", "24", "16", "--shard", "0/2"]) == 0
     assert "1 of 2 scans done" in capsys.readouterr().out and not (out / "prepared.csv").exists()
@@ -122,14 +128,7 @@ def test_torchrun_ranks_share_the_scans(tmp_path, realistic_cohort):
     import subprocess
     import sys
 
-    rows = _rows(realistic_cohort)
-    small = tmp_path / "refusals.csv"  # scans refused before any registration: the test times the machinery only
-    with open(small, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        for r in rows:
-            if r["subject"] in ("refuse-truncated", "refuse-slab"):
-                writer.writerow({**r, "image": str(realistic_cohort.parent / r["image"])})
+    small = _refused_early(realistic_cohort, tmp_path / "refusals.csv")  # the test times the machinery only
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
            "ControlCGLib.cli", "prepare", str(small), "--out", str(out), "--grid", "16", "24", "16"]  # fmt: skip
