@@ -1,4 +1,5 @@
-"""``controlcg evaluate``: every method on a simulated cohort with ground truth, as the paper's tables."""
+"""``controlcg evaluate``: every method on a simulated cohort with ground truth, or on a labelled real cohort without
+it (evaluation/real_cohort.py), as the paper's tables."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from .common import add_command, add_overwrite, add_solver_and_spacing, add_thre
 
 
 def _cmd_evaluate(args) -> int:
-    """Every method on a simulated cohort with ground truth; report folder with the paper's tables (docs/results.md)."""
+    """Every method on a simulated cohort with ground truth, or on a labelled real cohort without it; a report folder
+    with the paper's tables (docs/results.md)."""
     import dataclasses
 
     from tqdm.auto import tqdm
@@ -130,11 +132,15 @@ def _real_cohort(args, out, model, classifier, judge, settings, augmentation) ->
     )
     bar.close()
     if summary is not None:
-        e = summary["per_w"][f"{float(settings.default_w):g}"]
-        print(
-            f"ours at w={settings.default_w:g} on {summary['subjects']} real subjects: SSIM to the input "
-            f"{e['ssim']:.3f}, flip {e['flip']:.2f} (judge {e['flip_judge'] if e['flip_judge'] is not None else '-'})"
-        )
+        w = f"{float(settings.default_w):g}"
+        print(f"at w={w} on {summary['subjects']} subjects without truths (SSIM to the input; flip; judge flip):")
+        for name, m in summary["methods"].items():
+            e = m["per_w"][w]
+            judge = e["flip_judge"]["mean"]
+            print(
+                f"  {name:22s} {e['ssim']['mean']:.3f}  {e['flip']['mean']:.2f}  "
+                f"{'-' if judge is None else f'{judge:.2f}'}"
+            )
         print(f"wrote {out}/real_cohort.md, real_cohort.json, rows.csv")
     return 0
 
@@ -160,7 +166,8 @@ def _real_scans(paths, out, model, classifier, settings) -> None:
 
 
 def register(sub) -> None:
-    p = add_command(sub, "evaluate", "compare ours with ILVR and DDIM inversion on a simulated cohort", _cmd_evaluate)
+    what = "compare ours with ILVR and DDIM inversion on a simulated or a labelled real cohort"
+    p = add_command(sub, "evaluate", what, _cmd_evaluate)
     p.add_argument(
         "--cohort",
         default=None,

@@ -22,7 +22,7 @@ import SimpleITK as sitk
 from ..imaging.geometry import resample
 from ..imaging.template import load_template
 from .anatomies import head_scan
-from .simulator import COHORT_V1, CohortSimulator
+from .simulator import COHORT_V1, CohortSimulator, SimulationConfig
 
 #: The field of view each native scan covers (mm along its own axes): a head with room around it.
 FIELD_OF_VIEW_MM = (200.0, 230.0, 200.0)
@@ -96,18 +96,27 @@ def acquire(image: sitk.Image, grid: sitk.Image, rng: np.random.Generator) -> si
 
 
 def write_realistic_cohort(
-    out: str | Path, n: int = 6, seed: int = 0, spacing: Sequence[float] = (1.5, 1.5, 1.5), refusals: bool = True
+    out: str | Path,
+    n: int = 6,
+    seed: int = 0,
+    spacing: Sequence[float] = (1.5, 1.5, 1.5),
+    refusals: bool = True,
+    simulation: SimulationConfig = COHORT_V1,
+    test: int = 1,
 ) -> Path:
-    """``n`` subjects (classes alternating; per class the last is ``test``, one ``val`` from four on, the rest
-    ``train``) as native scans, and (``refusals``) the refusal cases; returns ``cohort.csv`` (image,label,subject,
-    split). ``spacing``: the native voxel size before jitter (coarser is faster; the scan checks accept up to twice
-    the model grid's spacing)."""
+    """``n`` subjects (classes alternating; per class the last ``test`` are ``test``, the one before them ``val``
+    where the class has ``test`` + 3 or more, the rest ``train``) as native scans, and (``refusals``) the refusal
+    cases; returns ``cohort.csv`` (image,label,subject,split). ``spacing``: the native voxel size before jitter
+    (coarser is faster; the scan checks accept up to twice the model grid's spacing). ``simulation``: the brains'
+    cohort (v1, one anatomy: fast; data/simulator.SimulationConfig() for cohort v3, the embedded models' world)."""
     if n < 2:
         raise ValueError(f"the cohort needs at least 2 subjects (one per class), got {n}")
+    if not 1 <= test <= n // 2:
+        raise ValueError(f"test scans per class must be between 1 and {n // 2}, got {test}")
     out = Path(out)
     (out / "scans").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    sim = CohortSimulator(COHORT_V1)
+    sim = CohortSimulator(simulation)
     heads = HeadComposer()
     labels = [("CN", "AD")[i % 2] for i in range(n)]
     rows = []
@@ -118,7 +127,8 @@ def write_realistic_cohort(
         sitk.WriteImage(scan, str(out / name), useCompression=True)
         same = [j for j, other in enumerate(labels) if other == label]
         order = same.index(i)
-        split = "test" if order == len(same) - 1 else ("val" if len(same) >= 4 and order == len(same) - 2 else "train")
+        val = len(same) >= test + 3 and order == len(same) - test - 1
+        split = "test" if order >= len(same) - test else ("val" if val else "train")
         rows.append({"image": name, "label": label, "subject": record.subject, "split": split})
     if refusals:
         first = sitk.ReadImage(str(out / rows[0]["image"]))

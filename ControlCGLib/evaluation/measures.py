@@ -34,6 +34,7 @@ WITHOUT_BLEND = "ours-no-blend"  # paired, without blending
 WITH_INJECTION = "ours-injection"  # with the paper's attention injection (defaults.INJECTION: off in the product)
 INVERSION_START = "ours-inversion-start"  # started from the DDIM-inverted input instead of the noised input
 ABLATIONS = (INTENSITY_CHANGE, UNPAIRED, WITHOUT_BLEND, WITH_INJECTION, INVERSION_START)
+SWEPT = (OURS, INTENSITY_CHANGE)  # measured over the whole w sweep (the paper's Table 1); the rest at the default w
 # The anchors every metric is read against: the input unchanged (the floor: what "doing nothing" scores), the
 # subject-agnostic atlas and another subject's change (anchors.py: what an explanation blind to this patient scores)
 # and the simulator's true counterfactual (the ceiling). None runs a model; all are measured like any method.
@@ -111,14 +112,12 @@ def measure_subject(
     points, where the cohort carries labels) and, given ``anchors`` with another subject of this direction, the swap
     test. ``anchors`` adds the atlas and other-subject rows beside identity and oracle. ``images``, when given,
     receives the model-grid arrays ("input", "truth", and (method, w) per counterfactual) for figures."""
-    from ..sampling.baselines import run_method
     from .metrics import change_scores, closer_to_own, saliency_dice
 
     config = model.config
     prepared = prepare_subject(subject, config.grid, config.intensity)
     unit, mask = prepared.model_input, prepared.mask
     truth = prepared.same_scaling(sitk.ReadImage(str(subject.true_counterfactual)))
-    y0 = model_tensor(unit, config.intensity)
     explained = VolumeClassifier(classifier)
     judged = VolumeClassifier(judge) if judge is not None else None
     sampling = settings.sampling(config.name)
@@ -185,28 +184,14 @@ def measure_subject(
             "features": explained.features(cf).tolist(),
         }
 
-    runs = {}  # methods that sample alike (ours and ours-intensity) share one run
-    for method in settings.methods():
-        curve = method.name in (OURS, INTENSITY_CHANGE)
-        scales = settings.scales if curve else (settings.default_w,)
-        key = (method.sampled_as(), tuple(scales))
-        if key not in runs:
-            loop = {"seed": seed, "on_step": on_step}
-            runs[key] = run_method(method, model, y0, subject.label, subject.target, scales, sampling, **loop)
-        result = runs[key]
-        for w in result.images:
-            cf, _ = show(result, w, prepared, config.intensity, method.change)
-            entry = row(method.name, w, cf, result.seconds)
-            if images is not None:
-                images[(method.name, float(w))] = cf
-            if settings.axioms and seed == settings.axioms_seed and float(w) == float(settings.default_w):
-                own = run_method(method, model, y0, subject.label, subject.label, (w,), sampling, seed=seed)
-                entry["composition_mse"] = mse(unit, show(own, w, prepared, config.intensity, method.change)[0])
-                back_input = model_tensor(cf, config.intensity)
-                back = run_method(method, model, back_input, subject.target, subject.label, (w,), sampling, seed=seed)
-                shown_cf = Prepared.on_model_grid(cf, mask, prepared.grid)
-                entry["reversibility_mse"] = mse(unit, show(back, w, shown_cf, config.intensity, method.change)[0])
-            rows.append(entry)
+    shown = each_counterfactual(settings, model, prepared, subject.label, subject.target, sampling, seed, on_step)
+    for method, w, cf, seconds in shown:
+        entry = row(method.name, w, cf, seconds)
+        if images is not None:
+            images[(method.name, float(w))] = cf
+        if settings.axioms and seed == settings.axioms_seed and float(w) == float(settings.default_w):
+            entry.update(axioms(method, model, prepared, cf, subject.label, subject.target, w, sampling, seed))
+        rows.append(entry)
     if settings.anchors:
         shown = {IDENTITY: unit}
         for name, change in ((ATLAS, atlas), (OTHER_SUBJECT, other)):
@@ -222,6 +207,42 @@ def measure_subject(
                 images[(method, float(settings.default_w))] = cf
             rows.append(entry)
     return rows
+
+
+def each_counterfactual(
+    settings, model, prepared: Prepared, source: str, target: str, sampling, seed: int, on_step=None
+):
+    """Every method's counterfactual of one prepared input, shown as that method shows it: (method, w, shown,
+    seconds of its run) over the sweep for :data:`SWEPT`, at the default w for the rest; methods that sample alike
+    share a run."""
+    from ..sampling.baselines import run_method
+
+    y0 = model_tensor(prepared.model_input, model.config.intensity)
+    runs = {}
+    for method in settings.methods():
+        scales = settings.scales if method.name in SWEPT else (settings.default_w,)
+        key = (method.sampled_as(), tuple(scales))
+        if key not in runs:
+            runs[key] = run_method(method, model, y0, source, target, scales, sampling, seed=seed, on_step=on_step)
+        result = runs[key]
+        for w in result.images:
+            yield method, float(w), show(result, w, prepared, model.config.intensity, method.change)[0], result.seconds
+
+
+def axioms(method, model, prepared: Prepared, cf: np.ndarray, source: str, target: str, w: float, sampling, seed: int):
+    """The two checks that need no truth, as MSE to the input (ideally 0): composition (the method toward the scan's
+    own class) and reversibility (the counterfactual ``cf``'s counterfactual back toward ``source``). Two more runs."""
+    from ..sampling.baselines import run_method
+
+    intensity, unit = model.config.intensity, prepared.model_input
+    y0 = model_tensor(unit, intensity)
+    own = run_method(method, model, y0, source, source, (w,), sampling, seed=seed)
+    back = run_method(method, model, model_tensor(cf, intensity), target, source, (w,), sampling, seed=seed)
+    shown_cf = Prepared.on_model_grid(cf, prepared.mask, prepared.grid)
+    return {
+        "composition_mse": mse(unit, show(own, w, prepared, intensity, method.change)[0]),
+        "reversibility_mse": mse(unit, show(back, w, shown_cf, intensity, method.change)[0]),
+    }
 
 
 def subject_ruler(subject: SimulatedSubject, prepared, unit: np.ndarray, mask: np.ndarray):

@@ -1,26 +1,33 @@
 """``controlcg evaluate --cohort`` on a labelled real cohort (``prepared.csv`` of ``controlcg prepare``, or any
-image,label,subject[,split] CSV), which has no true counterfactuals: what the paper's tables measure without them, and
-the truth-free measures of real_scans.py.
+image,label,subject[,split] CSV), which has no true counterfactuals: the paper's tables for every method, without
+them, and the truth-free measures of real_scans.py.
 
-Each scan of the ``test`` split (all scans when the CSV has none) gets the product's counterfactual toward the other
-class (paired with its own label as the source class, shown as a deformation, sampled as evaluation/measures.py samples
-ours) for every w of the sweep and every seed, and is measured:
+Each scan of the ``test`` split (all scans when the CSV has none) gets every method's counterfactual toward the other
+class (evaluation/measures.py's methods: ours -- paired with the scan's label as the source class, shown as a
+deformation, exact sampling -- over the w sweep; its ablations and the paper's baselines, ILVR and DDIM inversion, at
+the default w) for every seed, and is measured:
 
 - Table 1: SSIM and MSE of the counterfactual to its input;
 - Table 2: the flip (the counterfactual classified as its target class) by the explained classifier and by the
   independent judge, and the KIDs on the explained classifier's features between the real and the generated sets
   per class (rCN2gAD: real CN against generated AD; a good AD counterfactual is far from real CN and near real AD);
-- without truths: the signed mean change per atlas region, the share of voxels darker than any tissue of the scan,
-  and the correlation of two seeds' changes;
-- intervals over subjects (a subject's scans and seeds averaged first): bootstrap for the means, Wilson for the flips.
+- without truths: per direction, the regional volume change read with one intensity ruler (volumes.py, on the atlas
+  regions the registration brings onto the model grid) and the signed mean change per region; the share of voxels
+  darker than any tissue of the scan; the correlation of two seeds' changes; composition and reversibility on the
+  first seed;
+- two anchors at the default w, measured like any method: ``identity`` (the input unchanged: the floor) and
+  ``ours-atlas`` (ours' mean change over the *other* evaluated scans of the same direction, added to this scan: what
+  a patient-blind change scores). With no truth there is no ceiling; a method that does not beat ``ours-atlas`` on the
+  flip and the KIDs shows the class, not the patient;
+- intervals over subjects (a subject's scans and seeds averaged first): bootstrap for the means and the flips.
 
 - Table 3, given an augmentation cohort (a labelled CSV, e.g. the same prepared.csv): a classifier of the explained
-  classifier's configuration trained on its few real ``train`` scans alone ("none") and with ours' counterfactual of
-  each of them added ("ours", labelled with its target class), both scored on the evaluated test scans. Its ``val``
-  split picks the best weights (without one, the real training scans do; say so when reading the numbers).
+  classifier's configuration trained on its few real ``train`` scans alone ("none") and with each method's
+  counterfactual of each of them added (labelled with its target class), all scored on the evaluated test scans. Its
+  ``val`` split picks the best weights (without one, the real training scans do; say so when reading the numbers).
 
 Sharded like run.py: torchrun's ranks each measure a slice of the scans (and make a slice of the augmentation's
-examples), rank 0 trains the augmentation classifiers and writes the report.
+examples), rank 0 measures the anchors, trains the augmentation classifiers and writes the report.
 """
 
 from __future__ import annotations
@@ -41,15 +48,19 @@ from ..imaging.native_space import Prepared, prepare
 from ..imaging.reading import read_scan
 from ..imaging.template import load_template
 from ..model.classifier import VolumeClassifier
-from ..pipeline import DEFORMATION, show
-from ..sampling.sampler import counterfactual
-from .measures import EvaluationSettings
+from .anchors import with_change
+from .measures import IDENTITY, OURS, EvaluationSettings, axioms, each_counterfactual
 from .metrics import bootstrap_ci, kid, mse, ssim
 from .real_scans import REPORTED, darker_than_the_scan, region_mean_change, seed_correlation
-from .report import wilson
 from .subjects import model_tensor
+from .volumes import VolumeRuler
 
 SIMULATED_COLUMNS = {"counterfactual", "counterfactual_label"}
+#: The patient-blind anchor: ours' mean change over the other evaluated scans of the same direction.
+OURS_ATLAS = "ours-atlas"
+ANCHORS = (IDENTITY, OURS_ATLAS)
+#: The volumes of the report (volumes.VOLUME_REGIONS) and the signed intensity change per region (REPORTED).
+VOLUMES = ("hippocampi", "ventricles", "temporal cortex", "parietal cortex", "brain")
 
 
 def is_real_cohort(path: str | Path) -> bool:
@@ -82,61 +93,124 @@ def _model_input(scan: Scan, config, grid_image: sitk.Image, grid_mask: np.ndarr
     return Prepared.on_model_grid(prepared.model_input, prepared.mask, prepared.grid)
 
 
+def _other_class(config, label: str) -> str:
+    return next(c for c in config.class_names if c != label)
+
+
+class ScanMeasures:
+    """The measures of one scan's counterfactuals, each read with the same ruler: the classifiers' verdicts, similarity
+    to the input, impossible intensities, regional volumes (None where the ruler cannot read this scan) and the signed
+    change per region."""
+
+    def __init__(self, scan: Scan, target: str, unit: np.ndarray, brain: np.ndarray, labels, explained, judged):
+        self.scan, self.target, self.unit, self.brain, self.labels = scan, target, unit, brain, labels
+        self.explained, self.judged = explained, judged
+        try:
+            self.ruler = VolumeRuler(unit, labels, brain)
+            self.before = self.ruler.volumes(unit)
+        except ValueError:
+            self.ruler = None
+
+    def row(self, method: str, seed: int | None, w: float, cf: np.ndarray, seconds: float) -> dict:
+        verdict = self.explained.verdict(cf)
+        row = {
+            "subject": self.scan.subject,
+            "scan": str(self.scan.image),
+            "label": self.scan.label,
+            "target": self.target,
+            "direction": f"{self.scan.label}->{self.target}",
+            "method": method,
+            "seed": seed,
+            "w": float(w),
+            "ssim": ssim(self.unit, cf),
+            "mse": mse(self.unit, cf),
+            "mean_abs_change": float(np.abs(cf - self.unit)[self.brain].mean()),
+            "p_target": verdict[self.target],
+            "flip": max(verdict, key=verdict.get) == self.target,
+            "flip_judge": None,
+            "darker_than_scan": darker_than_the_scan(cf, self.unit, self.brain),
+            "composition_mse": None,
+            "reversibility_mse": None,
+            "seconds": round(seconds, 2),
+        }
+        if self.judged is not None:
+            judge_verdict = self.judged.verdict(cf)
+            row["flip_judge"] = max(judge_verdict, key=judge_verdict.get) == self.target
+        changed = self.ruler.change_percent(cf, self.before) if self.ruler is not None else {}
+        for region in VOLUMES:
+            row[f"dv_{region.replace(' ', '_')}"] = changed.get(region)
+        for region, value in region_mean_change(cf - self.unit, self.labels, self.brain).items():
+            row[f"change_{region.replace(' ', '_')}"] = value
+        return row
+
+
 def measure_scan(model, classifier, judge, scan: Scan, settings: EvaluationSettings, context: dict) -> dict:
-    """One scan's rows (per seed and w) and its features (input, and counterfactual at the default w, first seed)."""
+    """One scan's rows (per method, seed and w) and what the summary and the anchors need: the explained classifier's
+    features of the input and of each method's counterfactual at the default w (first seed), and the input, its brain
+    and ours' change there."""
     config = model.config
     prepared = _model_input(scan, config, context["grid"], context["mask"])
     unit, brain = prepared.model_input, prepared.mask > 0.5
-    names = list(config.class_names)
-    target = next(c for c in names if c != scan.label)
+    target = _other_class(config, scan.label)
     explained = VolumeClassifier(classifier)
     judged = VolumeClassifier(judge) if judge is not None else None
+    measures = ScanMeasures(scan, target, unit, brain, context["labels"], explained, judged)
     sampling = settings.sampling(config.name)
-    y0 = model_tensor(unit, config.intensity)
-    rows, changes, generated = [], {}, None
+    default_w = float(settings.default_w)
+    rows, changes, generated = [], {}, {}
     for seed in settings.seeds:
-        began = time.perf_counter()
-        result = counterfactual(model, y0, target, settings.scales, sampling, seed=seed, source=scan.label)
-        for w in settings.scales:
-            cf, _ = show(result, w, prepared, config.intensity, DEFORMATION)
-            verdict = explained.verdict(cf)
-            row = {
-                "subject": scan.subject,
-                "scan": str(scan.image),
-                "label": scan.label,
-                "target": target,
-                "seed": seed,
-                "w": float(w),
-                "ssim": ssim(unit, cf),
-                "mse": mse(unit, cf),
-                "mean_abs_change": float(np.abs(cf - unit)[brain].mean()),
-                "p_target": verdict[target],
-                "flip": max(verdict, key=verdict.get) == target,
-                "darker_than_scan": darker_than_the_scan(cf, unit, brain),
-                "seconds": round(time.perf_counter() - began, 2),
-            }
-            if judged is not None:
-                judge_verdict = judged.verdict(cf)
-                row["flip_judge"] = max(judge_verdict, key=judge_verdict.get) == target
-            for region, value in region_mean_change(cf - unit, context["labels"], brain).items():
-                row[f"change_{region.replace(' ', '_')}"] = value
+        for method, w, cf, seconds in each_counterfactual(
+            settings, model, prepared, scan.label, target, sampling, seed
+        ):
+            row = measures.row(method.name, seed, w, cf, seconds)
+            if w == default_w:
+                changes.setdefault(method.name, []).append(cf - unit)
+                if method.name not in generated:
+                    generated[method.name] = explained.features(cf)
+                if settings.axioms and seed == settings.axioms_seed:
+                    row.update(axioms(method, model, prepared, cf, scan.label, target, w, sampling, seed))
             rows.append(row)
-            if float(w) == float(settings.default_w):
-                changes[seed] = cf - unit
-                if generated is None:
-                    generated = explained.features(cf)
-    seeds = list(changes)
-    repeat = seed_correlation(changes[seeds[0]], changes[seeds[1]], brain) if len(seeds) > 1 else None
+    repeats = {m: seed_correlation(c[0], c[1], brain) if len(c) > 1 else None for m, c in changes.items()}
     return {
         "rows": rows,
-        "seed_correlation": repeat,
+        "seed_correlation": repeats,
         "real": explained.features(unit),
         "generated": generated,
         "test_volume": to_model_range(explained.on_grid(unit), classifier.config.intensity),
         "label": scan.label,
         "target": target,
         "subject": scan.subject,
+        "scan": scan,
+        "unit": unit,
+        "brain": brain,
+        "ours_change": changes[OURS][0] * brain if OURS in changes else None,
     }
+
+
+def measure_anchors(measured: list[dict], classifier, judge, settings: EvaluationSettings, labels) -> None:
+    """Add the anchors' rows and features to each scan's entry: ``identity`` (the input as it is) and ``ours-atlas``
+    (the mean of ours' changes of the other subjects of the same direction, added to this scan; none when the
+    direction has no other subject)."""
+    explained = VolumeClassifier(classifier)
+    judged = VolumeClassifier(judge) if judge is not None else None
+    w = float(settings.default_w)
+    for m in measured:
+        unit, brain = m["unit"], m["brain"]
+        measures = ScanMeasures(m["scan"], m["target"], unit, brain, labels, explained, judged)
+        shown = {IDENTITY: unit}
+        others = [
+            o["ours_change"]
+            for o in measured
+            if o["label"] == m["label"] and o["subject"] != m["subject"] and o["ours_change"] is not None
+        ]
+        if others:
+            shown[OURS_ATLAS] = with_change(unit, np.mean(others, axis=0), brain)
+        for name, cf in shown.items():
+            row = measures.row(name, None, w, cf, 0.0)
+            if name == IDENTITY and settings.axioms:  # toward its own class and back, the input stays the input
+                row["composition_mse"] = row["reversibility_mse"] = 0.0
+            m["rows"].append(row)
+            m["generated"][name] = explained.features(cf)
 
 
 def run_real_cohort(
@@ -186,19 +260,26 @@ def run_real_cohort(
     if rank != 0:
         shutdown()
         return None
+    if settings.anchors:
+        measure_anchors(measured, classifier, judge, settings, labels)
     summary = summarise(measured, settings)
     if examples is not None:
         test = [{"method": "real", "label": m["label"], "volume": m["test_volume"]} for m in measured]
-        summary["augmentation"] = _augmentation_table(classifier.config, examples, test, augmentation)
+        summary["augmentation"] = _augmentation_table(classifier.config, examples, test, settings, augmentation)
     summary["settings"] = {
         "cohort": str(cohort),
         "scans": len(scans),
+        "methods": [m.name for m in settings.methods()],
+        "anchors": list(ANCHORS) if settings.anchors else [],
         "scales": list(settings.scales),
         "default_w": settings.default_w,
         "seeds": list(settings.seeds),
+        "axioms": settings.axioms,
+        "steps": settings.sampling(config.name).steps,
         "processes": world,
         "seconds": round(time.perf_counter() - began, 1),
         "kid_features": "explained classifier, class_layers.flatten (globally pooled last dense block)",
+        "volume_regions": "icbm2009a atlas labels on the model grid (the registration's MNI space)",
     }
     write_real_cohort_report(Path(out), summary, [r for m in measured for r in m["rows"]])
     shutdown()
@@ -207,7 +288,9 @@ def run_real_cohort(
 
 def _augmentation_examples(model, classifier, settings, cohort, aug, context, rank, world) -> list[dict]:
     """Table 3's examples, sharded: each real training and validation scan of ``cohort`` on the classifier's grid,
-    and ours' counterfactual of each training scan toward its other class, labelled with that class."""
+    and each method's counterfactual of each training scan toward its other class, labelled with that class."""
+    from ..pipeline import show
+    from ..sampling.baselines import run_method
     from ..training.distributed import shard_map
     from .augmentation import AugmentationSettings
 
@@ -218,39 +301,40 @@ def _augmentation_examples(model, classifier, settings, cohort, aug, context, ra
     val = [s for s in scans if s.split == "val"]
     explained = VolumeClassifier(classifier)
     sampling = settings.sampling(config.name)
-    jobs = [("real", s) for s in train] + [("val", s) for s in val] + [("ours", s) for s in train]
+    methods = settings.methods()
+    jobs = [("real", s) for s in train] + [("val", s) for s in val] + [(m, s) for m in methods for s in train]
 
     def make(job):
-        role, scan = job
+        what, scan = job
         prepared = _model_input(scan, config, context["grid"], context["mask"])
-        unit, label = prepared.model_input, scan.label
-        if role == "ours":
-            label = next(c for c in config.class_names if c != scan.label)
+        unit, label, role, method = prepared.model_input, scan.label, what, "real"
+        if not isinstance(what, str):
+            label, role, method, w = _other_class(config, scan.label), "generated", what.name, settings.default_w
             y0 = model_tensor(unit, config.intensity)
-            w = settings.default_w
-            result = counterfactual(model, y0, label, (w,), sampling, seed=aug.seed, source=scan.label)
-            unit, _ = show(result, w, prepared, config.intensity, DEFORMATION)
+            result = run_method(what, model, y0, scan.label, label, (w,), sampling, seed=aug.seed)
+            unit, _ = show(result, w, prepared, config.intensity, what.change)
         volume = to_model_range(explained.on_grid(unit), classifier.config.intensity)
-        return {"role": role, "method": "real" if role != "ours" else "ours", "label": label, "volume": volume}
+        return {"role": role, "method": method, "label": label, "volume": volume}
 
     return shard_map(jobs, make, rank, world)
 
 
-def _augmentation_table(classifier_config, examples: list[dict], test: list[dict], aug) -> dict:
+def _augmentation_table(classifier_config, examples: list[dict], test: list[dict], settings, aug) -> dict:
+    """One classifier with no extra data and one per method, trained alike on the real examples plus that method's."""
     import tempfile
 
     from .augmentation import AugmentationSettings, train_and_test, training_pairs
 
     aug = aug or AugmentationSettings()
     real = [e for e in examples if e["role"] == "real"]
-    val = [e for e in examples if e["role"] == "val"] or real
+    has_val = any(e["role"] == "val" for e in examples)
+    val_set = training_pairs([e for e in examples if e["role"] == "val"] or real, classifier_config.class_names)
     detail = {}
     with tempfile.TemporaryDirectory() as scratch:  # the augmentation classifiers are not kept
-        for name in ("none", "ours"):
-            generated = [e for e in examples if e["role"] == name]
-            val_set = training_pairs(val, classifier_config.class_names)
+        for name in ["none", *(m.name for m in settings.methods())]:
+            generated = [e for e in examples if e["role"] == "generated" and e["method"] == name]
             detail[name] = train_and_test(classifier_config, real + generated, val_set, test, aug, Path(scratch) / name)
-            detail[name]["validation"] = "val split" if any(e["role"] == "val" for e in examples) else "train scans"
+            detail[name]["validation"] = "val split" if has_val else "train scans"
     return detail
 
 
@@ -262,43 +346,67 @@ def _per_subject(rows: list[dict], key: str) -> list[float]:
     return [float(np.mean(v)) for v in by.values()]
 
 
+def _mean_ci(rows: list[dict], key: str) -> dict:
+    values = _per_subject(rows, key)
+    return {"mean": round(float(np.mean(values)), 5) if values else None, "ci": bootstrap_ci(values), "n": len(values)}
+
+
+SCALARS = ("ssim", "mse", "mean_abs_change", "p_target", "flip", "flip_judge", "darker_than_scan")
+AXIOMS = ("composition_mse", "reversibility_mse")
+
+
 def summarise(measured: list[dict], settings: EvaluationSettings) -> dict:
+    """Per method and w: the means over subjects with their intervals; per direction the regional volume and
+    intensity changes; at the default w the KIDs, the seed consistency and the two axioms."""
     rows = [r for m in measured for r in m["rows"]]
-    per_w = {}
-    for w in settings.scales:
-        at = [r for r in rows if r["w"] == float(w)]
-        entry = {}
-        for key in ("ssim", "mse", "mean_abs_change", "p_target", "darker_than_scan"):
-            values = _per_subject(at, key)
-            entry[key] = round(float(np.mean(values)), 5) if values else None
-            entry[f"{key}_ci"] = bootstrap_ci(values)
-        for key in ("flip", "flip_judge"):
-            hits = [bool(r[key]) for r in at if key in r]
-            entry[key] = round(float(np.mean(hits)), 4) if hits else None
-            entry[f"{key}_ci"] = wilson(sum(hits), len(hits)) if hits else None
-        regions = {}
-        for region in REPORTED:
-            values = _per_subject(at, f"change_{region.replace(' ', '_')}")
-            regions[region] = {"mean": round(float(np.mean(values)), 5) if values else None, "ci": bootstrap_ci(values)}
-        entry["regional_change"] = regions
-        per_w[f"{float(w):g}"] = entry
-    kids = {}
+    methods: dict[str, dict] = {}
+    for name in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == name]
+        per_w = {}
+        for w in dict.fromkeys(r["w"] for r in mine):
+            at = [r for r in mine if r["w"] == w]
+            entry = {key: _mean_ci(at, key) for key in SCALARS}
+            entry["by_direction"] = {}
+            for direction in sorted({r["direction"] for r in at}):
+                these = [r for r in at if r["direction"] == direction]
+                entry["by_direction"][direction] = {
+                    "volume_change_percent": {v: _mean_ci(these, f"dv_{v.replace(' ', '_')}") for v in VOLUMES},
+                    "mean_change": {v: _mean_ci(these, f"change_{v.replace(' ', '_')}") for v in REPORTED},
+                }
+            per_w[f"{w:g}"] = entry
+        default = [r for r in mine if r["w"] == float(settings.default_w)]
+        repeats = [m["seed_correlation"].get(name) for m in measured if m["seed_correlation"].get(name) is not None]
+        methods[name] = {
+            "per_w": per_w,
+            "kid": _kids(measured, name),
+            "seed_correlation": {
+                "mean": round(float(np.mean(repeats)), 4) if repeats else None,
+                "ci": bootstrap_ci(repeats),
+                "n": len(repeats),
+            },
+            **{key: _mean_ci(default, key) for key in AXIOMS},
+        }
     classes = sorted({m["label"] for m in measured})
-    for real_class in classes:
-        real = [m["real"] for m in measured if m["label"] == real_class]
-        for generated_class in classes:
-            made = [m["generated"] for m in measured if m["target"] == generated_class]
-            name = f"r{real_class}2g{generated_class}"
-            kids[name] = kid(real, made) if len(real) >= 2 and len(made) >= 2 else None
-    repeats = [m["seed_correlation"] for m in measured if m["seed_correlation"] is not None]
     return {
-        "per_w": per_w,
-        "kid": kids,
-        "seed_correlation": round(float(np.mean(repeats)), 4) if repeats else None,
-        "seed_correlation_ci": bootstrap_ci(repeats),
+        "methods": methods,
         "subjects": len({m["subject"] for m in measured}),
         "by_class": {c: sum(m["label"] == c for m in measured) for c in classes},
     }
+
+
+def _kids(measured: list[dict], method: str) -> dict:
+    """KID between the real scans of each class and the method's counterfactuals made toward each class."""
+    classes = sorted({m["label"] for m in measured})
+    out = {}
+    for real_class in classes:
+        real = [m["real"] for m in measured if m["label"] == real_class]
+        for generated_class in classes:
+            made = [
+                m["generated"][method] for m in measured if m["target"] == generated_class and method in m["generated"]
+            ]
+            name = f"r{real_class}2g{generated_class}"
+            out[name] = kid(real, made) if len(real) >= 2 and len(made) >= 2 else None
+    return out
 
 
 def write_real_cohort_report(out: Path, summary: dict, rows: list[dict]) -> None:
@@ -313,44 +421,73 @@ def write_real_cohort_report(out: Path, summary: dict, rows: list[dict]) -> None
 
 
 def _cell(value, ci=None) -> str:
+    if isinstance(value, dict):
+        value, ci = value.get("mean"), value.get("ci")
     if value is None:
         return "–"
     text = f"{value:.4g}" if isinstance(value, float) else str(value)
-    return text + (f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "")
+    return text + (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else "")
+
+
+def _regional_table(methods: dict, w: str, measure: str, regions) -> list[str]:
+    """One row per method and direction, one column per region."""
+    lines = ["| method | direction | " + " | ".join(regions) + " |", "|---|---|" + "---|" * len(regions)]
+    for name, m in methods.items():
+        for direction, d in (m["per_w"].get(w) or {}).get("by_direction", {}).items():
+            lines.append(f"| {name} | {direction} | " + " | ".join(_cell(d[measure][v]) for v in regions) + " |")
+    return lines
 
 
 def markdown(summary: dict) -> str:
     s = summary["settings"]
+    methods = summary["methods"]
+    w = f"{float(s['default_w']):g}"
     lines = [
-        "# Counterfactuals of a real cohort (no true counterfactuals)",
+        "# Counterfactuals of a labelled real cohort (no true counterfactuals)",
         "",
         f"{s['scans']} scans of {summary['subjects']} subjects ({summary['by_class']}) from {s['cohort']}; "
-        f"seeds {s['seeds']}; {s['seconds']} s on {s['processes']} process(es). Means over subjects with 95 % "
-        "bootstrap intervals over subjects; flips with Wilson intervals.",
+        f"seeds {s['seeds']}; {s.get('steps', '?')} steps; {s['seconds']} s on {s['processes']} process(es). "
+        "Means over subjects (a subject's scans and seeds averaged first) with 95 % bootstrap intervals over "
+        "subjects. Anchors: identity (the input unchanged: the floor) and ours-atlas (ours' mean change over the "
+        "other subjects of the same direction, added to the scan: a patient-blind change). No ceiling: no truth.",
         "",
-        "## Table 1: similarity to the input, and the flip (Table 2)",
+        "## Table 1: similarity to the input and the flip over w",
         "",
-        "| w | SSIM | MSE | mean abs change | flip (explained) | flip (judge) | darker than the scan |",
-        "|---|---|---|---|---|---|---|",
+        "| method | w | SSIM | MSE | mean abs change | flip (explained) | flip (judge) | darker than the scan |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for w, e in summary["per_w"].items():
+    for name, m in methods.items():
+        for at, e in m["per_w"].items():
+            lines.append(
+                f"| {name} | {at} | {_cell(e['ssim'])} | {_cell(e['mse'])} | {_cell(e['mean_abs_change'])} | "
+                f"{_cell(e['flip'])} | {_cell(e['flip_judge'])} | {_cell(e['darker_than_scan'])} |"
+            )
+    kid_names = list(next(iter(methods.values()))["kid"]) if methods else []
+    lines += ["", f"## Table 2: every method at w = {w}: the flip and the KIDs to the real sets", ""]
+    lines += [
+        "rXgY: real X scans against counterfactuals made toward Y (lower: closer). A good counterfactual toward Y is "
+        "near real Y and far from real X.",
+        "",
+        "| method | flip (explained) | flip (judge) | " + " | ".join(f"KID {k}" for k in kid_names) + " | seed r | "
+        "composition MSE | reversibility MSE |",
+        "|---|---|---|" + "---|" * len(kid_names) + "---|---|---|",
+    ]
+    for name, m in methods.items():
+        e = m["per_w"].get(w)
+        if e is None:
+            continue
+        kids = " | ".join(_cell(m["kid"][k]) for k in kid_names)
         lines.append(
-            f"| {w} | {_cell(e['ssim'], e['ssim_ci'])} | {_cell(e['mse'], e['mse_ci'])} | "
-            f"{_cell(e['mean_abs_change'])} | {_cell(e['flip'], e['flip_ci'])} | "
-            f"{_cell(e['flip_judge'], e['flip_judge_ci'])} | {_cell(e['darker_than_scan'])} |"
+            f"| {name} | {_cell(e['flip'])} | {_cell(e['flip_judge'])} | {kids} | {_cell(m['seed_correlation'])} | "
+            f"{_cell(m['composition_mse'])} | {_cell(m['reversibility_mse'])} |"
         )
-    lines += ["", f"## Table 2: KID between real and generated sets (default w = {s['default_w']:g})", ""]
-    lines += ["| set pair | KID |", "|---|---|"]
-    lines += [f"| {k} | {_cell(v)} |" for k, v in summary["kid"].items()]
-    lines += ["", f"## Signed mean change per region (w = {s['default_w']:g}; negative: darker)", ""]
-    w = f"{float(s['default_w']):g}"
-    if w in summary["per_w"]:
-        lines += ["| region | mean change |", "|---|---|"]
-        for region, v in summary["per_w"][w]["regional_change"].items():
-            lines.append(f"| {region} | {_cell(v['mean'], v['ci'])} |")
-    lines += ["", f"Seed consistency (correlation of two seeds' changes): {_cell(summary['seed_correlation'])}", ""]
+    lines += ["", f"## Regional volume change at w = {w} (%, read with one intensity ruler; volumes.py)", ""]
+    lines += _regional_table(methods, w, "volume_change_percent", VOLUMES)
+    lines += ["", f"## Signed mean intensity change per region at w = {w} (model range; negative: darker)", ""]
+    lines += _regional_table(methods, w, "mean_change", list(REPORTED))
+    lines.append("")
     if "augmentation" in summary:
-        lines += ["## Table 3: a classifier trained with ours' counterfactuals added", ""]
+        lines += ["## Table 3: a classifier trained with each method's counterfactuals added", ""]
         lines += ["| extra data | accuracy | balanced accuracy | AUC | real / generated training scans | validation |"]
         lines += ["|---|---|---|---|---|---|"]
         for name, d in summary["augmentation"].items():
