@@ -52,6 +52,7 @@ from .anchors import with_change
 from .measures import IDENTITY, OURS, EvaluationSettings, axioms, each_counterfactual
 from .metrics import bootstrap_ci, kid, mse, ssim
 from .real_scans import REPORTED, darker_than_the_scan, region_mean_change, seed_correlation
+from .run import write_montages
 from .subjects import model_tensor
 from .volumes import VolumeRuler
 
@@ -144,10 +145,13 @@ class ScanMeasures:
         return row
 
 
-def measure_scan(model, classifier, judge, scan: Scan, settings: EvaluationSettings, context: dict) -> dict:
+def measure_scan(
+    model, classifier, judge, scan: Scan, settings: EvaluationSettings, context: dict, images: dict | None = None
+) -> dict:
     """One scan's rows (per method, seed and w) and what the summary and the anchors need: the explained classifier's
     features of the input and of each method's counterfactual at the default w (first seed), and the input, its brain
-    and ours' change there."""
+    and ours' change there. ``images``, when given, receives the input and the first seed's counterfactuals
+    ((method, w) -> model-grid array) for the montages."""
     config = model.config
     prepared = _model_input(scan, config, context["grid"], context["mask"])
     unit, brain = prepared.model_input, prepared.mask > 0.5
@@ -158,11 +162,15 @@ def measure_scan(model, classifier, judge, scan: Scan, settings: EvaluationSetti
     sampling = settings.sampling(config.name)
     default_w = float(settings.default_w)
     rows, changes, generated = [], {}, {}
+    if images is not None:
+        images["input"] = unit
     for seed in settings.seeds:
         for method, w, cf, seconds in each_counterfactual(
             settings, model, prepared, scan.label, target, sampling, seed
         ):
             row = measures.row(method.name, seed, w, cf, seconds)
+            if images is not None and seed == settings.seeds[0]:
+                images[(method.name, w)] = cf
             if w == default_w:
                 changes.setdefault(method.name, []).append(cf - unit)
                 if method.name not in generated:
@@ -184,6 +192,7 @@ def measure_scan(model, classifier, judge, scan: Scan, settings: EvaluationSetti
         "unit": unit,
         "brain": brain,
         "ours_change": changes[OURS][0] * brain if OURS in changes else None,
+        "images": images,
     }
 
 
@@ -211,6 +220,8 @@ def measure_anchors(measured: list[dict], classifier, judge, settings: Evaluatio
                 row["composition_mse"] = row["reversibility_mse"] = 0.0
             m["rows"].append(row)
             m["generated"][name] = explained.features(cf)
+            if m.get("images") is not None:
+                m["images"][(name, w)] = cf
 
 
 def run_real_cohort(
@@ -246,7 +257,8 @@ def run_real_cohort(
     context = {"grid": grid, "mask": mask, "labels": labels}
 
     def measure(scan):
-        measured = measure_scan(model, classifier, judge, scan, settings, context)
+        images = {} if scan is scans[0] else None  # the montages' scan
+        measured = measure_scan(model, classifier, judge, scan, settings, context, images)
         if on_item:
             on_item(scan)
         return measured
@@ -282,6 +294,10 @@ def run_real_cohort(
         "volume_regions": "icbm2009a atlas labels on the model grid (the registration's MNI space)",
     }
     write_real_cohort_report(Path(out), summary, [r for m in measured for r in m["rows"]])
+    first = measured[0]
+    methods = [*(m.name for m in settings.methods()), *ANCHORS]
+    title = f"{first['subject']}: {first['label']} -> {first['target']}, no truth"
+    write_montages(Path(out), first["images"], {f"input ({first['label']})": first["unit"]}, title, methods, settings)
     shutdown()
     return summary
 

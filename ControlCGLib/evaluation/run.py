@@ -124,20 +124,19 @@ def trained_anatomies(*models) -> list[str]:
 
 
 def _montages(out: Path, images: dict, subject: SimulatedSubject, settings: EvaluationSettings) -> None:
+    base = {f"input ({subject.label})": images["input"], f"true {subject.target}": images["truth"]}
+    title = f"{subject.subject}: {subject.label} -> {subject.target}"
+    write_montages(out, images, base, title, [m.name for m in settings.methods()], settings)
+
+
+def write_montages(out: Path, images: dict, base: dict, title: str, methods, settings: EvaluationSettings) -> None:
+    """montage_w.png (ours over the w sweep) and montage_methods.png (``methods`` at the default w) of one subject:
+    ``base`` columns first (the input, and the truth where there is one), the change from the input below each."""
     from ..figures import montage
 
-    base = {f"input ({subject.label})": images["input"], f"true {subject.target}": images["truth"]}
+    input_name = next(iter(base))
     ours = {f"ours w={w:g}": images[(OURS, float(w))] for w in settings.scales if (OURS, float(w)) in images}
-    methods = {
-        f"{m.name}": images[(m.name, float(settings.default_w))]
-        for m in settings.methods()
-        if (m.name, float(settings.default_w)) in images
-    }
-    for name, columns in (("montage_w.png", {**base, **ours}), ("montage_methods.png", {**base, **methods})):
-        saliency = {k: v - images["input"] for k, v in columns.items() if not k.startswith("input")}
-        montage(
-            out / name,
-            columns,
-            saliency,
-            title=f"{subject.subject}: {subject.label} -> {subject.target} ({name[8:-4]})",
-        )
+    shown = {m: images[(m, float(settings.default_w))] for m in methods if (m, float(settings.default_w)) in images}
+    for name, columns in (("montage_w.png", {**base, **ours}), ("montage_methods.png", {**base, **shown})):
+        saliency = {k: v - base[input_name] for k, v in columns.items() if k != input_name}
+        montage(out / name, columns, saliency, title=f"{title} ({name[8:-4]})")

@@ -84,6 +84,7 @@ def test_prepare_train_evaluate_end_to_end(tmp_path, prepared_realistic, capsys)
     assert all((d["train_real"], d["train_generated"]) == (2, 2) for k, d in table3.items() if k != "none")
     report = (out / "real_cohort.md").read_text(encoding="utf-8")
     assert "Table 1" in report and "Table 3" in report and "| ILVR-1 | CN->AD |" in report
+    assert (out / "montage_methods.png").stat().st_size > 0 and (out / "montage_w.png").stat().st_size > 0
 
 
 def test_the_patient_blind_anchor_is_the_mean_of_the_other_subjects_changes(tmp_path):
