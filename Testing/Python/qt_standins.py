@@ -42,6 +42,21 @@ FONT_FILES = (  # tried in order when Qt finds no font by itself (offscreen plat
 )
 
 
+def _scene_accessors():
+    """``mrmlScene()`` and the ``setMRMLScene`` slot of a widget that only keeps the scene it is given, with both
+    overloads (module docstring); made here and assigned in each class body, where Qt registers the slot."""
+
+    def mrmlScene(self):
+        return self._scene
+
+    @Slot(object)
+    @Slot(SCENE_TYPE)
+    def setMRMLScene(self, scene) -> None:
+        self._scene = scene
+
+    return mrmlScene, setMRMLScene
+
+
 class qMRMLWidget(QWidget):
     """Root of a Slicer module panel: holds the MRML scene and announces it to its children."""
 
@@ -94,13 +109,7 @@ class qMRMLNodeComboBox(QComboBox):
     showChildNodeTypes = _flag("showChildNodeTypes")
     del _flag
 
-    def mrmlScene(self):
-        return self._scene
-
-    @Slot(object)
-    @Slot(SCENE_TYPE)
-    def setMRMLScene(self, scene) -> None:
-        self._scene = scene
+    mrmlScene, setMRMLScene = _scene_accessors()
 
     def currentNode(self):
         return None
@@ -119,13 +128,7 @@ class qMRMLTableView(QTableView):
         self.horizontalHeader().setStretchLastSection(False)
         self.verticalHeader().setVisible(True)
 
-    def mrmlScene(self):
-        return self._scene
-
-    @Slot(object)
-    @Slot(SCENE_TYPE)
-    def setMRMLScene(self, scene) -> None:
-        self._scene = scene
+    mrmlScene, setMRMLScene = _scene_accessors()
 
     def mrmlTableNode(self):
         return self._node
