@@ -35,7 +35,7 @@ from . import defaults
 from .imaging.geometry import array_and_ijk_to_ras, image_from_array
 from .model.config import ModelConfig, read_model_config
 from .outputs import RunRecord, read_result_folder
-from .overlay import symmetric_window
+from .overlay import PUOR, diverging_rgba, symmetric_window
 from .progress import parse_progress
 from .run_request import RunRequest
 
@@ -446,42 +446,12 @@ VOLUME_CHANGE_WINDOW = math.log(2.0)
 SALIENCY_LEGEND = "change: counterfactual - scan (red brighter, blue darker)"
 VOLUME_CHANGE_LEGEND = "log local volume ratio (purple shrinks, orange grows)"
 
-# ColorBrewer PuOr (11 classes) from the most negative value (shrinks, purple) to the most positive (grows, orange):
-# a palette of its own, so that the volume change is never read as the saliency's brighter / darker.
-_PUOR = (
-    np.array(
-        [
-            (45, 0, 75),
-            (84, 39, 136),
-            (128, 115, 172),
-            (178, 171, 210),
-            (216, 218, 235),
-            (247, 247, 247),
-            (254, 224, 182),
-            (253, 184, 99),
-            (224, 130, 20),
-            (179, 88, 6),
-            (127, 59, 8),
-        ],
-        dtype=float,
-    )
-    / 255.0
-)
-
 
 def volume_change_rgba(n: int = 256, transparent_fraction: float = 0.05) -> np.ndarray:
     """``(n, 4)`` RGBA rows in [0, 1] for log volume ratios from -window to +window: purple shrinks, orange grows;
     entries within ``transparent_fraction`` of the half-width around 0 are transparent (alpha 0), as the saliency
     table's are."""
-    if n < 3:
-        raise ValueError(f"a diverging table needs at least 3 colours, got {n}")
-    if not 0.0 <= transparent_fraction < 1.0:
-        raise ValueError(f"transparent_fraction must be in [0, 1), got {transparent_fraction}")
-    x = np.linspace(-1.0, 1.0, n)
-    pos = (x + 1.0) / 2.0 * (len(_PUOR) - 1)
-    rgb = np.stack([np.interp(pos, np.arange(len(_PUOR)), _PUOR[:, c]) for c in range(3)], axis=1)
-    alpha = (np.abs(x) > transparent_fraction).astype(float)
-    return np.concatenate([rgb, alpha[:, None]], axis=1)
+    return diverging_rgba(n, transparent_fraction, PUOR)
 
 
 def node_name(input_name: str, kind: str, target: str, w: float | None = None) -> str:
