@@ -59,11 +59,14 @@ class Anchors:
     def __init__(self, pool: Sequence[TrueChange], evaluated: Sequence[TrueChange]):
         self._sums: dict[str, np.ndarray] = {}
         self._counts: dict[str, int] = {}
-        self._pooled: dict[str, np.ndarray] = {}  # subject -> its own change, to leave it out of its atlas
+        # (subject, direction) -> the sum and number of its own changes (a subject may have several scans): left out
+        # of its atlas
+        self._pooled: dict[tuple[str, str], tuple[np.ndarray, int]] = {}
         for c in pool:
             self._sums[c.direction] = self._sums.get(c.direction, 0.0) + c.change
             self._counts[c.direction] = self._counts.get(c.direction, 0) + 1
-            self._pooled[c.subject] = c.change
+            own, n = self._pooled.get((c.subject, c.direction), (0.0, 0))
+            self._pooled[(c.subject, c.direction)] = (own + c.change, n + 1)
         self._others: dict[str, np.ndarray] = {}
         for direction in {c.direction for c in evaluated}:
             same = [c for c in evaluated if c.direction == direction]
@@ -76,11 +79,11 @@ class Anchors:
         return self._counts.get(direction, 0)
 
     def atlas(self, subject: str, direction: str) -> np.ndarray | None:
-        """The mean true change of the pool's subjects of ``direction`` other than ``subject`` (None: none left)."""
+        """The mean change of the pool's subjects of ``direction`` other than ``subject`` (None: none left)."""
         total, n = self._sums.get(direction), self._counts.get(direction, 0)
-        own = self._pooled.get(subject)
-        if own is not None:
-            total, n = total - own, n - 1
+        if (subject, direction) in self._pooled:
+            own, count = self._pooled[(subject, direction)]
+            total, n = total - own, n - count
         return None if n < 1 else total / n
 
     def other(self, subject: str) -> np.ndarray | None:

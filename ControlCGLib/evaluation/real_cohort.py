@@ -48,7 +48,7 @@ from ..imaging.native_space import Prepared, prepare
 from ..imaging.reading import read_scan
 from ..imaging.template import load_template
 from ..model.classifier import VolumeClassifier
-from .anchors import with_change
+from .anchors import Anchors, TrueChange, with_change
 from .measures import IDENTITY, OURS, EvaluationSettings, axioms, each_counterfactual
 from .metrics import bootstrap_ci, kid, mse, ssim
 from .real_scans import REPORTED, darker_than_the_scan, region_mean_change, seed_correlation
@@ -203,17 +203,20 @@ def measure_anchors(measured: list[dict], classifier, judge, settings: Evaluatio
     explained = VolumeClassifier(classifier)
     judged = VolumeClassifier(judge) if judge is not None else None
     w = float(settings.default_w)
+    # anchors.py's atlas mechanism (leave-one-subject-out mean per direction), on ours' changes instead of true ones
+    pool = [
+        TrueChange(m["subject"], f"{m['label']}->{m['target']}", m["unit"], m["brain"], m["ours_change"])
+        for m in measured
+        if m["ours_change"] is not None
+    ]
+    atlas = Anchors(pool, [])
     for m in measured:
         unit, brain = m["unit"], m["brain"]
         measures = ScanMeasures(m["scan"], m["target"], unit, brain, labels, explained, judged)
         shown = {IDENTITY: unit}
-        others = [
-            o["ours_change"]
-            for o in measured
-            if o["label"] == m["label"] and o["subject"] != m["subject"] and o["ours_change"] is not None
-        ]
-        if others:
-            shown[OURS_ATLAS] = with_change(unit, np.mean(others, axis=0), brain)
+        others = atlas.atlas(m["subject"], f"{m['label']}->{m['target']}")
+        if others is not None:
+            shown[OURS_ATLAS] = with_change(unit, others, brain)
         for name, cf in shown.items():
             row = measures.row(name, None, w, cf, 0.0)
             if name == IDENTITY and settings.axioms:  # toward its own class and back, the input stays the input
@@ -315,24 +318,29 @@ def _augmentation_examples(model, classifier, settings, cohort, aug, context, ra
     scans = read_cohort(cohort, config.class_names)
     train = chosen_scans([s for s in scans if s.split == "train"] or scans, aug.real, split=None)
     val = [s for s in scans if s.split == "val"]
-    explained = VolumeClassifier(classifier)
+    explained, intensity = VolumeClassifier(classifier), classifier.config.intensity
     sampling = settings.sampling(config.name)
     methods = settings.methods()
-    jobs = [("real", s) for s in train] + [("val", s) for s in val] + [(m, s) for m in methods for s in train]
+    jobs = [("real", s) for s in train] + [("val", s) for s in val]
 
-    def make(job):
-        what, scan = job
+    def make(job) -> list[dict]:
+        """The scan as it is and, for a training scan, each method's counterfactual of it: one preparation."""
+        role, scan = job
         prepared = _model_input(scan, config, context["grid"], context["mask"])
-        unit, label, role, method = prepared.model_input, scan.label, what, "real"
-        if not isinstance(what, str):
-            label, role, method, w = _other_class(config, scan.label), "generated", what.name, settings.default_w
-            y0 = model_tensor(unit, config.intensity)
-            result = run_method(what, model, y0, scan.label, label, (w,), sampling, seed=aug.seed)
-            unit, _ = show(result, w, prepared, config.intensity, what.change)
-        volume = to_model_range(explained.on_grid(unit), classifier.config.intensity)
-        return {"role": role, "method": method, "label": label, "volume": volume}
+        examples = [(role, "real", scan.label, prepared.model_input)]
+        if role == "real":
+            target, w = _other_class(config, scan.label), settings.default_w
+            y0 = model_tensor(prepared.model_input, config.intensity)
+            for method in methods:
+                result = run_method(method, model, y0, scan.label, target, (w,), sampling, seed=aug.seed)
+                cf, _ = show(result, w, prepared, config.intensity, method.change)
+                examples.append(("generated", method.name, target, cf))
+        return [
+            {"role": r, "method": m, "label": label, "volume": to_model_range(explained.on_grid(unit), intensity)}
+            for r, m, label, unit in examples
+        ]
 
-    return shard_map(jobs, make, rank, world)
+    return [e for part in shard_map(jobs, make, rank, world) for e in part]
 
 
 def _augmentation_table(classifier_config, examples: list[dict], test: list[dict], settings, aug) -> dict:

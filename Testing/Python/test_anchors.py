@@ -123,3 +123,14 @@ def test_best_w_is_the_one_whose_change_matches_the_truth_best():
         "AD->CN": {"w": 4.0, "change_r2_pooled": 0.4},
         "CN->AD": {"w": 2.0, "change_r2_pooled": 0.5},
     }
+
+
+def test_a_subject_with_several_scans_is_left_out_whole_and_only_from_its_direction():
+    a = np.full(SHAPE, 0.1)
+    scan_1, scan_2 = _subject(0, a), _subject(0, a * 5)  # two scans of subject s0
+    later = _subject(0, -a * 7, "AD->CN")  # s0 again, in the other direction
+    pool = [scan_1, scan_2, _subject(1, a * 3), later, _subject(2, -a, "AD->CN")]
+    anchors = Anchors(pool, [])
+    assert np.allclose(anchors.atlas("s0", "CN->AD"), a * 3)  # both of its CN->AD scans left out
+    assert np.allclose(anchors.atlas("s1", "CN->AD"), a * 3)  # the mean of s0's two scans
+    assert np.allclose(anchors.atlas("s0", "AD->CN"), -a)  # its AD->CN scan left out of that direction only
